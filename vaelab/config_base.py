@@ -1,0 +1,80 @@
+"""Keys every config has, and the variant-string parser the config files share."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults):
+  """`configs/NAME.py:runlocal,key=value` -> ConfigDict of the variant's settings.
+
+  A bare word sets a boolean flag (`runlocal`), `key=value` sets a typed default.
+  """
+  out = ml_collections.ConfigDict(dict(defaults))
+  for part in (arg or "").split(","):
+    if not part:
+      continue
+    key, _, value = part.partition("=")
+    if key not in out:
+      raise ValueError(f"unknown config variant {key!r}; known: {sorted(out.keys())}")
+    if not value:
+      out[key] = True
+    else:
+      out[key] = type(defaults[key])(value) if not isinstance(defaults[key], bool) else (
+          value.lower() in ("1", "true", "yes"))
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128  # global, split over all devices
+  c.num_train_steps = 1000
+  c.log_every = 100
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "mnist"  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d | procedural_dsprites
+  c.data.train_path = ""  # for npz
+  c.data.eval_path = ""  # for npz
+  c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+  c.data.train_split = "train"  # TFDS split names
+  c.data.eval_split = "test"
+  c.data.num_eval = 10000  # held-out sample size of procedural sets
+  c.data.binarize = "none"  # none | threshold | dynamic
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "vae"
+  c.model.encoder = "mlp"  # mlp | conv; the decoder mirrors it
+  c.model.hidden = (512, 512)
+  c.model.conv_channels = (32, 32, 64, 64)
+  c.model.dense = 256
+  c.model.activation = "relu"
+  c.model.latent_dim = 32
+
+  c.loss = ml_collections.ConfigDict()
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # adam | adamw | sgd (b1 = momentum)
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "constant"  # constant | cosine | warmup_cosine
+  c.optimizer.warmup_steps = 0
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.weight_decay = 0.0  # adamw only
+  c.optimizer.grad_clip_norm = 0.0  # 0: no clipping
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 500
+  c.eval.num_pictures = 32
+  return c
+
+
+def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> None:
+  """The keys of the VAE family."""
+  c.model.name = "vae"
+  c.model.likelihood = likelihood  # bernoulli | gaussian
+  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  c.loss.beta = 1.0

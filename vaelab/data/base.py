@@ -1,0 +1,84 @@
+"""The one interface every data source implements.
+
+A source is an indexable, finite collection of examples held (or generated) on
+the host. The pipeline (`vaelab.data.pipeline`) decides which indices form each
+global batch, so a source never shuffles and never knows about devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+class ArraySource(Protocol):
+  """Examples addressed by integer index.
+
+  `get(indices)` returns a dict of numpy arrays with leading axis len(indices):
+    "image":   float32 (n, H, W, C) in [0, 1]
+    "label":   int32 (n,)           optional
+    "factors": int32 (n, F)         optional, ground-truth generative factors
+  """
+
+  name: str
+  info: "SourceInfo"
+
+  def __len__(self) -> int:
+    ...
+
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+  image_shape: tuple[int, int, int]
+  has_label: bool = False
+  num_classes: int | None = None
+  # Number of values each ground-truth factor takes (dSprites: 1, 3, 6, 40, 32, 32).
+  factor_sizes: tuple[int, ...] | None = None
+  factor_names: tuple[str, ...] | None = None
+
+
+class InMemorySource:
+  """A source backed by numpy arrays already in memory (npz files, TFDS splits)."""
+
+  def __init__(self, name: str, image: np.ndarray, label: np.ndarray | None = None,
+               factors: np.ndarray | None = None, num_classes: int | None = None,
+               factor_sizes: tuple[int, ...] | None = None,
+               factor_names: tuple[str, ...] | None = None):
+    self.name = name
+    self._arrays = {"image": image}
+    if label is not None:
+      self._arrays["label"] = label.astype(np.int32)
+    if factors is not None:
+      self._arrays["factors"] = factors.astype(np.int32)
+    self.info = SourceInfo(image_shape=tuple(image.shape[1:]), has_label=label is not None,
+                           num_classes=num_classes, factor_sizes=factor_sizes,
+                           factor_names=factor_names)
+
+  def __len__(self) -> int:
+    return len(self._arrays["image"])
+
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    out = {k: v[indices] for k, v in self._arrays.items()}
+    if out["image"].dtype == np.uint8:
+      out["image"] = out["image"].astype(np.float32) / 255.0
+    return out
+
+
+class SubsetSource:
+  """A fixed subset of another source (e.g. a held-out sample of a procedural set)."""
+
+  def __init__(self, source, indices: np.ndarray, name: str | None = None):
+    self._source = source
+    self._indices = np.asarray(indices)
+    self.name = name or source.name
+    self.info = source.info
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return self._source.get(self._indices[indices])

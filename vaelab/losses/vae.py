@@ -1,0 +1,20 @@
+"""The ELBO objective of the VAE family."""
+from __future__ import annotations
+
+from vaelab.losses import kl as kl_lib
+from vaelab.losses import reconstruction
+
+
+def elbo_terms(likelihood: str, decoded, x, mean, logvar, sigma=1.0):
+  """Per-example -log p(x|z) and KL(q(z|x) || p(z)), each shape (B,), and KL per dim (B, D)."""
+  nll = reconstruction.nll(likelihood, decoded, x, sigma)
+  kl_dims = kl_lib.gaussian_kl_per_dim(mean, logvar)
+  return nll, kl_dims.sum(-1), kl_dims
+
+
+def vae_loss(nll, kl, beta):
+  """Batch mean of -ELBO with the KL weighted by beta (beta=1: the ELBO; beta>1: beta-VAE).
+
+  `beta` is an array so a population of betas can share one compiled step.
+  """
+  return (nll + beta * kl).mean()

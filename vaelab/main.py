@@ -1,0 +1,41 @@
+"""Command line: python -m vaelab.main --config=configs/NAME.py --workdir=DIR [--mode=...]
+
+  --mode=train   train (resuming from DIR's latest checkpoint), evaluate, write results.json
+  --mode=eval    recompute results.json and the pictures from DIR's latest checkpoint
+  --mode=sample  write DIR/samples.png from the latest checkpoint
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vaelab.errors import ConfigError, DataError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vaelab.train import loop
+  try:
+    if _MODE.value == "train":
+      loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    elif _MODE.value == "eval":
+      loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+    else:
+      print(loop.sample_checkpoint(_CONFIG.value, _WORKDIR.value))
+  except (ConfigError, DataError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,45 @@
+"""What a family provides to the shared train step, evaluator and loop.
+
+A family is a Flax module plus its objective. The step, the loop and the
+evaluator call only these functions, so adding a family means adding one file
+in `vaelab/models/` that defines `FAMILY`, and its objective in `vaelab/losses/`.
+
+Conventions shared by all functions below:
+  variables: {"params": ..., <other collections>: ...}
+  batch:     dict of per-device arrays; "image" float (B, H, W, C) in [0, 1]
+  keys:      per-example PRNG keys, shape (B,), derived from (seed, step, example index)
+             so that a run does not depend on how the batch is split over devices
+  hparams:   dict of scalar arrays (beta, ...) that enter the step as arguments
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+
+Metrics = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  # (config, SourceInfo) -> nn.Module whose __call__(x, keys) is used for init.
+  make_model: Callable[..., nn.Module]
+  # Every model also has a method `reconstruct(x)` -> images in [0, 1], used for pictures.
+  # config -> loss_fn(model, params, model_state, batch, keys, hparams)
+  #           -> (loss, (metrics, new_model_state)).
+  # Metrics are per-device means; the step averages them over devices. A factory, so that
+  # string options (likelihood, penalty path) are fixed before tracing.
+  make_loss: Callable[[Any], Callable[..., Any]]
+  # config -> fn(model, variables, batch, keys, hparams) -> {name: per-example array (B,)};
+  # averaged over the evaluation set and written as eval/<name>.
+  make_eval_metrics: Callable[[Any], Callable[..., Metrics]]
+  # config -> {name: float}: numeric hyperparameters passed to the step as arrays.
+  hparams: Callable[[Any], dict[str, float]] = lambda config: {}
+  # config -> None, raising ConfigError that names the key.
+  validate: Callable[[Any], None] = lambda config: None
+  # (model, variables, key, n) -> n images from the model's prior, or None.
+  sample: Optional[Callable[..., Any]] = None
+  # (config, train_source, eval_source) -> {eval/<name>: float}: baselines computed once.
+  baselines: Optional[Callable[..., dict[str, float]]] = None

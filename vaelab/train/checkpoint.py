@@ -1,0 +1,61 @@
+"""Orbax checkpoints of the TrainState: keep the newest N, resume from the newest usable one.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a
+run killed mid-write leaves the previous checkpoints intact.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, max_to_keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, state, force: bool = False) -> bool:
+    step = int(jax.device_get(state.step))
+    if step in self.manager.all_steps():
+      return False
+    saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    return saved
+
+  def restore(self, template):
+    """The newest checkpoint that restores into `template`'s structure, or None if none exist.
+
+    A damaged or mismatched checkpoint is skipped with a warning naming it; if checkpoints
+    exist but none is usable this raises rather than silently starting over.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    failures = []
+    for step in reversed(self.steps()):
+      try:
+        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # orbax raises many types for a damaged directory
+        path = os.path.join(self.directory, str(step))
+        logging.warning("Checkpoint %s is unusable (%s: %s); trying an older one.", path,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        failures.append(f"{path}: {type(e).__name__}")
+    if failures:
+      raise RuntimeError("No usable checkpoint in %s (%s). Move them away to start over."
+                         % (self.directory, "; ".join(failures)))
+    return None
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

@@ -1,0 +1,221 @@
+"""The training loop: `train_and_evaluate(config, workdir)` and friends.
+
+This is the Python API that `vaelab.main` (and notebooks) call; it knows no family by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from vaelab import validation
+from vaelab.data import make_sources, pipeline
+from vaelab.errors import ConfigError
+from vaelab.evaluate.evaluator import Evaluator
+from vaelab.models.base import Family
+from vaelab.train import checkpoint as checkpoint_lib
+from vaelab.train import optimizer as optimizer_lib
+from vaelab.train import step as step_lib
+from vaelab.train.metrics_writer import MetricsWriter, Progress, write_json
+from vaelab.train.state import TrainState
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config; the pieces a notebook needs to train in-process."""
+  config: Any
+  family: Family
+  model: Any
+  tx: Any
+  mesh: Any
+  train_source: Any
+  eval_source: Any
+  train_step: Any
+  hparams: dict
+
+  def init_state(self) -> TrainState:
+    x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
+    keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
+    variables = self.model.init(jax.random.key(int(self.config.seed)), x, keys)
+    return TrainState.create(variables, self.tx, int(self.config.seed))
+
+  def batcher(self) -> pipeline.Batcher:
+    return pipeline.Batcher(self.train_source, int(self.config.batch_size), int(self.config.seed),
+                            jax.process_index(), jax.process_count())
+
+  def evaluator(self) -> Evaluator:
+    return Evaluator(self.family, self.config, self.model, self.mesh, self.eval_source)
+
+
+def build(config, sources=None) -> Experiment:
+  """Validates the config and builds model, optimizer, data and the compiled-on-first-use step."""
+  family = validation.validate(config)
+  train_source, eval_source = sources or make_sources(config.data)
+  _check_data(config, train_source, eval_source)
+  model = family.make_model(config, train_source.info)
+  tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
+  mesh = step_lib.make_mesh()
+  train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
+                                        config.data.binarize)
+  hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
+                                      for k, v in family.hparams(config).items()})
+  return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
+                    hparams)
+
+
+def _check_data(config, train_source, eval_source):
+  if train_source.info.image_shape != eval_source.info.image_shape:
+    raise ConfigError(f"data: train images are {train_source.info.image_shape} but eval images "
+                      f"are {eval_source.info.image_shape}")
+  if config.model.encoder == "conv":
+    h, w, _ = train_source.info.image_shape
+    f = 2**len(config.model.conv_channels)
+    if h % f or w % f:
+      raise ConfigError(f"model.conv_channels has {len(config.model.conv_channels)} stride-2 "
+                        f"layers, so image height and width must be multiples of {f}; the data "
+                        f"({config.data.name}) has {h}x{w}")
+
+
+def _probe_workdir(workdir: str):
+  """Fails now, not after an hour, if results could not be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "wb") as f:
+      f.write(b"\0" * 65536)
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f"workdir {workdir!r} is not writable: {e}") from e
+
+
+def _save_config(config, workdir: str):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+    os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
+
+
+class _MetricsBuffer:
+  """Per-step metrics stay on device until a log point, so the host never waits each step."""
+
+  def __init__(self, policy: str):
+    self.policy, self.items, self.skipped = policy, [], 0
+
+  def add(self, step: int, metrics):
+    self.items.append((step, metrics))
+
+  def check(self):
+    """Raises under the `stop` policy if any pending step was not finite."""
+    flags = jax.device_get([m["finite"] for _, m in self.items])
+    bad = [s for (s, _), ok in zip(self.items, flags) if not bool(ok)]
+    if bad and self.policy == "stop":
+      raise NonFiniteError(
+          f"non-finite loss or gradient at step {bad[0]}: the update was not applied and no "
+          f"checkpoint after it was written. Lower optimizer.learning_rate or set "
+          f"nonfinite='skip' to skip such updates.")
+    return bad
+
+  def drain(self) -> dict[str, float]:
+    if not self.items:
+      return {}
+    self.skipped += len(self.check())
+    host = jax.device_get([m for _, m in self.items])
+    self.items = []
+    good = [m for m in host if bool(m["finite"])] or host
+    keys = [k for k in good[0] if k != "finite"]
+    return {f"train/{k}": float(np.mean([m[k] for m in good])) for k in keys}
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints), evaluates, writes results.json."""
+  exp = build(config)
+  _probe_workdir(workdir)
+  ckpt = checkpoint_lib.Checkpointer(workdir, int(config.keep_checkpoints))
+  state = ckpt.restore(exp.init_state()) or exp.init_state()
+  start = int(jax.device_get(state.step))
+  if start:
+    logging.info("Resuming from the checkpoint at step %d in %s", start, ckpt.directory)
+  state = step_lib.replicate(exp.mesh, state)
+  _save_config(config, workdir)
+  writer = MetricsWriter(workdir, start)
+  evaluator = exp.evaluator()
+  num_steps = int(config.num_train_steps)
+  batcher = exp.batcher()
+  batches = pipeline.prefetch(step_lib.shard_batch(exp.mesh, batcher.batch(s))
+                              for s in range(start, num_steps))
+  buffer = _MetricsBuffer(config.nonfinite)
+  buffer.skipped = int(jax.device_get(state.skipped_steps))
+  progress = Progress(start, num_steps)
+  try:
+    for step in range(start, num_steps):
+      state, metrics = exp.train_step(state, next(batches), exp.hparams)
+      buffer.add(step, metrics)
+      done = step + 1
+      if done % config.log_every == 0 or done == num_steps:
+        scalars = buffer.drain()
+        scalars["steps_per_sec"] = progress.rate(done)
+        scalars["train/skipped_steps"] = buffer.skipped
+        writer.write(done, scalars)
+        logging.info(progress.line(done, scalars["steps_per_sec"], scalars))
+      if done % config.eval_every == 0 and done != num_steps:
+        writer.write(done, evaluator(state, exp.hparams))
+      if done % config.checkpoint_every == 0 or done == num_steps:
+        buffer.check()  # under `stop`, a NaN since the last log ends the run before this save
+        ckpt.save(state)
+  finally:
+    ckpt.wait()
+    writer.flush()
+  results = _final_evaluation(exp, state, evaluator, workdir)
+  writer.write(num_steps, results)
+  writer.close()
+  ckpt.close()
+  return results
+
+
+def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str):
+  results = evaluator(state, exp.hparams)
+  if exp.family.baselines is not None:
+    results.update(exp.family.baselines(exp.config, exp.train_source, exp.eval_source))
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, "results.json"), results)
+    evaluator.save_pictures(state, workdir)
+  logging.info("Final evaluation: %s", results)
+  return results
+
+
+def restore_latest(exp: Experiment, workdir: str):
+  ckpt = checkpoint_lib.Checkpointer(workdir, int(exp.config.keep_checkpoints))
+  state = ckpt.restore(exp.init_state())
+  ckpt.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
+                            f"first (--mode=train)")
+  return step_lib.replicate(exp.mesh, state)
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
+  """`--mode=eval`: recomputes results.json and the pictures from the latest checkpoint."""
+  exp = build(config)
+  state = restore_latest(exp, workdir)
+  return _final_evaluation(exp, state, exp.evaluator(), workdir)
+
+
+def sample_checkpoint(config, workdir: str, num: int = 64) -> str:
+  """`--mode=sample`: a grid of samples from the latest checkpoint's prior."""
+  from vaelab.evaluate import pictures
+  exp = build(config)
+  if exp.family.sample is None:
+    raise ConfigError(f"model.name={config.model.name!r} has no prior to sample from")
+  state = jax.device_get(restore_latest(exp, workdir))
+  key = jax.random.fold_in(jax.random.key(int(config.seed)), 2**31 - 2)
+  images = exp.family.sample(exp.model, state.variables(), key, num)
+  return pictures.save_grid(np.asarray(images), os.path.join(workdir, "samples.png"))

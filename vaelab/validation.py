@@ -1,0 +1,51 @@
+"""Checks of a whole config before anything is built or compiled.
+
+Each failure is a ConfigError whose message names the key, the value and what is allowed.
+Family-specific keys are checked by the family's own `validate`.
+"""
+from __future__ import annotations
+
+import jax
+
+from vaelab import data as data_lib
+from vaelab import models
+from vaelab.data.binarize import MODES as BINARIZE_MODES
+from vaelab.errors import ConfigError
+from vaelab.train import optimizer
+
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+def _positive_int(config, key: str, minimum: int = 1):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if isinstance(value, bool) or int(value) != value or value < minimum:
+    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
+
+
+def validate(config, num_devices: int | None = None):
+  """Raises ConfigError for the first bad value; returns the family on success."""
+  num_devices = num_devices or jax.device_count()
+  for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
+              "keep_checkpoints", "eval.batch_size"):
+    _positive_int(config, key)
+  _positive_int(config, "seed", minimum=0)
+  _positive_int(config, "eval.num_pictures", minimum=0)
+  for key in ("batch_size", "eval.batch_size"):
+    value = config.batch_size if key == "batch_size" else config.eval.batch_size
+    if value % num_devices:
+      raise ConfigError(f"{key}={value} is not divisible by the {num_devices} devices; use a "
+                        f"multiple of {num_devices}")
+  if config.nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"nonfinite={config.nonfinite!r}: expected one of {NONFINITE_POLICIES}")
+  if config.data.name not in data_lib.NAMES:
+    raise ConfigError(f"data.name={config.data.name!r}: expected one of {data_lib.NAMES}")
+  if config.data.binarize not in BINARIZE_MODES:
+    raise ConfigError(f"data.binarize={config.data.binarize!r}: expected one of "
+                      f"{BINARIZE_MODES}")
+  _positive_int(config, "data.num_eval")
+  optimizer.validate(config.optimizer)
+  family = models.get_family(config.model.name)
+  family.validate(config)
+  return family
