@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configs and small npz files, so tests compile in seconds."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from vaelab import config_base  # noqa: E402
+
+
+def write_npz(path, n=64, size=8, seed=0, labels=True):
+  """Blobs on a dark background: structured enough that an autoencoder can learn them."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:size, :size]
+  cy, cx = rng.uniform(2, size - 2, (2, n, 1, 1))
+  img = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0)
+  arrays = {"image": (img[..., None] * 255).astype(np.uint8)}
+  if labels:
+    arrays["label"] = (cx[:, 0, 0] > size / 2).astype(np.int64)
+  np.savez(path, **arrays)
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def npz_pair(tmp_path_factory):
+  d = tmp_path_factory.mktemp("data")
+  return write_npz(d / "train.npz", 256, seed=0), write_npz(d / "eval.npz", 64, seed=1)
+
+
+def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
+  c = config_base.base_config()
+  if family == "vae":
+    config_base.vae_keys(c)
+  else:
+    c.model.name = "ae"
+    c.model.recon_loss = "bernoulli"
+  c.data.name = "npz"
+  c.data.train_path, c.data.eval_path = train_path, eval_path
+  c.batch_size = 16
+  c.num_train_steps = 10
+  c.log_every = 1
+  c.eval_every = 5
+  c.checkpoint_every = 5
+  c.model.hidden = (32,)
+  c.model.latent_dim = 4
+  c.eval.batch_size = 32
+  c.eval.num_pictures = 8
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c

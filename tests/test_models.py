@@ -1,0 +1,111 @@
+"""Module shapes, finiteness and the properties the train step relies on."""
+import chex
+import flax.linen as nn
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vaelab import config_base, models
+from vaelab.data.base import SourceInfo
+from vaelab.models import nets, vae as vae_lib
+from vaelab.train.step import example_keys
+
+
+def _config(name, encoder="mlp", image_shape=(28, 28, 1)):
+  c = config_base.base_config()
+  if name == "vae":
+    config_base.vae_keys(c)
+  else:
+    c.model.name = "ae"
+    c.model.recon_loss = "bernoulli"
+  c.model.encoder = encoder
+  c.model.hidden = (16, 8)
+  c.model.conv_channels = (4, 8)
+  c.model.dense = 16
+  c.model.latent_dim = 3
+  return c, SourceInfo(image_shape=image_shape)
+
+
+@pytest.mark.parametrize("name", ["ae", "vae"])
+@pytest.mark.parametrize("encoder,shape", [("mlp", (28, 28, 1)), ("conv", (16, 16, 3))])
+def test_forward_shapes_and_finiteness(name, encoder, shape):
+  config, info = _config(name, encoder, shape)
+  family = models.get_family(name)
+  model = family.make_model(config, info)
+  x = jnp.asarray(np.random.default_rng(0).random((5, *shape)), jnp.float32)
+  keys = example_keys(0, 0, jnp.arange(5))
+  hparams = family.hparams(config)
+  loss_fn, eval_fn = family.make_loss(config), family.make_eval_metrics(config)
+
+  @jax.jit  # one compilation instead of op-by-op dispatch
+  def run(x, keys):
+    variables = model.init(jax.random.key(0), x, keys)
+    recon = model.apply(variables, x, method="reconstruct")
+    loss, (metrics, _) = loss_fn(model, variables["params"], {}, {"image": x}, keys, hparams)
+    return recon, loss, metrics, eval_fn(model, variables, {"image": x}, keys, hparams)
+
+  recon, loss, metrics, per_example = run(x, keys)
+  chex.assert_shape(recon, (5, *shape))
+  chex.assert_tree_all_finite((recon, loss, metrics, per_example))
+  assert float(recon.min()) >= 0 and float(recon.max()) <= 1
+  for v in per_example.values():
+    chex.assert_shape(v, (5,))
+
+
+def test_hinton_autoencoder_shape_and_linear_code():
+  config, info = _config("ae")
+  config.model.hidden = (1000, 500, 250)
+  config.model.latent_dim = 30
+  model = models.get_family("ae").make_model(config, info)
+  x = jnp.asarray(np.random.default_rng(0).random((2, 28, 28, 1)), jnp.float32)
+  params = model.init(jax.random.key(0), x)["params"]
+  enc = [params["encoder"][f"dense_{i}"]["kernel"].shape for i in range(4)]
+  dec = [params["decoder"]["MLP_0"][f"dense_{i}"]["kernel"].shape for i in range(4)]
+  assert enc == [(784, 1000), (1000, 500), (500, 250), (250, 30)]
+  assert dec == [(30, 250), (250, 500), (500, 1000), (1000, 784)]
+  # A linear code: scaling the last layer's kernel scales the code exactly.
+  code = model.apply({"params": params}, x, method="encode")
+  p2 = jax.tree.map(lambda a: a, params)
+  p2["encoder"]["dense_3"] = {"kernel": 2 * params["encoder"]["dense_3"]["kernel"],
+                              "bias": 2 * params["encoder"]["dense_3"]["bias"]}
+  np.testing.assert_allclose(model.apply({"params": p2}, x, method="encode"), 2 * code,
+                             rtol=1e-5)
+
+
+def test_reparameterization_depends_on_each_examples_key_only():
+  """The same example with the same key gets the same z wherever it sits in the batch, so a
+  batch split over devices draws the same noise as on one device."""
+  mean, logvar = jnp.zeros((4, 3)), jnp.zeros((4, 3))
+  keys = example_keys(7, 3, jnp.arange(4))
+  z_all = vae_lib.reparameterize(keys, mean, logvar)
+  z_half = vae_lib.reparameterize(keys[2:], mean[2:], logvar[2:])
+  np.testing.assert_array_equal(z_all[2:], z_half)
+  assert not np.allclose(z_all[0], z_all[1])
+  # And it is a sample from N(mean, exp(logvar)).
+  keys = example_keys(0, 0, jnp.arange(20000))
+  z = vae_lib.reparameterize(keys, jnp.full((20000, 1), 2.0), jnp.full((20000, 1), np.log(0.25)))
+  assert abs(float(z.mean()) - 2.0) < 0.02 and abs(float(z.std()) - 0.5) < 0.02
+
+
+def test_upsample_can_express_a_stride2_transposed_convolution():
+  """The pixel-shuffle layer replacing ConvTranspose represents it exactly (fitted weights)."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 5, 3)), jnp.float32)
+  ct = nn.ConvTranspose(2, (4, 4), strides=(2, 2), padding="SAME")
+  target = ct.apply(ct.init(jax.random.key(0), x), x)
+  up = nets.Upsample(2)
+  chex.assert_shape(up.apply(up.init(jax.random.key(1), x), x), target.shape)
+  # Upsample is linear in its kernel: solve least squares for the kernel reproducing `target`.
+  params = up.init(jax.random.key(1), x)
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  f = lambda w: up.apply(unravel(w), x).ravel()
+  basis = jax.vmap(lambda e: f(e) - f(jnp.zeros_like(flat)))(jnp.eye(flat.size))
+  w, *_ = np.linalg.lstsq(np.asarray(basis.T), np.asarray(target.ravel() - f(jnp.zeros_like(flat))),
+                          rcond=None)
+  np.testing.assert_allclose(f(jnp.asarray(w, jnp.float32)), target.ravel(), atol=1e-4)
+
+
+def test_unknown_family_is_refused_with_the_key():
+  with pytest.raises(ValueError, match="model.name='nope'"):
+    models.get_family("nope")
