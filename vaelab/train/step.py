@@ -53,7 +53,7 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str):
         state.params)
     grads = lax.pmean(grads, AXIS)
     metrics = lax.pmean({**metrics, "loss": loss}, AXIS)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A non-finite loss or gradient leaves the state as it was; the loop decides whether to
