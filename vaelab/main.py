@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging as py_logging
 import sys
 
 from absl import app, flags, logging
@@ -20,9 +21,17 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietCheckpointing(py_logging.Filter):
+  """Orbax logs several INFO lines per save; keep the console for the progress lines."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietCheckpointing())
   from vaelab.train import loop
   try:
     if _MODE.value == "train":

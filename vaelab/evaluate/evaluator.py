@@ -35,7 +35,8 @@ class Evaluator:
   def save_pictures(self, state, workdir: str) -> list[str]:
     """A reconstruction grid of evaluation images and, for generative families, prior samples."""
     n = min(int(self.config.eval.num_pictures), len(self.source))
-    x = self.source.get(np.arange(n))["image"]
+    # Spread over the split: sources are often ordered by class or factor.
+    x = self.source.get(np.linspace(0, len(self.source) - 1, n).astype(int))["image"]
     variables = jax.device_get(state.variables())
     recon = self.model.apply(variables, x, method="reconstruct")
     paths = [pictures.save_reconstructions(x, np.asarray(recon),
