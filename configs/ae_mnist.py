@@ -16,11 +16,10 @@ from vaelab import config_base
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  c.model.name = "ae"
+  config_base.ae_keys(c)
   c.model.hidden = (1000, 500, 250)
   c.model.latent_dim = 30
   c.model.activation = "relu"
-  c.model.recon_loss = "bernoulli"  # bernoulli (cross-entropy) | mse
   c.data.name = "mnist"
   c.batch_size = 128
   c.num_train_steps = 4000

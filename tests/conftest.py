@@ -37,8 +37,7 @@ def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
   if family == "vae":
     config_base.vae_keys(c)
   else:
-    c.model.name = "ae"
-    c.model.recon_loss = "bernoulli"
+    config_base.ae_keys(c)
   c.data.name = "npz"
   c.data.train_path, c.data.eval_path = train_path, eval_path
   c.batch_size = 16

@@ -18,8 +18,7 @@ def _config(name, encoder="mlp", image_shape=(28, 28, 1)):
   if name == "vae":
     config_base.vae_keys(c)
   else:
-    c.model.name = "ae"
-    c.model.recon_loss = "bernoulli"
+    config_base.ae_keys(c)
   c.model.encoder = encoder
   c.model.hidden = (16, 8)
   c.model.conv_channels = (4, 8)

@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500
   c.eval.num_pictures = 32
+  c.eval.probe_train_size = 10000  # training examples the linear probe is fitted on
   return c
 
 
@@ -78,3 +79,13 @@ def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> Non
   c.model.likelihood = likelihood  # bernoulli | gaussian
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   c.loss.beta = 1.0
+
+
+def ae_keys(c: ml_collections.ConfigDict) -> None:
+  """The keys every deterministic autoencoder family shares."""
+  c.model.name = "ae"
+  c.model.recon_loss = "bernoulli"  # bernoulli (cross-entropy) | mse
+  c.model.code_activation = "linear"  # linear | sigmoid | relu
+  # The corruption under which eval/denoise_sse is measured, for every autoencoder family.
+  c.eval.corruption = "mask"  # mask | gaussian | salt_pepper
+  c.eval.noise_level = 0.25

@@ -8,6 +8,7 @@ import numpy as np
 
 from vaelab.data import pipeline
 from vaelab.evaluate import pictures
+from vaelab.evaluate import probe as probe_lib
 from vaelab.train import step as step_lib
 
 
@@ -16,6 +17,7 @@ class Evaluator:
   def __init__(self, family, config, model, mesh, eval_source):
     self.family, self.config, self.model, self.mesh = family, config, model, mesh
     self.source = eval_source
+    self.probe_train_size = int(config.eval.probe_train_size)
     self._step = step_lib.make_eval_step(family.make_eval_metrics(config), model, mesh,
                                          config.data.binarize)
 
@@ -31,6 +33,30 @@ class Evaluator:
       count += c
     sums, count = jax.device_get((sums, count))
     return {f"eval/{k}": float(v) / float(count) for k, v in sums.items()}
+
+  def probe(self, state, train_source) -> dict[str, float]:
+    """Linear-probe test error on the family's features and on raw pixels, where labels exist."""
+    method = self.family.features
+    if method is None or not (train_source.info.has_label and self.source.info.has_label):
+      return {}
+    n = min(len(train_source), self.probe_train_size)
+    train_idx = np.sort(np.random.default_rng(0).choice(len(train_source), n, replace=False))
+    variables = jax.device_get(state.variables())
+    features = jax.jit(lambda v, x: self.model.apply(v, x, method=method))
+
+    def extract(source, idx):
+      feats, pixels, labels = [], [], []
+      for i in range(0, len(idx), 1000):
+        b = source.get(idx[i:i + 1000])
+        feats.append(np.asarray(features(variables, b["image"])).reshape(len(b["image"]), -1))
+        pixels.append(b["image"].reshape(len(b["image"]), -1))
+        labels.append(b["label"])
+      return np.concatenate(feats), np.concatenate(pixels), np.concatenate(labels)
+
+    tf, tp, tl = extract(train_source, train_idx)
+    ef, ep, el = extract(self.source, np.arange(len(self.source)))
+    return {"eval/probe_error": probe_lib.probe_error(tf, tl, ef, el),
+            "eval/probe_error_pixels": probe_lib.probe_error(tp, tl, ep, el)}
 
   def save_pictures(self, state, workdir: str) -> list[str]:
     """A reconstruction grid of evaluation images and, for generative families, prior samples."""

@@ -1,34 +1,42 @@
 """Deterministic autoencoder (Hinton & Salakhutdinov 2006 shape: 784-1000-500-250-30, linear code).
 
 The decoder emits logits; images are their sigmoid, so `model.recon_loss` can be the
-Bernoulli cross-entropy the paper used for MNIST or the squared error.
+Bernoulli cross-entropy the paper used for MNIST or the squared error. The module and the
+evaluation here are shared by every deterministic autoencoder family (denoising, sparse,
+contractive reuse `AE`; all report the same eval/ metrics through `make_eval_metrics`).
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pca
-from vaelab.losses import ae as ae_losses
-from vaelab.losses import reconstruction
+from vaelab.losses import contractive, corruption, reconstruction
 from vaelab.models import nets
 from vaelab.models.base import Family
 
 RECON_LOSSES = ("bernoulli", "mse")
+CODE_ACTIVATIONS = ("linear", "sigmoid", "relu")
 
 
 class AE(nn.Module):
   spec: nets.NetSpec
   latent_dim: int
   image_shape: tuple[int, int, int]
+  # linear: Hinton's deep AE; sigmoid: the one-layer sparse and contractive autoencoders.
+  code_activation: str = "linear"
 
   def setup(self):
     self.encoder = nets.make_encoder(self.spec, self.latent_dim)
     self.decoder = nets.make_decoder(self.spec, self.image_shape)
 
   def encode(self, x):
-    return self.encoder(x)
+    code = self.encoder(x)
+    if self.code_activation == "linear":
+      return code
+    return nets.activation(self.code_activation)(code)
 
   def decode(self, code):
     return self.decoder(code)
@@ -41,10 +49,11 @@ class AE(nn.Module):
 
 
 def make_model(config, info):
-  return AE(nets.NetSpec.from_config(config.model), config.model.latent_dim, info.image_shape)
+  return AE(nets.NetSpec.from_config(config.model), config.model.latent_dim, info.image_shape,
+            config.model.code_activation)
 
 
-def _recon_loss_per_example(recon_loss, logits, x):
+def recon_loss_per_example(recon_loss, logits, x):
   if recon_loss == "mse":
     return reconstruction.sse(jax.nn.sigmoid(logits), x)
   return reconstruction.bernoulli_nll(logits, x)
@@ -56,7 +65,7 @@ def make_loss(config):
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
     logits = model.apply({"params": params, **model_state}, x)
-    value = _recon_loss_per_example(recon_loss, logits, x).mean()
+    value = recon_loss_per_example(recon_loss, logits, x).mean()
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
     return value, ({"recon_sse": sse}, model_state)
 
@@ -64,22 +73,49 @@ def make_loss(config):
 
 
 def make_eval_metrics(config):
+  """What every deterministic autoencoder reports, so the families can be compared:
+  loss, recon_sse, denoise_sse (clean image vs reconstruction of its corrupted version,
+  corruption `eval.corruption` at `eval.noise_level`) and jacobian_fro2 (exact ||J||_F^2
+  of the encoder)."""
   recon_loss = config.model.recon_loss
+  kind, level = config.eval.corruption, float(config.eval.noise_level)
 
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
-    logits = model.apply(variables, x)
-    return {"loss": _recon_loss_per_example(recon_loss, logits, x),
-            "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x)}
+    encode = lambda v: model.apply(variables, v, method="encode")
+    logits = model.apply(variables, encode(x), method="decode")
+    noisy = corruption.corrupt(kind, x, level, keys)
+    denoised = model.apply(variables, noisy, method="reconstruct")
+    return {"loss": recon_loss_per_example(recon_loss, logits, x),
+            "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x),
+            "denoise_sse": reconstruction.sse(denoised, x),
+            "jacobian_fro2": contractive.jacobian_fro2_exact(encode, x)}
 
   return eval_metrics
 
 
 def validate(config):
+  """Checks the keys every deterministic autoencoder family shares."""
   m = config.model
   nets.validate(m)
   if m.recon_loss not in RECON_LOSSES:
     raise ConfigError(f"model.recon_loss={m.recon_loss!r}: expected one of {RECON_LOSSES}")
+  if m.code_activation not in CODE_ACTIVATIONS:
+    raise ConfigError(f"model.code_activation={m.code_activation!r}: expected one of "
+                      f"{CODE_ACTIVATIONS}")
+  if config.eval.corruption not in corruption.KINDS:
+    raise ConfigError(f"eval.corruption={config.eval.corruption!r}: expected one of "
+                      f"{corruption.KINDS}")
+  validate_noise_level("eval.noise_level", config.eval.corruption, config.eval.noise_level)
+
+
+def validate_noise_level(key: str, kind: str, level) -> None:
+  """A fraction of pixels for mask and salt_pepper, a standard deviation for gaussian."""
+  level = float(level)
+  if kind == "gaussian" and not level >= 0:
+    raise ConfigError(f"{key}={level}: a gaussian noise level (sigma) must be >= 0")
+  if kind != "gaussian" and not 0 <= level <= 1:
+    raise ConfigError(f"{key}={level}: a {kind} noise level is a fraction in [0, 1]")
 
 
 def baselines(config, train_source, eval_source):
@@ -95,4 +131,5 @@ FAMILY = Family(
     make_eval_metrics=make_eval_metrics,
     validate=validate,
     baselines=baselines,
+    features="encode",
 )

@@ -9,7 +9,8 @@ Conventions shared by all functions below:
   batch:     dict of per-device arrays; "image" float (B, H, W, C) in [0, 1]
   keys:      per-example PRNG keys, shape (B,), derived from (seed, step, example index)
              so that a run does not depend on how the batch is split over devices
-  hparams:   dict of scalar arrays (beta, ...) that enter the step as arguments
+  hparams:   dict of scalar arrays (beta, ...) that enter the step as arguments; in the
+             train step it also holds "step", for schedules inside an objective
 """
 from __future__ import annotations
 
@@ -43,3 +44,6 @@ class Family:
   sample: Optional[Callable[..., Any]] = None
   # (config, train_source, eval_source) -> {eval/<name>: float}: baselines computed once.
   baselines: Optional[Callable[..., dict[str, float]]] = None
+  # Name of the model method giving features for downstream use (a linear probe on labels
+  # reports eval/probe_error beside eval/probe_error_pixels), or None.
+  features: Optional[str] = None

@@ -43,6 +43,10 @@ class VAE(nn.Module):
     z = reparameterize(keys, mean, logvar)
     return self.decode(z), mean, logvar
 
+  def posterior_mean(self, x):
+    """The representation used downstream (probes, disentanglement metrics)."""
+    return self.encode(x)[0]
+
   def reconstruct(self, x):
     """Decoded posterior mean: the deterministic reconstruction used for pictures and SSE."""
     return self.generate(self.encode(x)[0])
@@ -120,4 +124,5 @@ FAMILY = Family(
     hparams=hparams,
     validate=validate,
     sample=sample,
+    features="posterior_mean",
 )

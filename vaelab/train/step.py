@@ -45,6 +45,8 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str):
   def per_device(state, batch, hparams):
     bin_keys, model_keys = _split(example_keys(state.seed, state.step, batch["index"]))
     batch = {**batch, "image": binarize(binarize_mode, batch["image"], bin_keys)}
+    # Schedules inside an objective (k-sparse's k, a capacity C) read the step from here.
+    hparams = {**hparams, "step": state.step}
 
     def objective(params):
       return loss_fn(model, params, state.model_state, batch, model_keys, hparams)
