@@ -71,4 +71,6 @@ class Evaluator:
       key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 2**31 - 1)
       samples = self.family.sample(self.model, variables, key, n)
       paths.append(pictures.save_grid(np.asarray(samples), os.path.join(workdir, "samples.png")))
+    if self.family.pictures is not None:
+      paths += self.family.pictures(self.config, self.model, variables, workdir)
     return paths

@@ -47,3 +47,6 @@ class Family:
   # Name of the model method giving features for downstream use (a linear probe on labels
   # reports eval/probe_error beside eval/probe_error_pixels), or None.
   features: Optional[str] = None
+  # (config, model, variables, workdir) -> [paths]: the family's own pictures (e.g. learned
+  # filters), written beside the reconstruction grid at the end of a run.
+  pictures: Optional[Callable[..., list]] = None
