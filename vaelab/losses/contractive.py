@@ -38,11 +38,14 @@ def jacobian_fro2_estimator(encode, x, keys, num_projections: int):
   return jax.vmap(one_projection)(jnp.arange(num_projections)).mean(0)
 
 
-def jacobian_fro2_exact(encode, x):
-  """Per-example ||J||_F^2 from the full Jacobian, built in whichever mode is cheaper:
-  reverse mode when the code is smaller than the input (30 backward passes, not 784)."""
+def jacobian_fro2_exact(encode, x, chunk: int = 16):
+  """Per-example ||J||_F^2 from the full Jacobian, for evaluation of any encoder.
+
+  Built in whichever mode is cheaper (reverse mode when the code is smaller than the input:
+  30 backward passes, not 784), `chunk` examples at a time so that a 1000-unit code does
+  not materialize a (batch, 1000, 784) Jacobian.
+  """
   out_dim = jax.eval_shape(encode, x[:1]).size
-  if out_dim >= x[0].size:
-    return jacobian_fro2_jacfwd(encode, x)
-  jac = jax.vmap(jax.jacrev(lambda xi: encode(xi[None])[0]))(x)
-  return jnp.square(jac).reshape(x.shape[0], -1).sum(-1)
+  jac_mode = jax.jacfwd if out_dim >= x[0].size else jax.jacrev
+  one = lambda xi: jnp.square(jac_mode(lambda v: encode(v[None])[0])(xi)).sum()
+  return jax.lax.map(one, x, batch_size=chunk)

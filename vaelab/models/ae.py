@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pca
@@ -119,7 +119,12 @@ def validate_noise_level(key: str, kind: str, level) -> None:
 
 
 def baselines(config, train_source, eval_source):
-  """PCA with as many components as the code has units, fitted on the training split."""
+  """PCA with as many components as the code has units, fitted on the training split.
+
+  Skipped for overcomplete codes (as many units as pixels or more), where PCA is exact.
+  """
+  if config.model.latent_dim >= int(np.prod(train_source.info.image_shape)):
+    return {}
   return {"eval/pca_recon_sse": pca.pca_recon_sse(train_source, eval_source,
                                                    config.model.latent_dim)}
 

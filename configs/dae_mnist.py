@@ -1,0 +1,40 @@
+"""Vincent et al. (2008) denoising autoencoder on MNIST: masking noise, nu = 0.25.
+
+  python -m vaelab.main --config=configs/dae_mnist.py --workdir=/tmp/dae_mnist
+  # from files instead of TFDS:
+  python -m vaelab.main --config=configs/dae_mnist.py --workdir=/tmp/dae_mnist \
+      --config.data.name=npz --config.data.train_path=train.npz --config.data.eval_path=test.npz
+  # the same network and budget without corruption, for comparison:
+  python -m vaelab.main --config=configs/dae_mnist.py --workdir=/tmp/dae_mnist_nu0 \
+      --config.model.noise_level=0
+
+The network is configs/ae_mnist.py's (784-1000-500-250-30, ReLU, linear code, cross-entropy
+against the clean image), so the two can be compared at the same budget. results.json has
+eval/denoise_sse: the squared error between a clean test image and the reconstruction of
+its masked version (eval.corruption at eval.noise_level, by default the training noise).
+"""
+from vaelab import config_base
+
+
+def get_config(arg=None):
+  arg = config_base.parse_arg(arg, runlocal=False)
+  c = config_base.base_config()
+  config_base.ae_keys(c)
+  c.model.name = "dae"
+  c.model.corruption = "mask"  # mask | gaussian | salt_pepper
+  c.model.noise_level = 0.25  # fraction of pixels (mask, salt_pepper) or sigma (gaussian)
+  c.model.hidden = (1000, 500, 250)
+  c.model.latent_dim = 30
+  c.model.activation = "relu"
+  c.data.name = "mnist"
+  c.batch_size = 128
+  # Half configs/ae_mnist.py's budget: a few CPU minutes on 2 cores.
+  c.num_train_steps = 2000
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "cosine"
+  if arg.runlocal:
+    c.num_train_steps = 20
+    c.log_every = c.eval_every = c.checkpoint_every = 10
+  return c

@@ -1,0 +1,93 @@
+"""Contractive autoencoder (Rifai et al. 2011): reconstruction + lambda * ||J_f(x)||_F^2.
+
+The module is `ae.AE` (the paper's shape is one sigmoid layer, 784-1000: `model.hidden=()`,
+`model.code_activation="sigmoid"`). `loss.penalty` picks how the encoder Jacobian's squared
+Frobenius norm is computed (vaelab/losses/contractive.py): `closed_form` (exact, one sigmoid
+layer only, the cost of a matmul), `estimator` (unbiased, `loss.num_projections` jvps, any
+encoder) or `jacfwd` (the definition, any encoder, ~200x an AE step at 784-1000).
+lambda (`loss.contractive_weight`) enters the step as an array, so runs that differ only in
+lambda can share one compiled step.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vaelab.errors import ConfigError
+from vaelab.losses import contractive, reconstruction
+from vaelab.models import ae
+from vaelab.models.base import Family
+
+# Separates the projections' randomness from any other use of the example keys.
+_PROJECTION_STREAM = 7
+
+
+def penalty_fn(penalty: str, num_projections: int):
+  """-> fn(model, variables, x, keys) -> (per-example ||J||_F^2 (B,), code (B, H))."""
+
+  def fn(model, variables, x, keys):
+    encode = lambda v: model.apply(variables, v, method="encode")
+    if penalty == "closed_form":
+      h = encode(x)
+      kernel = variables["params"]["encoder"]["dense_0"]["kernel"]
+      return contractive.jacobian_fro2_sigmoid(h, kernel), h
+    if penalty == "estimator":
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, _PROJECTION_STREAM)
+      return contractive.jacobian_fro2_estimator(encode, x, keys, num_projections), encode(x)
+    return contractive.jacobian_fro2_jacfwd(encode, x), encode(x)
+
+  return fn
+
+
+def make_loss(config):
+  recon_loss = config.model.recon_loss
+  penalty = penalty_fn(config.loss.penalty, int(config.loss.num_projections))
+
+  def loss(model, params, model_state, batch, keys, hparams):
+    x = batch["image"]
+    variables = {"params": params, **model_state}
+    fro2, code = penalty(model, variables, x, keys)
+    logits = model.apply(variables, code, method="decode")
+    recon = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    jac = fro2.mean()
+    value = recon + hparams["contractive_weight"] * jac
+    sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
+    return value, ({"recon": recon, "jacobian_fro2": jac, "recon_sse": sse}, model_state)
+
+  return loss
+
+
+def hparams(config):
+  return {"contractive_weight": float(config.loss.contractive_weight)}
+
+
+def validate(config):
+  ae.validate(config)
+  m, loss = config.model, config.loss
+  weight = float(loss.contractive_weight)
+  if not weight >= 0:
+    raise ConfigError(f"loss.contractive_weight={weight}: must be >= 0")
+  if loss.penalty not in contractive.PENALTIES:
+    raise ConfigError(f"loss.penalty={loss.penalty!r}: expected one of {contractive.PENALTIES}")
+  n = loss.num_projections
+  if isinstance(n, bool) or int(n) != n or n < 1:
+    raise ConfigError(f"loss.num_projections={n!r}: must be an integer >= 1")
+  if loss.penalty == "closed_form" and (m.encoder != "mlp" or tuple(m.hidden)
+                                        or m.code_activation != "sigmoid"):
+    raise ConfigError(
+        f"loss.penalty='closed_form' is exact only for one sigmoid layer (model.encoder='mlp', "
+        f"model.hidden=(), model.code_activation='sigmoid'); got model.encoder={m.encoder!r}, "
+        f"model.hidden={tuple(m.hidden)}, model.code_activation={m.code_activation!r}. Use "
+        f"loss.penalty='estimator' (or 'jacfwd') for other encoders.")
+
+
+FAMILY = Family(
+    name="cae",
+    make_model=ae.make_model,
+    make_loss=make_loss,
+    make_eval_metrics=ae.make_eval_metrics,
+    hparams=hparams,
+    validate=validate,
+    baselines=ae.baselines,
+    features="encode",
+)

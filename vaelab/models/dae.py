@@ -1,0 +1,55 @@
+"""Denoising autoencoder (Vincent et al. 2008): reconstruct the clean x from a corrupted x~.
+
+The corruption q_D(x~|x) (`model.corruption`: mask | gaussian | salt_pepper, at
+`model.noise_level`) is drawn on device inside the step from each example's own key, and
+the loss compares the reconstruction of x~ with the CLEAN x. The network, the evaluation
+(eval/denoise_sse among the shared autoencoder metrics) and the baselines are the plain
+AE's. The noise level enters the step as an array (FAMILY.hparams), so a population of runs
+can vmap over it; at noise level 0 the objective is exactly the plain AE's.
+"""
+from __future__ import annotations
+
+import jax
+
+from vaelab.errors import ConfigError
+from vaelab.losses import corruption, reconstruction
+from vaelab.models import ae
+from vaelab.models.base import Family
+
+
+def make_loss(config):
+  recon_loss, kind = config.model.recon_loss, config.model.corruption
+
+  def loss(model, params, model_state, batch, keys, hparams):
+    x = batch["image"]
+    noisy = corruption.corrupt(kind, x, hparams["noise_level"], keys)
+    logits = model.apply({"params": params, **model_state}, noisy)
+    value = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
+    return value, ({"recon_sse": sse}, model_state)
+
+  return loss
+
+
+def hparams(config):
+  return {"noise_level": float(config.model.noise_level)}
+
+
+def validate(config):
+  m = config.model
+  if m.corruption not in corruption.KINDS:
+    raise ConfigError(f"model.corruption={m.corruption!r}: expected one of {corruption.KINDS}")
+  ae.validate_noise_level("model.noise_level", m.corruption, m.noise_level)
+  ae.validate(config)
+
+
+FAMILY = Family(
+    name="dae",
+    make_model=ae.make_model,
+    make_loss=make_loss,
+    make_eval_metrics=ae.make_eval_metrics,
+    hparams=hparams,
+    validate=validate,
+    baselines=ae.baselines,
+    features="encode",
+)

@@ -1,0 +1,184 @@
+"""k-sparse autoencoder (Makhzani & Frey 2013).
+
+A linear code layer of `model.latent_dim` units keeps only its k largest values per example
+and zeroes the rest. The mask is computed under stop_gradient and multiplied in, so the
+gradient reaches exactly the kept units (the paper's "support" of the code) and no others.
+k starts at `model.k_start` and falls linearly to `model.k` over the first half of training
+(large k early keeps every unit in use; starting at the final k leaves dead units). For
+downstream use (`features`) the code keeps alpha*k units, as the paper's classification
+experiments do. The decoder is tied (W^T plus its own bias, `model.tied`) or a free Dense.
+The paper's model has no layer below the code (`model.hidden=()`); a trunk is allowed, and a
+tied decoder then ties only the code layer.
+"""
+from __future__ import annotations
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaelab.errors import ConfigError
+from vaelab.evaluate import pictures as pictures_lib
+from vaelab.losses import reconstruction
+from vaelab.models import ae, nets
+from vaelab.models.base import Family
+
+
+def topk_mask(code, k, k_max: int):
+  """0/1 mask of each row's k largest entries; k may be traced, k <= k_max (static).
+
+  lax.top_k with the static bound gives the k_max largest in descending order; the first k of
+  them are kept. Exactly k ones per row even with ties, and no recompilation when k changes.
+  """
+  code = jax.lax.stop_gradient(code)
+  _, idx = jax.lax.top_k(code, k_max)
+  keep = (jnp.arange(k_max) < k).astype(code.dtype)
+  rows = jnp.arange(code.shape[0])[:, None]
+  return jnp.zeros_like(code).at[rows, idx].set(jnp.broadcast_to(keep, idx.shape))
+
+
+def k_at_step(step, k: int, k_start: int, num_train_steps: int):
+  """k_start at step 0, linearly down to k at num_train_steps / 2, then k (an int32 array)."""
+  half = max(num_train_steps / 2, 1.0)
+  frac = jnp.clip(jnp.asarray(step, jnp.float32) / half, 0.0, 1.0)
+  return jnp.round(k_start + (k - k_start) * frac).astype(jnp.int32)
+
+
+class KSparseAE(nn.Module):
+  spec: nets.NetSpec
+  latent_dim: int
+  image_shape: tuple[int, int, int]
+  k: int
+  alpha: float = 3.0
+  tied: bool = False
+  code_activation: str = "linear"
+
+  def setup(self):
+    pixels = int(np.prod(self.image_shape))
+    hidden = tuple(self.spec.hidden)
+    # An optional trunk below the code layer; the paper's model has none (hidden = ()).
+    self.trunk = nets.MLP(hidden, self.spec.activation) if hidden else None
+    fan_in = hidden[-1] if hidden else pixels
+    self.code_kernel = self.param("code_kernel", nn.initializers.lecun_normal(),
+                                  (fan_in, self.latent_dim))
+    self.code_bias = self.param("code_bias", nn.initializers.zeros, (self.latent_dim,))
+    if self.tied:
+      # Only the code layer is tied; a trunk below it is mirrored by free layers.
+      self.out_bias = self.param("out_bias", nn.initializers.zeros, (fan_in,))
+      if hidden:
+        self.decoder = nets.MLPDecoder(tuple(reversed(hidden[:-1])), tuple(self.image_shape),
+                                       self.spec.activation)
+    else:
+      self.decoder = nets.MLPDecoder(tuple(reversed(hidden)), tuple(self.image_shape),
+                                     self.spec.activation)
+
+  def dense_code(self, x):
+    """The code before the top-k selection."""
+    h = x.reshape(x.shape[0], -1)
+    if self.trunk is not None:
+      h = nets.activation(self.spec.activation)(self.trunk(h))
+    code = h @ self.code_kernel + self.code_bias
+    if self.code_activation != "linear":
+      code = nets.activation(self.code_activation)(code)
+    return code
+
+  def sparse_code(self, x, k, k_max: int):
+    code = self.dense_code(x)
+    return code * topk_mask(code, k, k_max)
+
+  def encode(self, x):
+    """The code at the final k (evaluation, reconstructions)."""
+    return self.sparse_code(x, self.k, self.k)
+
+  def features(self, x):
+    """The code with alpha*k units kept, for downstream classifiers (paper, section 3.3)."""
+    n = int(round(self.alpha * self.k))
+    return self.sparse_code(x, n, n)
+
+  def decode(self, code):
+    if not self.tied:
+      return self.decoder(code)
+    out = code @ self.code_kernel.T + self.out_bias
+    if self.spec.hidden:
+      return self.decoder(nets.activation(self.spec.activation)(out))
+    return out.reshape(code.shape[0], *self.image_shape)
+
+  def __call__(self, x, keys=None):
+    return self.decode(self.encode(x))
+
+  def reconstruct(self, x):
+    return jax.nn.sigmoid(self(x))
+
+  def filters(self):
+    """(latent_dim, H, W, C): each code unit's weights to the image (decoder columns)."""
+    if self.tied and not self.spec.hidden:
+      w = self.code_kernel.T
+    else:
+      # Each unit alone minus the empty code: the column itself for a one-layer decoder, the
+      # unit's (nonlinear) effect through a deeper one.
+      w = self.decode(jnp.eye(self.latent_dim)) - self.decode(jnp.zeros((1, self.latent_dim)))
+    return w.reshape(self.latent_dim, *self.image_shape)
+
+
+def make_model(config, info):
+  m = config.model
+  return KSparseAE(nets.NetSpec.from_config(m), int(m.latent_dim), info.image_shape,
+                   int(m.k), float(m.alpha), bool(m.tied), m.code_activation)
+
+
+def make_loss(config):
+  m = config.model
+  recon_loss, k, k_start = m.recon_loss, int(m.k), int(m.k_start)
+  num_steps = int(config.num_train_steps)
+
+  def loss(model, params, model_state, batch, keys, hparams):
+    x = batch["image"]
+    k_now = k_at_step(hparams.get("step", num_steps), k, k_start, num_steps)
+    variables = {"params": params, **model_state}
+    code = model.apply(variables, x, k_now, k_start, method="sparse_code")
+    logits = model.apply(variables, code, method="decode")
+    value = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
+    return value, ({"recon_sse": sse, "k": k_now.astype(jnp.float32)}, model_state)
+
+  return loss
+
+
+def validate(config):
+  ae.validate(config)
+  m = config.model
+  latent = int(m.latent_dim)
+  k, k_start, alpha = m.k, m.k_start, float(m.alpha)
+  if m.encoder != "mlp":
+    raise ConfigError(f"model.encoder={m.encoder!r}: the k-sparse autoencoder is 'mlp' only")
+  if isinstance(k, bool) or int(k) != k or not 1 <= k <= latent:
+    raise ConfigError(f"model.k={k!r}: must be an integer in [1, model.latent_dim={latent}]")
+  if isinstance(k_start, bool) or int(k_start) != k_start or not k <= k_start <= latent:
+    raise ConfigError(f"model.k_start={k_start!r}: must be an integer in [model.k={k}, "
+                      f"model.latent_dim={latent}]")
+  if not alpha >= 1 or round(alpha * k) > latent:
+    raise ConfigError(f"model.alpha={alpha}: must be >= 1 with alpha*k = {alpha * k:g} <= "
+                      f"model.latent_dim={latent}")
+
+
+def save_filters(config, model, variables, workdir, num: int = 100):
+  """filters.png: the first `num` units' decoder columns, each scaled to [0, 1] (paper Fig. 5)."""
+  w = np.asarray(model.apply(variables, method="filters"))[:num]
+  flat = w.reshape(len(w), -1)
+  lo, hi = flat.min(1), flat.max(1)
+  w = (w - lo[:, None, None, None]) / np.maximum(hi - lo, 1e-12)[:, None, None, None]
+  return [pictures_lib.save_grid(w, os.path.join(workdir, "filters.png"), ncols=10)]
+
+
+FAMILY = Family(
+    name="ksparse",
+    make_model=make_model,
+    make_loss=make_loss,
+    make_eval_metrics=ae.make_eval_metrics,
+    validate=validate,
+    baselines=ae.baselines,
+    features="features",
+    pictures=save_filters,
+)
