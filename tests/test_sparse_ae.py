@@ -2,7 +2,7 @@
 1 or 4 devices), refused values, and a run whose mean activation is pulled to rho.
 
 Also runnable as a script (so XLA_FLAGS can set the device count of a fresh process):
-  python tests/test_sparse_ae.py WORKDIR TRAIN.npz EVAL.npz NUM_STEPS
+  python tests/test_sparse_ae.py TRAIN.npz EVAL.npz NUM_STEPS
 """
 import json
 import os
@@ -120,34 +120,39 @@ def test_bad_values_are_refused_naming_the_key(npz_pair, overrides, match):
     validation.validate(sparse_config(*npz_pair, **overrides), num_devices=1)
 
 
-def _run(workdir, train, evalp, steps):
-  """A tiny sparse-AE run whose penalty is large enough to matter in every step."""
-  config = sparse_config(train, evalp, num_train_steps=steps, **{"loss.sparsity_weight": 5.0})
-  return loop.train_and_evaluate(config, workdir)
+def _train_metrics(train, evalp, steps):
+  """Per-step train metrics of a tiny sparse-AE run through the shared SPMD step (no
+  evaluation or checkpoints: only the step is under test). The weight is large enough for
+  the penalty to matter in every step."""
+  from vaelab.train import step as step_lib
+  config = sparse_config(train, evalp, **{"loss.sparsity_weight": 5.0})
+  exp = loop.build(config)
+  state = step_lib.replicate(exp.mesh, exp.init_state())
+  batcher, out = exp.batcher(), []
+  for s in range(steps):
+    state, metrics = exp.train_step(state, step_lib.shard_batch(exp.mesh, batcher.batch(s)),
+                                    exp.hparams)
+    out.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+  return out
 
 
-def _metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
-def test_one_and_four_devices_give_the_same_losses(npz_pair, tmp_path):
+def test_one_and_four_devices_give_the_same_losses(npz_pair):
   """rho_hat is a mean over the global batch (pmean across devices): with a per-device mean
   the KL of the four quarter-batch means differs from the KL of the whole batch's."""
   logs = {}
   for n in (1, 4):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
                JAX_PLATFORMS="cpu")
-    workdir = str(tmp_path / f"d{n}")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), workdir, *npz_pair, "5"],
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *npz_pair, "5"],
                          env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["devices"] == n
-    logs[n] = {m["step"]: m for m in _metrics(workdir) if "train/loss" in m}
-  assert sorted(logs[1]) == list(range(1, 6))
-  for step in logs[1]:
-    for name in ("train/loss", "train/sparsity_kl", "train/mean_activation"):
-      assert logs[4][step][name] == pytest.approx(logs[1][step][name], rel=1e-5), (step, name)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == n
+    logs[n] = result["metrics"]
+  assert len(logs[1]) == len(logs[4]) == 5
+  for step, (one, four) in enumerate(zip(logs[1], logs[4])):
+    for name in ("loss", "sparsity_kl", "mean_activation"):
+      assert four[name] == pytest.approx(one[name], rel=1e-5), (step, name)
 
 
 def test_sparsity_weight_pulls_the_mean_activation_to_rho(npz_pair, tmp_path):
@@ -163,6 +168,6 @@ def test_sparsity_weight_pulls_the_mean_activation_to_rho(npz_pair, tmp_path):
 
 
 if __name__ == "__main__":
-  workdir, train, evalp, steps = sys.argv[1:5]
-  results = _run(workdir, train, evalp, int(steps))
-  print(json.dumps({"devices": jax.device_count(), **results}))
+  train, evalp, steps = sys.argv[1:4]
+  print(json.dumps({"devices": jax.device_count(),
+                    "metrics": _train_metrics(train, evalp, int(steps))}))

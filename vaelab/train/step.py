@@ -51,8 +51,12 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str):
     def objective(params):
       return loss_fn(model, params, state.model_state, batch, model_keys, hparams)
 
+    # The replicated params are cast to per-device ("varying") values so that each device
+    # takes the gradient of its own shard's loss; differentiating the replicated value
+    # directly would already sum over devices and the pmean below would not average.
+    local_params = lax.pcast(state.params, AXIS, to="varying")
     (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params)
+        local_params)
     grads = lax.pmean(grads, AXIS)
     metrics = lax.pmean({**metrics, "loss": loss}, AXIS)
     grad_norm = optax.tree.norm(grads)
