@@ -6,7 +6,7 @@
       --config.data.name=npz --config.data.train_path=train.npz --config.data.eval_path=test.npz
 
 The paper's logistic units needed RBM pretraining; without it they train far too slowly
-at this budget, so the hidden units are ReLU and the optimizer Adam. The 30-d code stays
+at this budget, so the hidden units are ELU and the optimizer Adam with a cosine decay. The 30-d code stays
 linear and the loss is the paper's cross-entropy. results.json has eval/recon_sse beside
 the PCA-30 baseline eval/pca_recon_sse (paper: 3.00 vs 13.87 on the test set).
 """
@@ -19,12 +19,12 @@ def get_config(arg=None):
   config_base.ae_keys(c)
   c.model.hidden = (1000, 500, 250)
   c.model.latent_dim = 30
-  c.model.activation = "relu"
+  c.model.activation = "elu"  # beat relu, gelu, tanh, softplus on 4k MNIST images here
   c.data.name = "mnist"
   c.batch_size = 128
-  c.num_train_steps = 4000
-  c.eval_every = 1000
-  c.checkpoint_every = 1000
+  c.num_train_steps = 1500  # ~38 epochs of 5k images: longer only overfits them
+  c.eval_every = 500
+  c.checkpoint_every = 500
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"
   if arg.runlocal:

@@ -21,10 +21,11 @@ def get_config(arg=None):
   c.data.name = "mnist"
   c.data.binarize = "dynamic"
   c.batch_size = 100
-  c.num_train_steps = 4000
-  c.eval_every = 1000
-  c.checkpoint_every = 1000
+  c.num_train_steps = 10000
+  c.eval_every = 2000
+  c.checkpoint_every = 2000
   c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "cosine"
   if arg.runlocal:
     c.num_train_steps = 20
     c.log_every = c.eval_every = c.checkpoint_every = 10
