@@ -22,7 +22,7 @@ def get_config(arg=None):
   # An MLP trunk: XLA's CPU convolutions make the paper's conv shape (configs/beta_vae_*)
   # about 10x slower per step, too slow for a few-minute default on 2 cores.
   c.model.encoder = "mlp"
-  c.model.hidden = (512, 256)
+  c.model.hidden = (256, 128)
   c.model.latent_dim = 10
   c.optimizer.learning_rate = 1e-3
   c.eval.batch_size = 500
