@@ -65,7 +65,7 @@ def build(config, sources=None) -> Experiment:
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
   mesh = step_lib.make_mesh()
   train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
-                                        config.data.binarize)
+                                        config.data.binarize, config.nonfinite == "skip")
   hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
                                       for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
