@@ -14,6 +14,7 @@ import numpy as np
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pca
 from vaelab.losses import contractive, corruption, reconstruction
+from vaelab.losses.ae import recon_loss_per_example
 from vaelab.models import nets
 from vaelab.models.base import Family
 
@@ -51,12 +52,6 @@ class AE(nn.Module):
 def make_model(config, info):
   return AE(nets.NetSpec.from_config(config.model), config.model.latent_dim, info.image_shape,
             config.model.code_activation)
-
-
-def recon_loss_per_example(recon_loss, logits, x):
-  if recon_loss == "mse":
-    return reconstruction.sse(jax.nn.sigmoid(logits), x)
-  return reconstruction.bernoulli_nll(logits, x)
 
 
 def make_loss(config):
