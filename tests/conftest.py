@@ -49,6 +49,11 @@ def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
   c.model.latent_dim = 4
   c.eval.batch_size = 32
   c.eval.num_pictures = 8
+  return set_overrides(c, overrides)
+
+
+def set_overrides(c, overrides: dict):
+  """Sets dotted keys ("model.hidden") of a ConfigDict; returns it."""
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split(".")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, set_overrides
 from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.losses import contractive
@@ -23,13 +23,7 @@ def cae_config(npz_pair, **overrides):
                                       "model.code_activation": "sigmoid"})
   c.model.latent_dim = 24
   c.loss.contractive_weight, c.loss.penalty, c.loss.num_projections = 0.5, "closed_form", 2
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return set_overrides(c, overrides)
 
 
 def _sigmoid_ae(hidden=()):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, set_overrides
 from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.models import ksparse
@@ -22,13 +22,7 @@ def ks_config(npz_pair, **overrides):
   c = tiny_config("ae", *npz_pair, **{"model.name": "ksparse", "model.hidden": ()})
   c.model.latent_dim, c.model.k, c.model.k_start, c.model.alpha = 16, 3, 8, 2.0
   c.model.tied = False
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return set_overrides(c, overrides)
 
 
 def _model(tied=False, latent=20, k=3):

@@ -124,6 +124,13 @@ def baselines(config, train_source, eval_source):
                                                    config.model.latent_dim)}
 
 
+def variant(name, make_loss, hparams, validate) -> Family:
+  """A family that is this AE with another objective (denoising, contractive, ...)."""
+  return Family(name=name, make_model=make_model, make_loss=make_loss,
+                make_eval_metrics=make_eval_metrics, hparams=hparams, validate=validate,
+                baselines=baselines, features="encode")
+
+
 FAMILY = Family(
     name="ae",
     make_model=make_model,

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from vaelab.errors import ConfigError
 from vaelab.losses import contractive, reconstruction
 from vaelab.models import ae
-from vaelab.models.base import Family
 
 # Separates the projections' randomness from any other use of the example keys.
 _PROJECTION_STREAM = 7
@@ -81,13 +80,4 @@ def validate(config):
         f"loss.penalty='estimator' (or 'jacfwd') for other encoders.")
 
 
-FAMILY = Family(
-    name="cae",
-    make_model=ae.make_model,
-    make_loss=make_loss,
-    make_eval_metrics=ae.make_eval_metrics,
-    hparams=hparams,
-    validate=validate,
-    baselines=ae.baselines,
-    features="encode",
-)
+FAMILY = ae.variant("cae", make_loss, hparams, validate)

@@ -14,7 +14,6 @@ import jax
 from vaelab.errors import ConfigError
 from vaelab.losses import corruption, reconstruction
 from vaelab.models import ae
-from vaelab.models.base import Family
 
 
 def make_loss(config):
@@ -43,13 +42,4 @@ def validate(config):
   ae.validate(config)
 
 
-FAMILY = Family(
-    name="dae",
-    make_model=ae.make_model,
-    make_loss=make_loss,
-    make_eval_metrics=ae.make_eval_metrics,
-    hparams=hparams,
-    validate=validate,
-    baselines=ae.baselines,
-    features="encode",
-)
+FAMILY = ae.variant("dae", make_loss, hparams, validate)
