@@ -78,7 +78,15 @@ def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> Non
   c.model.name = "vae"
   c.model.likelihood = likelihood  # bernoulli | gaussian
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  c.loss.objective = "elbo"  # elbo (beta-weighted) | capacity (Burgess) | iwae (Burda)
   c.loss.beta = 1.0
+  c.loss.gamma = 1000.0  # capacity objective: weight of |KL - C|
+  c.loss.capacity_max = 25.0  # C_max, nats
+  c.loss.capacity_steps = 100000  # steps over which C rises linearly from 0 to C_max
+  c.loss.iwae_k = 5  # samples per example of the iwae objective
+  # Importance-weighted bounds reported at the end; eval/nll = -L_K for the largest K.
+  c.eval.iwae_ks = (1, 5, 50, 500)
+  c.eval.iwae_chunk = 50  # samples decoded at once per example (memory vs speed)
 
 
 def ae_keys(c: ml_collections.ConfigDict) -> None:

@@ -20,15 +20,28 @@ class Evaluator:
     self.probe_train_size = int(config.eval.probe_train_size)
     self._step = step_lib.make_eval_step(family.make_eval_metrics(config), model, mesh,
                                          config.data.binarize)
+    self._final_step = None
+    if family.make_final_metrics is not None:
+      self._final_step = step_lib.make_eval_step(family.make_final_metrics(config), model, mesh,
+                                                 config.data.binarize)
 
-  def __call__(self, state, hparams) -> dict[str, float]:
-    """Means over the evaluation split of the family's per-example metrics, as eval/<name>."""
+  def __call__(self, state, hparams, final: bool = False) -> dict[str, float]:
+    """Means over the evaluation split of the family's per-example metrics, as eval/<name>.
+
+    `final` adds the family's costly final metrics (one pass over the split each).
+    """
+    out = self._means(self._step, state, hparams)
+    if final and self._final_step is not None:
+      out.update(self._means(self._final_step, state, hparams))
+    return out
+
+  def _means(self, step, state, hparams) -> dict[str, float]:
     variables = state.variables()
     sums, count = None, 0.0
     batches = pipeline.eval_batches(self.source, self.config.eval.batch_size,
                                      jax.process_index(), jax.process_count())
     for b in batches:
-      s, c = self._step(variables, state.seed, step_lib.shard_batch(self.mesh, b), hparams)
+      s, c = step(variables, state.seed, step_lib.shard_batch(self.mesh, b), hparams)
       sums = s if sums is None else jax.tree.map(lambda a, x: a + x, sums, s)
       count += c
     sums, count = jax.device_get((sums, count))
@@ -72,5 +85,6 @@ class Evaluator:
       samples = self.family.sample(self.model, variables, key, n)
       paths.append(pictures.save_grid(np.asarray(samples), os.path.join(workdir, "samples.png")))
     if self.family.pictures is not None:
-      paths += self.family.pictures(self.config, self.model, variables, workdir)
+      paths += self.family.pictures(self.config, self.model, variables, workdir,
+                                       self.source)
     return paths

@@ -1,6 +1,8 @@
 """The ELBO objective of the VAE family."""
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from vaelab.losses import kl as kl_lib
 from vaelab.losses import reconstruction
 
@@ -18,3 +20,18 @@ def vae_loss(nll, kl, beta):
   `beta` is an array so a population of betas can share one compiled step.
   """
   return (nll + beta * kl).mean()
+
+
+def capacity(step, capacity_max, capacity_steps):
+  """Burgess et al.'s target KL: rises linearly from 0 to `capacity_max` nats over
+  `capacity_steps` steps, then stays."""
+  return capacity_max * jnp.clip(step / jnp.maximum(capacity_steps, 1.0), 0.0, 1.0)
+
+
+def capacity_loss(nll, kl, gamma, target):
+  """Batch mean of -log p(x|z) + gamma * |KL - C| (Burgess et al. 2017).
+
+  The constraint is on the batch-mean KL, as in the paper's experiments: the encoder may
+  spend more nats on some images and fewer on others as long as the average meets C.
+  """
+  return nll.mean() + gamma * jnp.abs(kl.mean() - target)

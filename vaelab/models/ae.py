@@ -69,9 +69,8 @@ def make_loss(config):
 
 def make_eval_metrics(config):
   """What every deterministic autoencoder reports, so the families can be compared:
-  loss, recon_sse, denoise_sse (clean image vs reconstruction of its corrupted version,
-  corruption `eval.corruption` at `eval.noise_level`) and jacobian_fro2 (exact ||J||_F^2
-  of the encoder)."""
+  loss, recon_sse and denoise_sse (clean image vs reconstruction of its corrupted version,
+  corruption `eval.corruption` at `eval.noise_level`)."""
   recon_loss = config.model.recon_loss
   kind, level = config.eval.corruption, float(config.eval.noise_level)
 
@@ -83,10 +82,20 @@ def make_eval_metrics(config):
     denoised = model.apply(variables, noisy, method="reconstruct")
     return {"loss": recon_loss_per_example(recon_loss, logits, x),
             "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x),
-            "denoise_sse": reconstruction.sse(denoised, x),
-            "jacobian_fro2": contractive.jacobian_fro2_exact(encode, x)}
+            "denoise_sse": reconstruction.sse(denoised, x)}
 
   return eval_metrics
+
+
+def make_final_metrics(config):
+  """jacobian_fro2: the exact ||J_f(x)||_F^2 of the encoder, so that every autoencoder's
+  contraction can be compared. Final only: it costs one encoder pass per input pixel."""
+
+  def final_metrics(model, variables, batch, keys, hparams):
+    encode = lambda v: model.apply(variables, v, method="encode")
+    return {"jacobian_fro2": contractive.jacobian_fro2_exact(encode, batch["image"])}
+
+  return final_metrics
 
 
 def validate(config):
@@ -127,7 +136,8 @@ def baselines(config, train_source, eval_source):
 def variant(name, make_loss, hparams, validate) -> Family:
   """A family that is this AE with another objective (denoising, contractive, ...)."""
   return Family(name=name, make_model=make_model, make_loss=make_loss,
-                make_eval_metrics=make_eval_metrics, hparams=hparams, validate=validate,
+                make_eval_metrics=make_eval_metrics, make_final_metrics=make_final_metrics,
+                hparams=hparams, validate=validate,
                 baselines=baselines, features="encode")
 
 
@@ -136,6 +146,7 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
+    make_final_metrics=make_final_metrics,
     validate=validate,
     baselines=baselines,
     features="encode",

@@ -36,6 +36,13 @@ class Family:
   # config -> fn(model, variables, batch, keys, hparams) -> {name: per-example array (B,)};
   # averaged over the evaluation set and written as eval/<name>.
   make_eval_metrics: Callable[[Any], Callable[..., Metrics]]
+  # Like make_eval_metrics, for metrics too costly for every periodic evaluation (exact
+  # Jacobian norms, importance-weighted bounds): computed only in the final evaluation
+  # and by --mode=eval.
+  make_final_metrics: Optional[Callable[[Any], Callable[..., Metrics]]] = None
+  # (config, model, variables, train_source, eval_source) -> {eval/<name>: float}: final
+  # statistics that are not means of per-example values (active units, ...).
+  analyses: Optional[Callable[..., dict[str, float]]] = None
   # config -> {name: float}: numeric hyperparameters passed to the step as arrays.
   hparams: Callable[[Any], dict[str, float]] = lambda config: {}
   # config -> None, raising ConfigError that names the key.
@@ -47,6 +54,6 @@ class Family:
   # Name of the model method giving features for downstream use (a linear probe on labels
   # reports eval/probe_error beside eval/probe_error_pixels), or None.
   features: Optional[str] = None
-  # (config, model, variables, workdir) -> [paths]: the family's own pictures (e.g. learned
-  # filters), written beside the reconstruction grid at the end of a run.
+  # (config, model, variables, workdir, eval_source) -> [paths]: the family's own pictures
+  # (learned filters, latent traversals), written beside the reconstruction grid at the end.
   pictures: Optional[Callable[..., list]] = None

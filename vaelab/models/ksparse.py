@@ -163,7 +163,7 @@ def validate(config):
                       f"model.latent_dim={latent}")
 
 
-def save_filters(config, model, variables, workdir, num: int = 100):
+def save_filters(config, model, variables, workdir, source=None, num: int = 100):
   """filters.png: the first `num` units' decoder columns, each scaled to [0, 1] (paper Fig. 5)."""
   w = np.asarray(model.apply(variables, method="filters"))[:num]
   flat = w.reshape(len(w), -1)
@@ -177,6 +177,7 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=ae.make_eval_metrics,
+    make_final_metrics=ae.make_final_metrics,
     validate=validate,
     baselines=ae.baselines,
     features="features",

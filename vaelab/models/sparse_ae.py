@@ -74,6 +74,7 @@ FAMILY = Family(
     make_model=ae.make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
+    make_final_metrics=ae.make_final_metrics,
     hparams=hparams,
     validate=validate,
     baselines=ae.baselines,

@@ -1,22 +1,37 @@
 """Variational autoencoder (Kingma & Welling 2014): diagonal Gaussian posterior, N(0, I) prior.
 
 The likelihood is `model.likelihood`: `bernoulli` (decoder emits logits) or `gaussian`
-(decoder emits means, fixed scale `model.obs_sigma`). `loss.beta` weights the KL
-(beta-VAE when > 1) and enters the step as an array.
+(decoder emits means, fixed scale `model.obs_sigma`). `loss.objective` picks what is
+minimized: the beta-weighted ELBO (beta-VAE, Higgins et al. 2017), the capacity-annealed
+objective (Burgess et al. 2017) or the importance-weighted bound (IWAE, Burda et al. 2016).
+Every number in them (beta, gamma, C_max, the annealing length) enters the step as an
+array, so a population of them can share one compiled step.
+
+Every VAE is evaluated with importance-weighted bounds L_K (eval/iwae_k{K}), eval/nll,
+active units and the KL per latent dimension.
 """
 from __future__ import annotations
+
+import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vaelab.errors import ConfigError
-from vaelab.losses import reconstruction
+from vaelab.evaluate import latent_pictures
+from vaelab.losses import iwae, reconstruction
 from vaelab.losses import vae as vae_losses
 from vaelab.models import nets
 from vaelab.models.base import Family
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+# elbo: -ELBO with the KL weighted by loss.beta (beta-VAE for beta > 1); capacity: Burgess
+# et al.'s gamma * |KL - C(step)|; iwae: Burda et al.'s K-sample bound, K = loss.iwae_k.
+OBJECTIVES = ("elbo", "capacity", "iwae")
+# Burda et al.'s threshold on Var_x E_q[z_d | x] for a latent dimension to count as active.
+ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 class VAE(nn.Module):
@@ -73,13 +88,49 @@ def _terms(config, model, variables, x, keys):
                                config.model.obs_sigma)
 
 
+def _log_weights(config, model, variables, x, keys, num_samples: int, chunk: int):
+  """(B, num_samples) importance log-weights log p(x, z_i) - log q(z_i | x)."""
+  mean, logvar = model.apply(variables, x, method=VAE.encode)
+  likelihood, sigma = config.model.likelihood, config.model.obs_sigma
+  decode_nll = lambda z: reconstruction.nll(likelihood, model.apply(variables, z,
+                                                                    method=VAE.decode), x, sigma)
+  return iwae.log_weights(decode_nll, keys, mean, logvar, num_samples, chunk)
+
+
+def _objective_value(config, nll, kl, hparams):
+  """Per-example value of the configured objective whose batch mean is minimized (the
+  capacity objective's |KL - C| is on the batch mean, so its per-example form uses each
+  example's KL: it is only reported, not minimized)."""
+  if config.loss.objective == "capacity":
+    target = vae_losses.capacity(hparams.get("step", hparams["capacity_steps"]),
+                                 hparams["capacity_max"], hparams["capacity_steps"])
+    return nll + hparams["gamma"] * jnp.abs(kl - target)
+  return nll + hparams["beta"] * kl
+
+
 def make_loss(config):
+  objective = config.loss.objective
+  train_k = int(config.loss.iwae_k)
+
   def loss(model, params, model_state, batch, keys, hparams):
-    nll, kl, kl_dims = _terms(config, model, {"params": params, **model_state}, batch["image"],
-                              keys)
-    value = vae_losses.vae_loss(nll, kl, hparams["beta"])
+    variables = {"params": params, **model_state}
+    x = batch["image"]
+    nll, kl, kl_dims = _terms(config, model, variables, x, keys)
     metrics = {"recon": nll.mean(), "kl": kl.mean(), "elbo": -(nll + kl).mean()}
     metrics.update({f"kl_dim{d}": v for d, v in enumerate(kl_dims.mean(0))})
+    if objective == "capacity":
+      target = vae_losses.capacity(hparams["step"], hparams["capacity_max"],
+                                   hparams["capacity_steps"])
+      value = vae_losses.capacity_loss(nll, kl, hparams["gamma"], target)
+      metrics["capacity"] = target
+    elif objective == "iwae":
+      # Separate samples from the ELBO's (which only feeds the metrics) via fold_in.
+      iw_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+      value = iwae.iwae_loss(_log_weights(config, model, variables, x, iw_keys, train_k,
+                                          train_k))
+      metrics[f"iwae_k{train_k}"] = -value
+    else:
+      value = vae_losses.vae_loss(nll, kl, hparams["beta"])
     return value, (metrics, model_state)
 
   return loss
@@ -88,12 +139,46 @@ def make_loss(config):
 def make_eval_metrics(config):
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
-    nll, kl, _ = _terms(config, model, variables, x, keys)
+    nll, kl, kl_dims = _terms(config, model, variables, x, keys)
     recon = model.apply(variables, x, method=VAE.reconstruct)
-    return {"loss": nll + hparams["beta"] * kl, "elbo": -(nll + kl), "kl": kl, "recon": nll,
-            "recon_sse": reconstruction.sse(recon, x)}
+    out = {"loss": _objective_value(config, nll, kl, hparams), "elbo": -(nll + kl), "kl": kl,
+           "recon": nll,
+           # Against the image before binarization: the decoder mean estimates its intensities.
+           "recon_sse": reconstruction.sse(recon, batch.get("image_raw", x))}
+    out.update({f"kl_dim{d}": kl_dims[:, d] for d in range(kl_dims.shape[1])})
+    return out
 
   return eval_metrics
+
+
+def make_final_metrics(config):
+  """Importance-weighted bounds eval/iwae_k{K} for K in eval.iwae_ks, all from one set of
+  max(K) samples per image; eval/nll = -L_{max K}; bits_per_dim for Bernoulli pixels."""
+  ks = sorted(int(k) for k in config.eval.iwae_ks)
+  chunk = int(config.eval.iwae_chunk)
+
+  def final_metrics(model, variables, batch, keys, hparams):
+    x = batch["image"]
+    w = _log_weights(config, model, variables, x, keys, ks[-1], chunk)
+    bounds = iwae.bounds_from_log_weights(w, ks)
+    out = {f"iwae_k{k}": v for k, v in bounds.items()}
+    out["nll"] = -bounds[ks[-1]]
+    if config.model.likelihood == "bernoulli":
+      out["bits_per_dim"] = out["nll"] / (math.prod(x.shape[1:]) * math.log(2))
+    return out
+
+  return final_metrics
+
+
+def analyses(config, model, variables, train_source, eval_source):
+  """Active units (Burda et al.): latent dimensions whose posterior mean varies over the
+  evaluation images, Var_x E_q[z_d | x] > 0.01."""
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=VAE.posterior_mean))
+  n = min(len(eval_source), 10000)
+  means = np.concatenate([
+      np.asarray(encode(variables, eval_source.get(np.arange(i, min(i + 1000, n)))["image"]))
+      for i in range(0, n, 1000)])
+  return {"eval/active_units": float((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum())}
 
 
 def sample(model, variables, key, n):
@@ -102,18 +187,38 @@ def sample(model, variables, key, n):
 
 
 def hparams(config):
-  return {"beta": float(config.loss.beta)}
+  return {"beta": float(config.loss.beta), "gamma": float(config.loss.gamma),
+          "capacity_max": float(config.loss.capacity_max),
+          "capacity_steps": float(config.loss.capacity_steps)}
 
 
 def validate(config):
-  m = config.model
+  m, l = config.model, config.loss
   nets.validate(m)
   if m.likelihood not in LIKELIHOODS:
     raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
   if not float(m.obs_sigma) > 0:
     raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
-  if not float(config.loss.beta) >= 0:
-    raise ConfigError(f"loss.beta={config.loss.beta}: must be >= 0")
+  if l.objective not in OBJECTIVES:
+    raise ConfigError(f"loss.objective={l.objective!r}: expected one of {OBJECTIVES}")
+  for key in ("beta", "gamma", "capacity_max"):
+    if not float(l[key]) >= 0:
+      raise ConfigError(f"loss.{key}={l[key]}: must be >= 0")
+  _positive(l.capacity_steps, "loss.capacity_steps")
+  _positive(l.iwae_k, "loss.iwae_k")
+  ks = tuple(config.eval.iwae_ks)
+  if not ks:
+    raise ConfigError("eval.iwae_ks=(): give at least one number of importance samples, "
+                      "e.g. (1, 5, 50, 500)")
+  for k in ks:
+    _positive(k, f"eval.iwae_ks (entry {k!r})")
+  _positive(config.eval.iwae_chunk, "eval.iwae_chunk")
+
+
+def _positive(value, key: str):
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+      or value < 1:
+    raise ConfigError(f"{key}={value!r}: must be an integer >= 1")
 
 
 FAMILY = Family(
@@ -121,6 +226,9 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
+    make_final_metrics=make_final_metrics,
+    analyses=analyses,
+    pictures=latent_pictures.save_latent_pictures,
     hparams=hparams,
     validate=validate,
     sample=sample,

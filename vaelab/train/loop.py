@@ -182,7 +182,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 
 def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str):
-  results = evaluator(state, exp.hparams)
+  results = evaluator(state, exp.hparams, final=True)
+  if exp.family.analyses is not None:
+    results.update(exp.family.analyses(exp.config, exp.model, jax.device_get(state.variables()),
+                                       exp.train_source, exp.eval_source))
   if exp.family.baselines is not None:
     results.update(exp.family.baselines(exp.config, exp.train_source, exp.eval_source))
   results.update(evaluator.probe(state, exp.train_source))

@@ -89,7 +89,9 @@ def make_eval_step(eval_fn, model, mesh: Mesh, binarize_mode: str):
 
   def per_device(variables, seed, batch, hparams):
     bin_keys, model_keys = _split(example_keys(seed, _EVAL_STREAM, batch["index"]))
-    batch = {**batch, "image": binarize(binarize_mode, batch["image"], bin_keys)}
+    # The image before binarization stays available: a decoder mean estimates intensities.
+    batch = {**batch, "image": binarize(binarize_mode, batch["image"], bin_keys),
+             "image_raw": batch["image"]}
     per_example = eval_fn(model, variables, batch, model_keys, hparams)
     mask = batch["mask"]
     sums = {k: lax.psum(jnp.sum(v * mask), AXIS) for k, v in per_example.items()}
