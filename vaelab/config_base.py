@@ -70,6 +70,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 500
   c.eval.num_pictures = 32
   c.eval.probe_train_size = 10000  # training examples the linear probe is fitted on
+  # Disentanglement metrics of the features (BetaVAE, FactorVAE, MIG, DCI), computed at the
+  # end when the data has ground-truth factors; sizes as in disentanglement_lib.
+  c.eval.disentanglement = True
+  c.eval.disentanglement_num_train = 10000
+  c.eval.disentanglement_num_eval = 5000
+  c.eval.disentanglement_batch_size = 64  # observations per BetaVAE / FactorVAE point
+  c.eval.disentanglement_num_variance_estimate = 10000
   return c
 
 

@@ -45,6 +45,8 @@ def validate(config, num_devices: int | None = None):
     raise ConfigError(f"data.binarize={config.data.binarize!r}: expected one of "
                       f"{BINARIZE_MODES}")
   _positive_int(config, "data.num_eval")
+  for key in ("num_train", "num_eval", "batch_size", "num_variance_estimate"):
+    _positive_int(config, f"eval.disentanglement_{key}")
   optimizer.validate(config.optimizer)
   family = models.get_family(config.model.name)
   family.validate(config)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from vaelab.data import pipeline
-from vaelab.evaluate import pictures
+from vaelab.evaluate import disentanglement, pictures
 from vaelab.evaluate import probe as probe_lib
 from vaelab.train import step as step_lib
 
@@ -18,6 +18,12 @@ class Evaluator:
     self.family, self.config, self.model, self.mesh = family, config, model, mesh
     self.source = eval_source
     self.probe_train_size = int(config.eval.probe_train_size)
+    e = config.eval
+    self.disentanglement_sizes = None if not e.disentanglement else {
+        "num_train": int(e.disentanglement_num_train),
+        "num_eval": int(e.disentanglement_num_eval),
+        "batch_size": int(e.disentanglement_batch_size),
+        "num_variance_estimate": int(e.disentanglement_num_variance_estimate)}
     self._step = step_lib.make_eval_step(family.make_eval_metrics(config), model, mesh,
                                          config.data.binarize)
     self._final_step = None
@@ -70,6 +76,22 @@ class Evaluator:
     ef, ep, el = extract(self.source, np.arange(len(self.source)))
     return {"eval/probe_error": probe_lib.probe_error(tf, tl, ef, el),
             "eval/probe_error_pixels": probe_lib.probe_error(tp, tl, ep, el)}
+
+  def disentanglement(self, state) -> dict[str, float]:
+    """The four disentanglement scores of the family's features, where the evaluation data
+    has ground-truth factors (observations are drawn from the whole factor grid)."""
+    method = self.family.features
+    if method is None or self.disentanglement_sizes is None:
+      return {}
+    ground_truth = disentanglement.ground_truth_from_source(self.source)
+    if ground_truth is None:
+      return {}
+    variables = jax.device_get(state.variables())
+    features = jax.jit(lambda v, x: self.model.apply(v, x, method=method))
+    represent = lambda x: np.asarray(features(variables, x)).reshape(len(x), -1)
+    rng = np.random.default_rng(int(self.config.seed))
+    return disentanglement.disentanglement_metrics(represent, ground_truth, rng,
+                                                   self.disentanglement_sizes)
 
   def save_pictures(self, state, workdir: str) -> list[str]:
     """A reconstruction grid of evaluation images and, for generative families, prior samples."""

@@ -189,6 +189,7 @@ def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str
   if exp.family.baselines is not None:
     results.update(exp.family.baselines(exp.config, exp.train_source, exp.eval_source))
   results.update(evaluator.probe(state, exp.train_source))
+  results.update(evaluator.disentanglement(state))
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, "results.json"), results)
     evaluator.save_pictures(state, workdir)

@@ -1,0 +1,350 @@
+"""Tests for vaelab.evaluate.disentanglement: calibration of the four scores and the ground truths.
+
+The calibration uses a ground truth whose observations are the factor values
+themselves, so the representation is chosen exactly: the true factors (each score
+at its maximum), noise (chance), or two factors mixed (a value the protocol fixes:
+0.75 for BetaVAE / FactorVAE / DCI, 0.5 for MIG; see `test_mixed_codes_score_in_between`).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from vaelab.data import dsprites
+from vaelab.data.base import InMemorySource, SubsetSource
+from vaelab.evaluate import disentanglement as dis
+
+SIZES = (3, 6, 10, 10)
+SMALL = {"num_train": 600, "num_eval": 300, "batch_size": 16, "num_variance_estimate": 600,
+         "represent_batch_size": 128}
+MAIN = ("eval/betavae_score", "eval/factorvae_score", "eval/mig", "eval/dci_disentanglement")
+
+
+def _synthetic(sizes=SIZES):
+  return dis.ProceduralGroundTruth(lambda f: np.asarray(f, np.float32), sizes)
+
+
+def _identity(x):
+  # Different units per code: no score may depend on the codes sharing a scale.
+  return x * np.array([1.0, 0.5, 2.0, 1.5])[:x.shape[1]]
+
+
+def _mixed(x):
+  z = np.array(x, np.float64)
+  z[:, 2], z[:, 3] = x[:, 2] + x[:, 3], x[:, 2] - x[:, 3]
+  return z
+
+
+def _mixed_first_two(x):
+  z = np.array(x, np.float64)
+  z[:, 0], z[:, 1] = x[:, 0] + x[:, 1], x[:, 0] - x[:, 1]
+  return z
+
+
+def _noise_fn(seed):
+  rng = np.random.default_rng(seed)
+  return lambda x: rng.normal(size=(len(x), 4))
+
+
+@pytest.fixture(scope="module")
+def scores():
+  gt = _synthetic()
+  start = time.time()
+  out = {name: dis.disentanglement_metrics(fn, gt, np.random.default_rng(0), SMALL)
+         for name, fn in (("identity", _identity), ("noise", _noise_fn(1)), ("mixed", _mixed))}
+  out["seconds"] = time.time() - start
+  return out
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_keys_and_floats(scores):
+  for name in ("identity", "noise", "mixed"):
+    for key in MAIN:
+      assert isinstance(scores[name][key], float) and np.isfinite(scores[name][key]), (name, key)
+    assert all(k.startswith("eval/") for k in scores[name])
+
+
+def test_true_factors_score_near_maximum(scores):
+  s = scores["identity"]
+  assert s["eval/betavae_score"] >= 0.97
+  assert s["eval/factorvae_score"] >= 0.97
+  assert s["eval/mig"] > 0.9
+  assert s["eval/dci_disentanglement"] > 0.95
+  assert s["eval/dci_completeness"] > 0.95
+  assert s["eval/factorvae_num_active_dims"] == 4
+
+
+def test_noise_scores_near_chance(scores):
+  s = scores["noise"]
+  chance = 1 / len(SIZES)
+  assert abs(s["eval/betavae_score"] - chance) < 0.1
+  assert abs(s["eval/factorvae_score"] - chance) < 0.1
+  assert s["eval/mig"] < 0.05
+  assert s["eval/dci_disentanglement"] < 0.1
+  # Noise predicts nothing on held-out points.
+  assert s["eval/dci_informativeness_test"] < 0.3
+
+
+def test_mixed_codes_score_in_between(scores):
+  # z2 = f2 + f3 and z3 = f2 - f3 respond alike to f2 and to f3: BetaVAE's |dz| and
+  # FactorVAE's variances cannot tell the two apart (half right on 2 of 4
+  # factors -> 0.75), each of z2, z3 carries f2 and f3 equally (DCI: 2 codes at
+  # 1 - log 2 / log 4 = 0.5, 2 at 1 -> 0.75), and the MI gap of f2 and f3 is ~0
+  # (MIG ~0.5). The forest gives z2, z3 a slightly uneven split (DCI ~0.71).
+  s = scores["mixed"]
+  for key, expected, tol in (("eval/betavae_score", 0.75, 0.08),
+                             ("eval/factorvae_score", 0.75, 0.08),
+                             ("eval/dci_disentanglement", 0.75, 0.1), ("eval/mig", 0.5, 0.08)):
+    assert abs(s[key] - expected) < tol, (key, s[key])
+    assert scores["noise"][key] + 0.1 < s[key] < scores["identity"][key] - 0.1, key
+
+
+def test_small_sizes_are_fast(scores):
+  assert scores["seconds"] < 20  # three representations, all four metrics
+
+
+# ---------------------------------------------------------------- procedural dSprites
+
+
+def test_dsprites_ground_truth_from_source():
+  gt = dis.ground_truth_from_source(dsprites.DSpritesSource())
+  assert isinstance(gt, dis.ProceduralGroundTruth)
+  assert gt.factor_sizes == dsprites.FACTOR_SIZES
+  assert dis.varying_factors(gt) == (1, 2, 3, 4, 5)  # color (size 1) is not scored
+  # The held-out split is a SubsetSource of the grid: same procedural ground truth.
+  held = SubsetSource(dsprites.DSpritesSource(), np.arange(10), name="procedural_dsprites/eval")
+  assert isinstance(dis.ground_truth_from_source(held), dis.ProceduralGroundTruth)
+
+
+def test_dsprites_sample_with_fixed_fixes_the_factor():
+  gt = dis.ground_truth_from_source(dsprites.DSpritesSource())
+  rng = np.random.default_rng(0)
+  ks = np.array([1, 2, 3, 4, 5, 4])
+  factors, images = gt.sample_with_fixed(12, ks, rng)
+  assert factors.shape == (6, 12, 6) and images.shape == (6, 12, 64, 64, 1)
+  for g, k in enumerate(ks):
+    assert (factors[g, :, k] == factors[g, 0, k]).all()
+    others = np.delete(factors[g], [0, k], axis=1)  # color is constant anyway
+    assert (others != others[0]).any(), "the other factors must vary"
+  # The images are those of the returned factors: the grid's own rendering.
+  flat = factors.reshape(-1, 6)
+  expected = dsprites.DSpritesSource().get(dsprites.factors_to_index(flat))["image"]
+  np.testing.assert_array_equal(images.reshape(-1, 64, 64, 1), expected)
+
+  f1, x1 = gt.sample_with_fixed(5, 3, rng)  # scalar factor index: one group
+  assert f1.shape == (5, 6) and x1.shape == (5, 64, 64, 1)
+  assert (f1[:, 3] == f1[0, 3]).all()
+  np.testing.assert_array_equal(x1, dsprites.render(f1))
+
+
+def test_dsprites_metrics_run_fast():
+  gt = dis.ground_truth_from_source(dsprites.DSpritesSource())
+  # A fixed linear map of the pixels: enough to exercise rendering and batching.
+  w = np.random.default_rng(0).normal(size=(64 * 64, 6)).astype(np.float32) / 64
+  shapes = set()
+
+  def represent(x):
+    shapes.add(x.shape)
+    return x.reshape(len(x), -1) @ w
+
+  sizes = {"num_train": 200, "num_eval": 100, "batch_size": 8, "num_variance_estimate": 200,
+           "represent_batch_size": 256}
+  start = time.time()
+  out = dis.disentanglement_metrics(represent, gt, np.random.default_rng(0), sizes)
+  assert time.time() - start < 20
+  assert set(MAIN) <= set(out) and all(np.isfinite(out[k]) for k in MAIN)
+  assert shapes == {(256, 64, 64, 1)}  # one shape: a jitted encoder compiles once
+
+
+# ---------------------------------------------------------------- table ground truth
+
+
+def _table_source(keep=0.7, seed=0, sizes=(3, 4, 5), duplicates=True):
+  """Images that spell out their factors; a random part of the grid, some rows twice."""
+  rng = np.random.default_rng(seed)
+  grid = np.array(list(itertools.product(*[range(s) for s in sizes])))
+  rows = grid[rng.random(len(grid)) < keep]
+  if duplicates:
+    rows = np.concatenate([rows, rows[:5]])
+  rows = rows[rng.permutation(len(rows))]
+  image = rows.astype(np.float32).reshape(len(rows), 1, 1, len(sizes))
+  src = InMemorySource("table", image, factors=rows, factor_sizes=sizes)
+  return src, grid, rows
+
+
+def _decode(images):
+  return images.reshape(images.shape[:-3] + (-1,)).astype(np.int64)
+
+
+def test_table_ground_truth_samples_real_rows():
+  src, grid, rows = _table_source()
+  gt = dis.ground_truth_from_source(src)
+  assert isinstance(gt, dis.TableGroundTruth)
+  assert gt.factor_sizes == (3, 4, 5) and len(gt) == len(rows)
+  present = {tuple(r) for r in rows}
+  rng = np.random.default_rng(1)
+
+  f = gt.sample_factors(200, rng)
+  assert all(tuple(v) in present for v in f)
+  f, x = gt.sample(50, rng)
+  np.testing.assert_array_equal(_decode(x), f)
+
+  ks = np.array([0, 1, 2, 2, 0])
+  f, x = gt.sample_with_fixed(30, ks, rng)
+  assert f.shape == (5, 30, 3) and x.shape == (5, 30, 1, 1, 3)
+  np.testing.assert_array_equal(_decode(x), f)  # each image is the row of its factors
+  for g, k in enumerate(ks):
+    assert (f[g, :, k] == f[g, 0, k]).all()
+    assert len({tuple(v) for v in f[g]}) > 1
+  assert all(tuple(v) in present for v in f.reshape(-1, 3))
+
+
+def test_fixed_values_follow_the_marginal():
+  # The shared value of a group is drawn as the reference does (the factor of a
+  # random example), so its frequencies are the data's marginal, for both kinds.
+  src, _, rows = _table_source(keep=0.5, seed=3)
+  rng = np.random.default_rng(0)
+  table_marginal = np.bincount(rows[:, 2], minlength=5) / len(rows)
+  for gt, marginal in ((dis.TableGroundTruth(src), table_marginal),
+                       (_synthetic((3, 6, 5)), np.full(5, 0.2))):
+    f, _ = gt.sample_with_fixed(2, np.full(4000, 2), rng)
+    freq = np.bincount(f[:, 0, 2], minlength=5) / 4000
+    np.testing.assert_allclose(freq, marginal, atol=0.03)
+
+
+def test_table_observations_lookup_and_missing_combination():
+  src, grid, rows = _table_source()
+  gt = dis.TableGroundTruth(src)
+  present = rows[:20]
+  np.testing.assert_array_equal(_decode(gt.observations(present)), present)
+  missing = next(v for v in grid if not any((v == rows).all(1)))
+  with pytest.raises(ValueError, match=r"\[" + ", ".join(map(str, missing)) + r"\]"):
+    gt.observations(np.stack([rows[0], missing]))
+  with pytest.raises(ValueError, match="no example"):
+    gt.observations(np.array([[0, 0, 7]]))  # outside factor_sizes
+
+
+def test_table_metrics_run():
+  src, _, _ = _table_source(keep=0.6, sizes=(4, 5, 6))
+  gt = dis.ground_truth_from_source(src)
+  ident = dis.disentanglement_metrics(lambda x: x.reshape(len(x), -1), gt,
+                                      np.random.default_rng(0), SMALL)
+  noise = dis.disentanglement_metrics(_noise_fn(2), gt, np.random.default_rng(0), SMALL)
+  assert ident["eval/betavae_score"] > 0.9 and ident["eval/factorvae_score"] > 0.9
+  assert ident["eval/mig"] > 0.7 and ident["eval/dci_disentanglement"] > 0.9
+  for key in MAIN:
+    assert noise[key] < ident[key] - 0.3, key
+
+
+def test_no_factors_means_no_ground_truth():
+  src = InMemorySource("plain", np.zeros((4, 2, 2, 1), np.float32))
+  assert dis.ground_truth_from_source(src) is None
+
+
+# ---------------------------------------------------------------- constant factors
+
+
+def test_constant_factors_are_left_out():
+  gt = _synthetic((1, 3, 6, 10))  # factor 0 never varies, as dSprites' color
+  assert dis.varying_factors(gt) == (1, 2, 3)
+  rng = np.random.default_rng(0)
+  sizes = dict(SMALL)
+  out = dis.disentanglement_metrics(lambda x: np.array(x, np.float64), gt, rng, sizes)
+  assert all(np.isfinite(out[k]) for k in MAIN), out
+  assert out["eval/betavae_score"] >= 0.97 and out["eval/factorvae_score"] >= 0.97
+  assert out["eval/mig"] > 0.9 and out["eval/dci_disentanglement"] > 0.95
+  # The constant code (the constant factor's value) is pruned as collapsed.
+  assert out["eval/factorvae_num_active_dims"] == 3
+  # Noise: chance among the 3 scored factors, not the 4 nominal ones.
+  noise = dis.betavae_score(lambda x: rng.normal(size=(len(x), 4)), gt, rng, num_train=900,
+                            num_eval=900, batch_size=8)
+  assert abs(noise["betavae_score"] - 1 / 3) < 0.07
+
+
+def test_table_factor_constant_in_the_data_is_left_out():
+  rows = np.array([[r, 2, c] for r in range(3) for c in range(4)])  # factor 1 always 2
+  src = InMemorySource("t", rows.astype(np.float32).reshape(-1, 1, 1, 3), factors=rows,
+                       factor_sizes=(3, 5, 4))
+  gt = dis.TableGroundTruth(src)
+  assert gt.varying_factors == (0, 2)
+  out = dis.disentanglement_metrics(lambda x: x.reshape(len(x), -1), gt,
+                                    np.random.default_rng(0), SMALL)
+  assert all(np.isfinite(out[k]) for k in MAIN)
+  assert out["eval/mig"] > 0.9 and out["eval/betavae_score"] > 0.95
+
+
+def test_dci_with_the_reference_boosted_trees():
+  gt = _synthetic((3, 4, 5))
+  rng = np.random.default_rng(0)
+  ident = dis.dci_disentanglement(_identity, gt, rng, num_train=150, num_test=50,
+                                  importance="gbt")
+  mixed = dis.dci_disentanglement(_mixed_first_two, gt, rng, num_train=150, num_test=50,
+                                  importance="gbt")
+  assert ident["dci_disentanglement"] > 0.95
+  # Two of three codes split their importance evenly between two factors:
+  # 1/3 * 1 + 2/3 * (1 - log 2 / log 3) = 0.58.
+  assert abs(mixed["dci_disentanglement"] - 0.58) < 0.06
+  with pytest.raises(ValueError, match="importance"):
+    dis.dci_disentanglement(_identity, gt, rng, num_train=50, num_test=10, importance="svm")
+
+
+# ---------------------------------------------------------------- edge cases
+
+
+def test_collapsed_codes_give_zero_factorvae():
+  gt = _synthetic()
+  out = dis.factorvae_score(lambda x: np.full((len(x), 3), 0.5) + 0.01 * x[:, :3], gt,
+                            np.random.default_rng(0), num_train=50, num_eval=50,
+                            batch_size=8, num_variance_estimate=200)
+  # std of 0.01 * f over f uniform in {0, 1, 2} is ~0.008 < 0.05: every dim collapsed.
+  assert out == {"factorvae_score": 0.0, "factorvae_train_accuracy": 0.0,
+                 "factorvae_num_active_dims": 0.0}
+
+
+def test_nonfinite_codes_give_nan_and_sizes_are_checked():
+  gt = _synthetic()
+  out = dis.disentanglement_metrics(lambda x: np.full((len(x), 4), np.nan), gt,
+                                    np.random.default_rng(0), SMALL)
+  assert all(np.isnan(out[k]) for k in MAIN)
+  with pytest.raises(ValueError, match="num_trian"):
+    dis.disentanglement_metrics(_identity, gt, np.random.default_rng(0), {"num_trian": 10})
+  assert set(dis.default_sizes()) == {"num_train", "num_eval", "batch_size",
+                                      "num_variance_estimate", "represent_batch_size"}
+  assert dis.default_sizes()["num_train"] == 10000 and dis.default_sizes()["batch_size"] == 64
+
+
+def test_same_seed_same_scores():
+  gt = _synthetic()
+  a = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), SMALL)
+  b = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), SMALL)
+  assert a == b
+
+
+# ---------------------------------------------------------------- in a training run
+
+
+def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
+  from conftest import set_overrides
+  from vaelab import config_base
+  from vaelab.train import loop
+  c = config_base.base_config()
+  config_base.vae_keys(c)
+  set_overrides(c, {
+      "data.name": "procedural_dsprites", "data.num_eval": 64, "batch_size": 16,
+      "num_train_steps": 4, "log_every": 2, "eval_every": 4, "checkpoint_every": 4,
+      "model.hidden": (16,), "model.latent_dim": 3, "eval.batch_size": 32,
+      "eval.num_pictures": 4, "eval.iwae_ks": (1, 2),
+      "eval.disentanglement_num_train": 40, "eval.disentanglement_num_eval": 20,
+      "eval.disentanglement_batch_size": 4,
+      "eval.disentanglement_num_variance_estimate": 100})
+  results = loop.train_and_evaluate(c, str(tmp_path))
+  for k in MAIN:
+    assert 0.0 <= results[k] <= 1.0, (k, results[k])
+  assert results["eval/factorvae_num_active_dims"] <= 3
+  c.eval.disentanglement = False
+  assert not any(k in loop.evaluate_checkpoint(c, str(tmp_path)) for k in MAIN)
