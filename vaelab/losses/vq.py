@@ -1,0 +1,42 @@
+"""VQ-VAE objective (van den Oord et al. 2017): reconstruction + codebook + beta * commitment.
+
+  L = recon + ||sg(z_e) - e||^2 + beta ||z_e - sg(e)||^2
+
+The codebook term moves the codes toward the encoder outputs; with an EMA codebook the
+moving averages do that and the term is dropped: L = recon + beta * commitment. The
+commitment term keeps the encoder's outputs near their codes, so that they do not grow
+away from a codebook that adapts slowly. Both are summed over the latent elements of an
+image, like the reconstruction term is over its pixels (the paper's ||.||^2), so the
+per-example value is the negative log-likelihood plus the quantization terms; batch means
+are taken by the caller. The two squared norms have the same value and differ only in
+where the gradient goes.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def _sum_latent(x):
+  return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def codebook_loss(z_e, z_q):
+  """Per example ||sg(z_e) - e||^2: gradient only to the codes."""
+  return _sum_latent(jnp.square(lax.stop_gradient(z_e) - z_q))
+
+
+def commitment_loss(z_e, z_q):
+  """Per example ||z_e - sg(e)||^2: gradient only to the encoder."""
+  return _sum_latent(jnp.square(z_e - lax.stop_gradient(z_q)))
+
+
+def vq_loss(levels, commitment, ema: bool):
+  """Per-example quantization terms summed over the levels (one for VQ-VAE, two for
+  VQ-VAE-2); `levels` holds (z_e, z_q) pairs, `commitment` is beta (an array in the step)."""
+  total = 0.0
+  for z_e, z_q in levels:
+    total = total + commitment * commitment_loss(z_e, z_q)
+    if not ema:
+      total = total + codebook_loss(z_e, z_q)
+  return total

@@ -1,0 +1,308 @@
+"""PixelSNAIL-style autoregressive prior over discrete code maps (Chen et al. 2017).
+
+Not a family (it defines no FAMILY): the VQ-VAE / VQ-VAE-2 prior configs build it over the
+codes a frozen VQ model extracts. The model maps an integer code map (B, H, W) with values
+in [0, K) to logits (B, H, W, K); the logits at position p (raster order, p = i*W + j)
+depend only on the codes at positions q < p, so sum_p log softmax(logits)[p, code_p] is an
+exact log-likelihood and `sample` draws the map one position at a time.
+
+Causality. Convolutions are masked kernels (PixelCNN, van den Oord et al. 2016a): a k x k
+kernel whose taps after the centre, in raster order, are zeroed. A conv whose taps all lie
+at raster positions <= the output's keeps "features at q depend only on inputs < q", so
+only the first layer needs the strict mask (type A, no centre tap); later layers use
+type B. A single masked stack has a blind spot (the taps never reach above-right of the
+upper-left cone), so, as in Gated PixelCNN (van den Oord et al. 2016b), a vertical stream
+that sees only rows strictly above (its first layer has no own-row taps, later layers do,
+which cannot leak because every feature in row i already depends on rows < i only) feeds
+the horizontal stream through 1x1 links at every layer. Masks cost wasted multiplies
+over the shift-and-crop form of PixelCNN++ but make the receptive field explicit and
+easy to test. The attention layers read the horizontal stream and a raster-shifted copy
+of the input embedding (position q holds the code at q-1), both of which depend only on
+positions < q, so a query at p may attend to keys at every q <= p: the mask is lower
+triangular including the diagonal, and the first query always has one key (itself).
+
+Conditioning (VQ-VAE-2's bottom prior given the top codes): each conditioning map
+(B, Hc, Wc), at the same or a lower resolution, is embedded, resized to (H, W) by
+nearest-neighbour, passed through a non-causal 3x3 convolution and added, projected, to
+the gate pre-activations of every layer. It is fully known before sampling, so it may
+be seen at every position.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+MASKS = ("above", "vertical", "A", "B")
+
+
+def kernel_mask(kind: str, size: int) -> np.ndarray:
+  """(size, size) 0/1 taps allowed by the mask `kind`, centre = the output position.
+
+  above:    rows strictly above           (first layer of the vertical stream)
+  vertical: rows above and the own row    (later vertical layers; inputs see rows < i)
+  A:        rows above, own row left of centre   (first horizontal layer)
+  B:        A plus the centre                     (later horizontal layers)
+  """
+  if kind not in MASKS:
+    raise ValueError(f"mask {kind!r}: expected one of {MASKS}")
+  if size < 1 or size % 2 == 0:
+    raise ValueError(f"kernel size {size}: must be odd")
+  c = size // 2
+  m = np.zeros((size, size), np.float32)
+  m[:c, :] = 1
+  if kind == "vertical":
+    m[c, :] = 1
+  elif kind in ("A", "B"):
+    m[c, :c] = 1
+    m[c, c] = 1 if kind == "B" else 0
+  return m
+
+
+class MaskedConv(nn.Module):
+  """'SAME' 2-D convolution whose kernel is multiplied by `kernel_mask(mask, kernel_size)`."""
+  features: int
+  mask: str
+  kernel_size: int = 3
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    # Multiplying (not slicing) keeps the zero taps' gradients exactly zero, so the masked
+    # weights never change and the dependence on later positions is exactly nil.
+    kernel = kernel * jnp.asarray(kernel_mask(self.mask, k))[:, :, None, None]
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
+def _gate(x):
+  a, b = jnp.split(x, 2, axis=-1)
+  return jnp.tanh(a) * nn.sigmoid(b)
+
+
+def _background(batch: int, h: int, w: int, dtype) -> jnp.ndarray:
+  """Ones (so zero padding marks the border) and row/column coordinates in [-1, 1]."""
+  rows = jnp.linspace(-1.0, 1.0, h) if h > 1 else jnp.zeros((1,))
+  cols = jnp.linspace(-1.0, 1.0, w) if w > 1 else jnp.zeros((1,))
+  rr, cc = jnp.meshgrid(rows, cols, indexing="ij")
+  bg = jnp.stack([jnp.ones((h, w)), rr, cc], axis=-1).astype(dtype)
+  return jnp.broadcast_to(bg, (batch, h, w, 3))
+
+
+def _embed(table, codes, dtype):
+  """Integer codes (...) -> table rows; float one-hots (..., K) -> one-hot @ table, so tests
+  (and soft inputs) can differentiate with respect to the input."""
+  if jnp.issubdtype(codes.dtype, jnp.integer):
+    return jnp.take(table, codes, axis=0).astype(dtype)
+  return jnp.einsum("...k,kc->...c", codes.astype(dtype), table.astype(dtype))
+
+
+def _as_tuple(x) -> tuple:
+  if x is None:
+    return ()
+  if isinstance(x, (list, tuple)):
+    return tuple(x)
+  return (x,)
+
+
+class GatedResidual(nn.Module):
+  """One gated layer on both streams: x + 1x1(tanh(a) * sigmoid(b)), [a, b] = conv(x) + cond."""
+  channels: int
+  kernel_size: int = 3
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, v, h, cond, deterministic: bool):
+    c2 = 2 * self.channels
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    pre_v = MaskedConv(c2, "vertical", self.kernel_size, self.dtype, name="conv_v")(nn.elu(v))
+    # The link reads the vertical pre-activation: it depends on rows < i only, so the
+    # horizontal stream may use it at the same position without a shift.
+    pre_h = (MaskedConv(c2, "B", self.kernel_size, self.dtype, name="conv_h")(nn.elu(h))
+             + dense(c2, name="link")(pre_v))
+    if cond is not None:
+      pre_v = pre_v + dense(c2, name="cond_v")(cond)
+      pre_h = pre_h + dense(c2, name="cond_h")(cond)
+    drop = nn.Dropout(self.dropout, deterministic=deterministic)
+    v = v + dense(self.channels, name="out_v")(drop(_gate(pre_v)))
+    h = h + dense(self.channels, name="out_h")(drop(_gate(pre_h)))
+    return v, h
+
+
+class CausalAttention(nn.Module):
+  """Multi-head self-attention over the H*W raster positions, query p sees keys q <= p.
+
+  Queries read the horizontal stream and the coordinates; keys and values also read the
+  raster-shifted input embedding, so the attention can copy any earlier code directly.
+  """
+  channels: int
+  num_heads: int
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, shifted_embedding, background, deterministic: bool):
+    b, hh, ww, _ = h.shape
+    q_in = jnp.concatenate([h, background], -1).reshape(b, hh * ww, -1)
+    kv_in = jnp.concatenate([h, shifted_embedding, background], -1).reshape(b, hh * ww, -1)
+    q_in = nn.LayerNorm(dtype=self.dtype, name="norm_q")(q_in)
+    kv_in = nn.LayerNorm(dtype=self.dtype, name="norm_kv")(kv_in)
+    mask = jnp.tril(jnp.ones((hh * ww, hh * ww), bool))[None, None]
+    out = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, qkv_features=self.channels, out_features=self.channels,
+        dropout_rate=self.dropout, dtype=self.dtype, name="attention")(
+            q_in, kv_in, kv_in, mask=mask, deterministic=deterministic)
+    out = out.reshape(b, hh, ww, self.channels)
+    # Gated like the conv layers so the block starts close to the identity.
+    pre = nn.Dense(2 * self.channels, dtype=self.dtype, name="proj")(
+        jnp.concatenate([nn.elu(h), out], -1))
+    return h + nn.Dense(self.channels, dtype=self.dtype, name="out")(_gate(pre))
+
+
+class PixelSNAIL(nn.Module):
+  """Autoregressive prior p(codes) = prod_p p(code_p | codes_<p [, condition]).
+
+  Fields:
+    num_codes:       K, the number of values a code takes.
+    channels:        width of both streams.
+    num_blocks:      blocks of `res_per_block` gated layers, each followed by attention.
+    res_per_block:   gated residual layers per block.
+    num_heads:       attention heads (must divide `channels`).
+    attention:       False drops the attention layers (a Gated PixelCNN).
+    kernel_size:     odd size of the masked convolutions.
+    condition_codes: K_c of the conditioning map, or a tuple for several maps; 0 or ()
+                     for an unconditional prior.
+    dropout:         rate inside gated layers and attention; active only when
+                     `deterministic=False` (needs a "dropout" rng).
+  """
+  num_codes: int
+  channels: int = 64
+  num_blocks: int = 2
+  res_per_block: int = 2
+  num_heads: int = 4
+  attention: bool = True
+  kernel_size: int = 3
+  condition_codes: Union[int, tuple[int, ...]] = 0
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  def _condition_sizes(self) -> tuple[int, ...]:
+    return tuple(k for k in _as_tuple(self.condition_codes) if k)
+
+  @nn.compact
+  def __call__(self, codes, condition=None, *, deterministic: bool = True):
+    """codes: int (B, H, W) in [0, K), or float one-hots (B, H, W, K).
+    condition: int (B, Hc, Wc) (or one-hots (B, Hc, Wc, K_c)), or a sequence of them, one
+    per entry of `condition_codes`; Hc, Wc may be below H, W (resized by nearest).
+    Returns logits (B, H, W, K)."""
+    if self.attention and self.channels % self.num_heads:
+      raise ValueError(f"channels={self.channels} is not divisible by "
+                       f"num_heads={self.num_heads}")
+    c = self.channels
+    table = self.param("embedding", nn.initializers.normal(1.0), (self.num_codes, c))
+    x = _embed(table, codes, self.dtype)
+    b, hh, ww, _ = x.shape
+    bg = _background(b, hh, ww, self.dtype)
+    cond = self._condition(condition, (b, hh, ww))
+
+    x_bg = jnp.concatenate([x, bg], -1)
+    v = MaskedConv(c, "above", self.kernel_size, self.dtype, name="in_v")(x_bg)
+    h = (MaskedConv(c, "A", self.kernel_size, self.dtype, name="in_h")(x_bg)
+         + nn.Dense(c, dtype=self.dtype, name="in_link")(v))
+    if self.attention:
+      flat = x.reshape(b, hh * ww, c)
+      shifted = jnp.pad(flat, ((0, 0), (1, 0), (0, 0)))[:, :-1].reshape(b, hh, ww, c)
+
+    for i in range(self.num_blocks):
+      for r in range(self.res_per_block):
+        v, h = GatedResidual(c, self.kernel_size, self.dropout, self.dtype,
+                             name=f"block_{i}_res_{r}")(v, h, cond, deterministic)
+      if self.attention:
+        h = CausalAttention(c, self.num_heads, self.dropout, self.dtype,
+                            name=f"block_{i}_attn")(h, shifted, bg, deterministic)
+    return nn.Dense(self.num_codes, dtype=self.dtype, name="logits")(nn.elu(h))
+
+  def _condition(self, condition, out_shape):
+    sizes = self._condition_sizes()
+    maps = _as_tuple(condition)
+    if len(maps) != len(sizes):
+      raise ValueError(f"got {len(maps)} conditioning map(s) but condition_codes="
+                       f"{self.condition_codes!r} declares {len(sizes)}")
+    if not sizes:
+      return None
+    b, hh, ww = out_shape
+    total = 0.0
+    for n, (k, m) in enumerate(zip(sizes, maps)):
+      table = self.param(f"cond_embedding_{n}", nn.initializers.normal(1.0), (k, self.channels))
+      e = _embed(table, m, self.dtype)
+      if e.shape[1:3] != (hh, ww):
+        e = jax.image.resize(e, (b, hh, ww, self.channels), method="nearest")
+      total = total + e
+    # Non-causal: the condition is known at every position before sampling starts.
+    y = nn.Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name="cond_conv")(
+        jnp.concatenate([total, _background(b, hh, ww, self.dtype)], -1))
+    return nn.elu(y)
+
+
+def nll_per_example(logits, codes):
+  """Cross-entropy of the codes under the logits, summed over positions: (B,) nats."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), codes.astype(jnp.int32))
+  return ce.reshape(ce.shape[0], -1).sum(-1)
+
+
+def nats_per_code(logits, codes):
+  """(B,) mean nats per code; compare with the uniform log K."""
+  return nll_per_example(logits, codes) / math.prod(codes.shape[1:])
+
+
+def bits_per_code(logits, codes):
+  """(B,) nats / (H * W * ln 2)."""
+  return nats_per_code(logits, codes) / math.log(2)
+
+
+def sample(model: PixelSNAIL, variables, key, shape: Sequence[int],
+           condition=None, temperature=1.0):
+  """Ancestral sample of `shape` = (B, H, W) code maps: int32 in [0, K).
+
+  One full network pass per position inside a `lax.fori_loop` (H*W passes): no
+  activation caching, which is fine for the 7x7 / 8x8 maps of VQ-VAE priors but grows as
+  (H*W)^2 convolution work for larger maps. Position p is drawn from the logits at p
+  given the map so far; later positions of the map are still zeros, which causality makes
+  irrelevant. `temperature` divides the logits (may be a traced array); 0 takes the argmax.
+  `key` gives the same maps for the same key; `condition` as in `PixelSNAIL.__call__`.
+  Compiled once per (model, shape); callable inside an outer `jax.jit` too.
+  """
+  return _sample(model, variables, key, tuple(int(s) for s in shape), condition, temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "shape"))
+def _sample(model, variables, key, shape, condition, temperature):
+  b, hh, ww = shape
+  n = hh * ww
+  temperature = jnp.asarray(temperature, jnp.float32)
+
+  def body(p, codes):
+    logits = model.apply(variables, codes.reshape(b, hh, ww), condition)
+    logits = jax.lax.dynamic_index_in_dim(
+        logits.reshape(b, n, -1), p, axis=1, keepdims=False).astype(jnp.float32)
+    drawn = jax.random.categorical(jax.random.fold_in(key, p),
+                                   logits / jnp.maximum(temperature, 1e-6))
+    chosen = jnp.where(temperature > 0, drawn, jnp.argmax(logits, -1))
+    return codes.at[:, p].set(chosen.astype(jnp.int32))
+
+  codes = jax.lax.fori_loop(0, n, body, jnp.zeros((b, n), jnp.int32))
+  return codes.reshape(b, hh, ww)

@@ -1,0 +1,376 @@
+"""VQ-VAE (van den Oord et al. 2017): conv encoder, vector quantizer, conv decoder.
+
+Encoder: stride-2 4x4 convolutions (`model.conv_channels`, each followed by the
+activation), a 3x3 convolution and `model.num_res_blocks` residual blocks (act, 3x3 conv
+to `model.res_channels`, act, 1x1 conv back), then a 1x1 convolution to `model.code_dim`.
+The latent map is H / 2**len(conv_channels) on a side (CIFAR-10 with the paper's two
+convolutions: 8x8). Each latent vector is replaced by its nearest of `model.num_codes`
+codes (models/quantizer.py; EMA codebook unless `model.ema_decay` = 0). The decoder
+mirrors the encoder with pixel-shuffle upsampling (nets.Upsample) and emits logits whose
+sigmoid is the image; `model.recon_loss` is `mse` (squared error of that image, the
+paper's Gaussian) or `bernoulli`. The objective is losses/vq.py's, with the commitment
+weight `loss.commitment` entering the step as an array.
+
+Reported: every step train/perplexity and train/codebook_usage of the global batch; at
+the end eval/perplexity and eval/codebook_usage of the whole evaluation set (`analyses`:
+the eval step only averages per-example values, and the perplexity of a set is not the
+mean of its images'; the per-image one is eval/image_perplexity), eval/recon_sse, and
+the PCA baseline eval/pca_recon_sse with as many components as the model has latent
+values, one code index per latent position (H'W'; eval/pca_components).
+
+The prior over codes (another module) trains on `encode_indices` of a frozen model and
+decodes its samples with `decode_indices`; `encode_source` extracts a whole split.
+There is no `sample` here: sampling needs that prior.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaelab.errors import ConfigError
+from vaelab.evaluate import pca
+from vaelab.losses import reconstruction
+from vaelab.losses import vq as vq_losses
+from vaelab.losses.ae import recon_loss_per_example
+from vaelab.models import nets
+from vaelab.models.base import Family
+from vaelab.models.quantizer import COLLECTION, VectorQuantizer, perplexity
+
+# The mesh axis of the train step (vaelab.train.step.AXIS); the loss runs under shard_map.
+AXIS = "batch"
+RECON_LOSSES = ("mse", "bernoulli")
+
+
+def config_keys(c, name: str = "vqvae") -> None:
+  """The keys of the VQ families (paper's CIFAR-10 shape), replacing the MLP/VAE trunk keys
+  of config_base that these models do not read."""
+  c.model.name = name
+  c.model.encoder = "conv"  # the only trunk here: strided convolutions + residual blocks
+  c.model.conv_channels = (256, 256)  # stride-2 4x4 convolutions; latents H / 2**len
+  c.model.num_res_blocks = 2
+  c.model.res_channels = 256  # width of the 3x3 convolution inside a residual block
+  c.model.activation = "relu"
+  c.model.num_codes = 512  # K
+  c.model.code_dim = 64  # D
+  c.model.ema_decay = 0.99  # gamma of the EMA codebook; 0: codebook learned by gradient
+  c.model.ema_epsilon = 1e-5  # Laplace smoothing of the EMA counts
+  c.model.dead_code_steps = 0  # > 0: restart codes unused for this many steps (EMA only)
+  c.model.kmeans_init = False  # codebook from k-means of the first batch (EMA only)
+  c.model.recon_loss = "mse"  # mse (squared error of the sigmoid image) | bernoulli
+  c.loss.commitment = 0.25  # beta
+  for key in ("hidden", "dense", "latent_dim"):
+    del c.model[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+  """The hashable trunk keys of `config.model` (Flax fields must be hashable)."""
+  channels: tuple[int, ...] = (256, 256)
+  num_res_blocks: int = 2
+  res_channels: int = 256
+  activation: str = "relu"
+
+  @classmethod
+  def from_config(cls, m) -> "ConvSpec":
+    return cls(tuple(int(c) for c in m.conv_channels), int(m.num_res_blocks),
+               int(m.res_channels), m.activation)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSpec:
+  num_codes: int = 512
+  code_dim: int = 64
+  ema_decay: float = 0.99
+  epsilon: float = 1e-5
+  dead_code_steps: int = 0
+  kmeans_init: bool = False
+
+  @classmethod
+  def from_config(cls, m) -> "QuantizerSpec":
+    return cls(int(m.num_codes), int(m.code_dim), float(m.ema_decay), float(m.ema_epsilon),
+               int(m.dead_code_steps), bool(m.kmeans_init))
+
+  def module(self, axis_name, name=None) -> VectorQuantizer:
+    return VectorQuantizer(self.num_codes, self.code_dim, self.ema_decay, self.epsilon,
+                           self.dead_code_steps, self.kmeans_init, axis_name, name=name)
+
+
+class ResStack(nn.Module):
+  """Residual blocks x + conv1x1(act(conv3x3(act(x)))), then the activation."""
+  spec: ConvSpec
+
+  @nn.compact
+  def __call__(self, x):
+    act = nets.activation(self.spec.activation)
+    for i in range(self.spec.num_res_blocks):
+      h = nn.Conv(self.spec.res_channels, (3, 3), padding="SAME", name=f"block{i}_3x3")(act(x))
+      x = x + nn.Conv(x.shape[-1], (1, 1), name=f"block{i}_1x1")(act(h))
+    return act(x)
+
+
+class Encoder(nn.Module):
+  """Stride-2 4x4 convolutions, a 3x3 convolution and the residual stack."""
+  spec: ConvSpec
+
+  @nn.compact
+  def __call__(self, x):
+    act = nets.activation(self.spec.activation)
+    for i, c in enumerate(self.spec.channels):
+      x = act(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", name=f"down_{i}")(x))
+    x = nn.Conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(x)
+    return ResStack(self.spec, name="res")(x)
+
+
+class Decoder(nn.Module):
+  """The encoder's mirror: a 3x3 convolution, the residual stack, then one x2 upsampling
+  per encoder convolution (pixel shuffle: faster than ConvTranspose on CPU), the last to
+  `out_channels` without activation."""
+  spec: ConvSpec
+  out_channels: int
+
+  @nn.compact
+  def __call__(self, z):
+    act = nets.activation(self.spec.activation)
+    x = nn.Conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(z)
+    x = ResStack(self.spec, name="res")(x)
+    widths = [*reversed(self.spec.channels[:-1]), self.out_channels]
+    for i, c in enumerate(widths):
+      x = nets.Upsample(c, name=f"up_{i}")(x)
+      if i < len(widths) - 1:
+        x = act(x)
+    return x
+
+
+class VQVAE(nn.Module):
+  spec: ConvSpec
+  quantizer: QuantizerSpec
+  image_shape: tuple[int, int, int]
+  # Set by the loss for the call inside the train step (see models/quantizer.py).
+  axis_name: str | None = None
+
+  # Names of the latent levels, suffixes of their metrics ("" for the single level).
+  LEVELS = ("",)
+
+  def setup(self):
+    self.encoder = Encoder(self.spec)
+    self.pre_vq = nn.Conv(self.quantizer.code_dim, (1, 1))
+    self.vq = self.quantizer.module(self.axis_name)
+    self.decoder = Decoder(self.spec, self.image_shape[-1])
+
+  def encode(self, x):
+    """Encoder outputs z_e (B, H', W', D) before quantization."""
+    return self.pre_vq(self.encoder(x))
+
+  def __call__(self, x, keys=None):
+    """(decoder logits, (quantizer output,)); updates the EMA codebook when "vq" is mutable."""
+    q = self.vq(self.encode(x), keys)
+    return self.decoder(q["quantized"]), (q,)
+
+  def encode_indices(self, x):
+    """Images (B, H, W, C) in [0, 1] -> code indices int32 (B, H', W')."""
+    return self.vq(self.encode(x))["indices"]
+
+  def code_indices(self, x):
+    """The index maps of every level, as a tuple (LEVELS order)."""
+    return (self.encode_indices(x),)
+
+  def decode_indices(self, indices):
+    """Code indices int32 (B, H', W') -> images (B, H, W, C) in [0, 1]."""
+    return jax.nn.sigmoid(self.decoder(self.vq.lookup(indices)))
+
+  def quantize(self, x):
+    """The quantized latent map z_q (B, H', W', D): the features a probe reads."""
+    return self.vq(self.encode(x))["z_q"]
+
+  def reconstruct(self, x):
+    return jax.nn.sigmoid(self(x)[0])
+
+
+def make_model(config, info):
+  return VQVAE(ConvSpec.from_config(config.model), QuantizerSpec.from_config(config.model),
+               tuple(info.image_shape))
+
+
+def latent_shapes(model) -> list[tuple[int, int]]:
+  """(H', W') of every level of a VQVAE."""
+  h, w, _ = model.image_shape
+  f = 2**len(model.spec.channels)
+  return [(h // f, w // f)]
+
+
+def _name(metric: str, level: str) -> str:
+  return f"{metric}_{level}" if level else metric
+
+
+def _image_perplexity(indices, num_codes: int):
+  """(B, ...) code indices -> (B,) perplexity of each image's own code usage."""
+  counts = jax.nn.one_hot(indices.reshape(indices.shape[0], -1), num_codes).sum(1)
+  return jax.vmap(perplexity)(counts)
+
+
+def make_loss(config, axis_name: str | None = AXIS):
+  """The objective of both VQ families (their modules return (logits, levels))."""
+  recon_loss = config.model.recon_loss
+  ema = float(config.model.ema_decay) > 0
+
+  def loss(model, params, model_state, batch, keys, hparams):
+    x = batch["image"]
+    # The quantizers psum their statistics over the step's mesh axis (quantizer.py).
+    model = model.clone(axis_name=axis_name)
+    variables = {"params": params, **model_state}
+    if ema:
+      (logits, levels), updated = model.apply(variables, x, keys, mutable=[COLLECTION])
+      model_state = {**model_state, **updated}
+    else:
+      logits, levels = model.apply(variables, x, keys)
+    recon = recon_loss_per_example(recon_loss, logits, x)
+    quant = vq_losses.vq_loss([(q["z_e"], q["z_q"]) for q in levels], hparams["commitment"],
+                              ema)
+    metrics = {"recon": recon.mean(),
+               "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x).mean()}
+    for level, q in zip(model.LEVELS, levels):
+      metrics[_name("commitment", level)] = vq_losses.commitment_loss(q["z_e"], q["z_q"]).mean()
+      # Of the global batch: counts are psummed over devices inside the quantizer.
+      metrics[_name("perplexity", level)] = perplexity(q["counts"])
+      metrics[_name("codebook_usage", level)] = jnp.mean(q["counts"] > 0)
+    return (recon + quant).mean(), (metrics, model_state)
+
+  return loss
+
+
+def make_eval_metrics(config):
+  recon_loss = config.model.recon_loss
+  ema = float(config.model.ema_decay) > 0
+  num_codes = int(config.model.num_codes)
+
+  def eval_metrics(model, variables, batch, keys, hparams):
+    x = batch["image"]
+    logits, levels = model.apply(variables, x)
+    recon = recon_loss_per_example(recon_loss, logits, x)
+    quant = vq_losses.vq_loss([(q["z_e"], q["z_q"]) for q in levels], hparams["commitment"],
+                              ema)
+    out = {"loss": recon + quant, "recon": recon,
+           "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), batch.get("image_raw", x))}
+    for level, q in zip(model.LEVELS, levels):
+      out[_name("commitment", level)] = vq_losses.commitment_loss(q["z_e"], q["z_q"])
+      out[_name("image_perplexity", level)] = _image_perplexity(q["indices"], num_codes)
+    return out
+
+  return eval_metrics
+
+
+def encode_source(model, variables, source, batch_size: int = 500, limit=None):
+  """Code indices of a whole split: a tuple (LEVELS order) of int32 arrays (N, H', W').
+
+  What a prior trains on: `variables` of a frozen trained model (e.g.
+  `loop.restore_latest(exp, workdir).variables()`), `source` a data source.
+  """
+  codes = jax.jit(lambda v, x: model.apply(v, x, method="code_indices"))
+  n = len(source) if limit is None else min(len(source), limit)
+  chunks = [jax.device_get(codes(variables, source.get(np.arange(i, min(i + batch_size, n)))[
+      "image"])) for i in range(0, n, batch_size)]
+  return tuple(np.concatenate([c[l] for c in chunks]).astype(np.int32)
+               for l in range(len(model.LEVELS)))
+
+
+def code_statistics(indices, num_codes: int) -> tuple[float, float]:
+  """(perplexity, fraction of codes used) of a set of code indices."""
+  counts = np.bincount(np.asarray(indices).ravel(), minlength=num_codes)
+  return float(perplexity(counts)), float(np.mean(counts > 0))
+
+
+def analyses(config, model, variables, train_source, eval_source):
+  """Set-level code statistics of the evaluation split: eval/perplexity = exp(entropy) of
+  the code frequencies over all its latent positions, eval/codebook_usage = the fraction
+  of the K codes used at least once (per level with a suffix for VQ-VAE-2)."""
+  num_codes = int(config.model.num_codes)
+  out = {}
+  for level, idx in zip(model.LEVELS, encode_source(model, variables, eval_source,
+                                                     int(config.eval.batch_size))):
+    ppl, usage = code_statistics(idx, num_codes)
+    out[f"eval/{_name('perplexity', level)}"] = ppl
+    out[f"eval/{_name('codebook_usage', level)}"] = usage
+  return out
+
+
+def make_baselines(make_model_fn, shapes_fn):
+  """The family's `baselines`: PCA with as many components as the model has latent values
+  (one code index per latent position, summed over levels), fitted on the training split;
+  skipped when that is as many as the pixels."""
+
+  def baselines(config, train_source, eval_source):
+    k = sum(h * w for h, w in shapes_fn(make_model_fn(config, train_source.info)))
+    if k >= int(np.prod(train_source.info.image_shape)):
+      return {}
+    return {"eval/pca_recon_sse": pca.pca_recon_sse(train_source, eval_source, k),
+            "eval/pca_components": float(k)}
+
+  return baselines
+
+
+def hparams(config):
+  return {"commitment": float(config.loss.commitment)}
+
+
+def _int_at_least(value, key: str, minimum: int):
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+      or value < minimum:
+    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
+
+
+def validate(config):
+  """Checks the keys of the VQ families; raises ConfigError naming the key."""
+  m = config.model
+  if m.encoder != "conv":
+    raise ConfigError(f"model.encoder={m.encoder!r}: the VQ families are convolutional; use "
+                      f"'conv'")
+  channels = tuple(m.conv_channels)
+  if not channels:
+    raise ConfigError("model.conv_channels=(): give at least one stride-2 convolution")
+  for c in channels:
+    _int_at_least(c, f"model.conv_channels (entry {c!r})", 1)
+  _int_at_least(m.num_res_blocks, "model.num_res_blocks", 0)
+  _int_at_least(m.res_channels, "model.res_channels", 1)
+  if m.activation not in nets.ACTIVATIONS:
+    raise ConfigError(f"model.activation={m.activation!r}: expected one of "
+                      f"{sorted(nets.ACTIVATIONS)}")
+  if m.recon_loss not in RECON_LOSSES:
+    raise ConfigError(f"model.recon_loss={m.recon_loss!r}: expected one of {RECON_LOSSES}")
+  _int_at_least(m.num_codes, "model.num_codes", 1)
+  _int_at_least(m.code_dim, "model.code_dim", 1)
+  if not 0 <= float(m.ema_decay) < 1:
+    raise ConfigError(f"model.ema_decay={m.ema_decay}: must be in [0, 1) (0 turns the EMA "
+                      f"codebook off)")
+  if not float(m.ema_epsilon) > 0:
+    raise ConfigError(f"model.ema_epsilon={m.ema_epsilon}: must be > 0")
+  if not float(config.loss.commitment) >= 0:
+    raise ConfigError(f"loss.commitment={config.loss.commitment}: must be >= 0")
+  _int_at_least(m.dead_code_steps, "model.dead_code_steps", 0)
+  if not isinstance(m.kmeans_init, bool):
+    raise ConfigError(f"model.kmeans_init={m.kmeans_init!r}: must be True or False")
+  if float(m.ema_decay) == 0:
+    # Both overwrite codes, which only state can have done to it: a param changes by the
+    # optimizer's updates alone.
+    if m.dead_code_steps > 0:
+      raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs the EMA codebook: "
+                        f"set model.ema_decay > 0 or model.dead_code_steps=0")
+    if m.kmeans_init:
+      raise ConfigError("model.kmeans_init=True needs the EMA codebook: set "
+                        "model.ema_decay > 0 or model.kmeans_init=False")
+
+
+FAMILY = Family(
+    name="vqvae",
+    make_model=make_model,
+    make_loss=make_loss,
+    make_eval_metrics=make_eval_metrics,
+    analyses=analyses,
+    hparams=hparams,
+    validate=validate,
+    baselines=make_baselines(make_model, latent_shapes),
+    features="quantize",
+)
