@@ -45,7 +45,8 @@ class Experiment:
   def init_state(self) -> TrainState:
     x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
     keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
-    variables = self.model.init(jax.random.key(int(self.config.seed)), x, keys)
+    # Jitted: eager init dispatches op by op, ~10x slower for the larger models.
+    variables = jax.jit(self.model.init)(jax.random.key(int(self.config.seed)), x, keys)
     return TrainState.create(variables, self.tx, int(self.config.seed))
 
   def batcher(self) -> pipeline.Batcher:
@@ -140,7 +141,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   exp = build(config)
   _probe_workdir(workdir)
   ckpt = checkpoint_lib.Checkpointer(workdir, int(config.keep_checkpoints))
-  state = ckpt.restore(exp.init_state()) or exp.init_state()
+  fresh = exp.init_state()  # also the template that restore fills
+  state = ckpt.restore(fresh) or fresh
   start = int(jax.device_get(state.step))
   if start:
     logging.info("Resuming from the checkpoint at step %d in %s", start, ckpt.directory)
