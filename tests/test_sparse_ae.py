@@ -103,7 +103,9 @@ def test_eval_mean_activation_is_the_mean_code_per_example(npz_pair):
                                             sparse_ae.hparams(config))
   code = model.apply({"params": params}, batch["image"], method="encode")
   np.testing.assert_allclose(out["mean_activation"], code.mean(-1), rtol=1e-6)
-  assert {"loss", "recon_sse", "denoise_sse", "jacobian_fro2"} <= set(out)
+  assert {"loss", "recon_sse", "denoise_sse"} <= set(out)
+  final = sparse_ae.FAMILY.make_final_metrics(config)(model, {"params": params}, batch, keys, {})
+  assert final["jacobian_fro2"].shape == (8,)
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -7,7 +7,7 @@ import pkgutil
 from vaelab.errors import ConfigError
 from vaelab.models.base import Family
 
-_NOT_FAMILIES = {"base", "nets"}
+_NOT_FAMILIES = {"base", "nets", "pixelsnail"}
 
 
 def available() -> list[str]:

@@ -10,11 +10,12 @@ Causality. Convolutions are masked kernels (PixelCNN, van den Oord et al. 2016a)
 kernel whose taps after the centre, in raster order, are zeroed. A conv whose taps all lie
 at raster positions <= the output's keeps "features at q depend only on inputs < q", so
 only the first layer needs the strict mask (type A, no centre tap); later layers use
-type B. A single masked stack has a blind spot (the taps never reach above-right of the
-upper-left cone), so, as in Gated PixelCNN (van den Oord et al. 2016b), a vertical stream
-that sees only rows strictly above (its first layer has no own-row taps, later layers do,
-which cannot leak because every feature in row i already depends on rows < i only) feeds
-the horizontal stream through 1x1 links at every layer. Masks cost wasted multiplies
+type B. A single masked stack has a blind spot (stacked 3x3 taps never reach (i-1, j+2)
+and the other positions above and to the right of a narrowing cone), so, as in Gated
+PixelCNN (van den Oord et al. 2016b), a vertical stream that sees only rows strictly above
+(its first layer has no own-row taps, later layers do, which cannot leak because every
+feature in row i already depends on rows < i only) feeds the horizontal stream through
+1x1 links at every layer. Masks cost wasted multiplies
 over the shift-and-crop form of PixelCNN++ but make the receptive field explicit and
 easy to test. The attention layers read the horizontal stream and a raster-shifted copy
 of the input embedding (position q holds the code at q-1), both of which depend only on
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -78,8 +79,9 @@ class MaskedConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    # Multiplying (not slicing) keeps the zero taps' gradients exactly zero, so the masked
-    # weights never change and the dependence on later positions is exactly nil.
+    # The full kernel is stored and multiplied by the mask on every call: a masked tap
+    # contributes exactly zero whatever its stored value (weight decay, a restored
+    # checkpoint), so the dependence on later positions is exactly nil, not just small.
     kernel = kernel * jnp.asarray(kernel_mask(self.mask, k))[:, :, None, None]
     y = jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "SAME",
