@@ -40,6 +40,10 @@ def main(argv):
       loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     else:
       print(loop.sample_checkpoint(_CONFIG.value, _WORKDIR.value))
+  except loop.Preempted as e:
+    logging.warning("%s", e)
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)  # the shell's convention for death by that signal
   except (ConfigError, DataError, FileNotFoundError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)

@@ -4,8 +4,11 @@ This is the Python API that `vaelab.main` (and notebooks) call; it knows no fami
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 from typing import Any
 
 import jax
@@ -27,6 +30,36 @@ from vaelab.train.state import TrainState
 
 class NonFiniteError(FloatingPointError):
   pass
+
+
+class Preempted(Exception):
+  """A SIGTERM or SIGINT arrived; the state at the current step has been checkpointed."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step = signum, step
+    super().__init__(
+        f"{signal.Signals(signum).name} received: stopped at step {step} and wrote a "
+        f"checkpoint there in {os.path.join(workdir, 'checkpoints')}. Run the same command "
+        f"again to resume from it.")
+
+
+@contextlib.contextmanager
+def _preemption_signals():
+  """Turns SIGTERM (a preemption notice) and SIGINT (Ctrl-C) into a flag the loop checks
+  between steps, so the run stops at a step boundary with a checkpoint instead of dying
+  mid-step. Handlers can only be installed from the main thread (notebooks may train in
+  another one: there the signals keep their defaults)."""
+  received: list[int] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  handler = lambda signum, frame: received.append(signum)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 @dataclasses.dataclass
@@ -157,11 +190,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   buffer = _MetricsBuffer(config.nonfinite)
   buffer.skipped = int(jax.device_get(state.skipped_steps))
   progress = Progress(start, num_steps)
-  try:
+  with contextlib.ExitStack() as stack:
+    signals = stack.enter_context(_preemption_signals())
+    stack.callback(writer.flush)
+    stack.callback(ckpt.wait)
     for step in range(start, num_steps):
       state, metrics = exp.train_step(state, next(batches), exp.hparams)
       buffer.add(step, metrics)
       done = step + 1
+      if signals:
+        _stop_for_preemption(signals[0], done, state, buffer, writer, ckpt, workdir)
       if done % config.log_every == 0 or done == num_steps:
         scalars = buffer.drain()
         scalars["steps_per_sec"] = progress.rate(done)
@@ -173,14 +211,24 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if done % config.checkpoint_every == 0 or done == num_steps:
         buffer.check()  # under `stop`, a NaN since the last log ends the run before this save
         ckpt.save(state)
-  finally:
-    ckpt.wait()
-    writer.flush()
   results = _final_evaluation(exp, state, evaluator, workdir)
   writer.write(num_steps, results)
   writer.close()
   ckpt.close()
   return results
+
+
+def _stop_for_preemption(signum, done, state, buffer, writer, ckpt, workdir):
+  """Logs the pending metrics, checkpoints the state at `done` and raises Preempted."""
+  scalars = buffer.drain()  # under `stop`, a NaN raises here and nothing is saved
+  if scalars:
+    scalars["train/skipped_steps"] = buffer.skipped
+    writer.write(done, scalars)
+  ckpt.save(state, force=True)
+  ckpt.wait()
+  logging.warning("%s received at step %d: checkpoint written", signal.Signals(signum).name,
+                  done)
+  raise Preempted(signum, done, workdir)
 
 
 def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str):
