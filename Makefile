@@ -19,7 +19,8 @@ run: $(VENV)/.installed
 	$(PY) -m vaelab.main --config=configs/default.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	# Two workers, one test file each (module-scoped compiled models stay in one process).
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 benchmark: $(VENV)/.installed
 	$(PY) experiments/benchmark_step.py
