@@ -7,7 +7,8 @@ import pkgutil
 from vaelab.errors import ConfigError
 from vaelab.models.base import Family
 
-_NOT_FAMILIES = {"base", "nets", "pixelsnail"}
+# Shared building blocks, not families: they define no FAMILY.
+_NOT_FAMILIES = {"base", "nets", "pixelsnail", "quantizer"}
 
 
 def available() -> list[str]:
