@@ -10,9 +10,12 @@ variable collection) updated by exponential moving averages in Sonnet's form:
   N~_i = (N_i + eps) / (n + K eps) * n        Laplace smoothing, n = sum_i N_i
   e_i  = m_i / N~_i
 
-N and m start at 1 and e: each code counts as having seen one vector, itself, so a code
-no batch uses yet keeps its initial value (m/N = e) instead of collapsing to 0 or blowing
-up, and the pseudo-count is negligible once real counts (thousands per step) arrive.
+N and m start at 0, as in Sonnet: e = m/N is a ratio of two averages that share the
+same zero-start bias (1 - gamma^t), so it needs no debiasing and a code's first update
+puts it at the mean of its vectors. (Starting at N = 1, m = e instead left used codes at a
+tenth of their target for tens of steps and halved the codebook use on MNIST.) A code no
+vector has chosen yet goes to the origin at the first update (m = 0), near where the small
+initial codes were; a code placed by a restart or by k-means starts at N = 1, m = e.
 
 Devices. The update uses the statistics of the global batch: n_i and sum_j z_ij are
 `lax.psum`med over the mesh axis `axis_name` before the update, so every device computes
@@ -32,7 +35,8 @@ Options of the EMA codebook (they overwrite codes, so they need the codebook to 
     (rows drawn with a key derived from the step's first example key, so the choice is the
     same on every device and for any device count);
   kmeans_init: the first update replaces the initial codebook by k-means centroids of the
-    first global batch (Lloyd's algorithm, KMEANS_ITERS iterations, seeded the same way).
+    first global batch (Lloyd's algorithm, KMEANS_ITERS iterations from K rows drawn the
+    same way; each iteration psums the per-device counts and sums like the EMA update).
 """
 from __future__ import annotations
 
@@ -51,10 +55,12 @@ def squared_distances(z, codebook):
   """(N, D), (K, D) -> (N, K) squared distances ||z||^2 - 2 z.e + ||e||^2.
 
   One matmul: memory O(N K), where the direct form z[:, None] - e[None] builds N x K x D.
+  At full precision: TPUs (and GPUs with TF32) multiply f32 in bf16 passes by default,
+  which would move codes that are nearly as close past each other.
   """
   z2 = jnp.sum(jnp.square(z), axis=1, keepdims=True)
   e2 = jnp.sum(jnp.square(codebook), axis=1)
-  return z2 - 2.0 * z @ codebook.T + e2[None, :]
+  return z2 - 2.0 * jnp.dot(z, codebook.T, precision=lax.Precision.HIGHEST) + e2[None, :]
 
 
 def nearest_codes(z, codebook):
@@ -89,16 +95,17 @@ def ema_update(cluster_size, embed_sum, counts, sums, decay, epsilon):
   return cluster_size, embed_sum, embed_sum / smoothed[:, None]
 
 
-def kmeans(key, z, k: int, iters: int = KMEANS_ITERS):
-  """Lloyd's algorithm on the rows of z (N, D) from k rows drawn by `key`; a centroid that
-  loses all its points keeps its place."""
-  n = z.shape[0]
-  start = z[jax.random.choice(key, n, (k,), replace=n < k)]
+def kmeans(start, z, iters: int = KMEANS_ITERS, psum=lambda x: x):
+  """Lloyd's algorithm from the centroids `start` (K, D) on the rows of z (N, D); a centroid
+  that loses all its points keeps its place. With `psum` summing over devices, z is each
+  device's shard and every device gets the centroids of the union."""
+  k = start.shape[0]
 
   def step(_, centroids):
     onehot = jax.nn.one_hot(nearest_codes(z, centroids), k, dtype=z.dtype)
-    counts = onehot.sum(0)
-    means = (onehot.T @ z) / jnp.maximum(counts, 1.0)[:, None]
+    counts = psum(onehot.sum(0))
+    sums = psum(jnp.dot(onehot.T, z, precision=lax.Precision.HIGHEST))
+    means = sums / jnp.maximum(counts, 1.0)[:, None]
     return jnp.where(counts[:, None] > 0, means, centroids)
 
   return lax.fori_loop(0, iters, step, start)
@@ -120,14 +127,18 @@ class VectorQuantizer(nn.Module):
 
   def setup(self):
     k, d = self.num_codes, self.code_dim
-    init = lambda key: jax.random.normal(key, (k, d), jnp.float32)
+    # Codes near the origin (uniform in +-1/K): the first assignments then go by the
+    # direction of z_e (argmin ||e||^2 - 2 z.e ~ argmax z.e) and spread over the codebook;
+    # codes at the scale of N(0, 1), far from an untrained encoder's small outputs, would
+    # all lose to the one of smallest norm and the codebook would collapse to one code.
+    init = lambda key: jax.random.uniform(key, (k, d), jnp.float32, -1.0 / k, 1.0 / k)
     if not self.ema:
       self.codebook = self.param("codebook", init)
       return
     codebook = self.variable(COLLECTION, "codebook", lambda: init(self.make_rng("params")))
     self.codebook_var = codebook
-    self.cluster_size = self.variable(COLLECTION, "cluster_size", jnp.ones, (k,), jnp.float32)
-    self.embed_sum = self.variable(COLLECTION, "embed_sum", lambda: jnp.copy(codebook.value))
+    self.cluster_size = self.variable(COLLECTION, "cluster_size", jnp.zeros, (k,), jnp.float32)
+    self.embed_sum = self.variable(COLLECTION, "embed_sum", jnp.zeros, (k, d), jnp.float32)
     if self.dead_code_steps > 0:
       self.unused_steps = self.variable(COLLECTION, "unused_steps", jnp.zeros, (k,), jnp.int32)
     if self.kmeans_init:
@@ -159,7 +170,8 @@ class VectorQuantizer(nn.Module):
     onehot = jax.nn.one_hot(idx, self.num_codes, dtype=flat.dtype)
     counts = self._psum(onehot.sum(0))
     if update:
-      sums = self._psum(onehot.T @ lax.stop_gradient(flat))
+      sums = self._psum(jnp.dot(onehot.T, lax.stop_gradient(flat),
+                                precision=lax.Precision.HIGHEST))
       self._ema_step(counts, sums, lax.stop_gradient(flat), keys)
     z_q = jnp.take(codebook, idx, axis=0).reshape(z_e.shape)
     return {"quantized": straight_through(z_e, z_q), "z_e": z_e, "z_q": z_q,
@@ -168,26 +180,38 @@ class VectorQuantizer(nn.Module):
   def _psum(self, x):
     return x if self.axis_name is None else lax.psum(x, self.axis_name)
 
-  def _gather(self, x):
-    """Rows of the global batch, in global order, the same on every device.
+  def _devices(self) -> int:
+    return 1 if self.axis_name is None else lax.axis_size(self.axis_name)
 
-    A psum of each device's rows placed at its own offset, not `lax.all_gather`: shard_map
-    types all_gather's result as varying across devices, and what is computed from it must
-    be invariant (replicated state, and both branches of the k-means cond).
-    """
+  def _global_rows(self, flat, rows):
+    """Rows `rows` (indices into the global batch, in its order) of the encoder outputs, the
+    same on every device. Each device fills in the rows it holds and a psum of the (K, D)
+    result combines them: no device needs the whole global batch."""
     if self.axis_name is None:
-      return x
-    slots = jnp.zeros((lax.axis_size(self.axis_name), *x.shape), x.dtype)
-    slots = slots.at[lax.axis_index(self.axis_name)].set(x)
-    return lax.psum(slots, self.axis_name).reshape(-1, *x.shape[1:])
+      return flat[rows]
+    local = rows - lax.axis_index(self.axis_name) * flat.shape[0]
+    mine = (local >= 0) & (local < flat.shape[0])
+    picked = flat[jnp.clip(local, 0, flat.shape[0] - 1)]
+    return lax.psum(jnp.where(mine[:, None], picked, 0.0), self.axis_name)
 
   def _step_key(self, keys, stream: int):
     """A key shared by all devices: the global batch's first example key, folded."""
     if keys is None:
       raise ValueError("the VQ codebook update with dead-code restarts or k-means needs the "
                        "per-example keys: call the model with (x, keys)")
-    first = self._gather(jax.random.key_data(keys[:1]))[0]
+    first = jax.random.key_data(keys[0])
+    if self.axis_name is not None:  # device 0 holds example 0
+      first = lax.psum(jnp.where(lax.axis_index(self.axis_name) == 0, first, 0),
+                       self.axis_name)
     return jax.random.fold_in(jax.random.wrap_key_data(first), stream)
+
+  def _random_rows(self, flat, keys, stream: int):
+    """K encoder outputs of the global batch drawn without replacement (with, if it has
+    fewer than K rows) by a key that is the same on every device and device count."""
+    n = flat.shape[0] * self._devices()
+    rows = jax.random.choice(self._step_key(keys, stream), n, (self.num_codes,),
+                             replace=n < self.num_codes)
+    return self._global_rows(flat, rows)
 
   def _ema_step(self, counts, sums, flat, keys):
     size, total, codebook = ema_update(self.cluster_size.value, self.embed_sum.value, counts,
@@ -195,11 +219,8 @@ class VectorQuantizer(nn.Module):
     if self.dead_code_steps > 0:
       unused = jnp.where(counts > 0, 0, self.unused_steps.value + 1)
       dead = unused >= self.dead_code_steps
-      z = self._gather(flat)
-      rows = jax.random.choice(self._step_key(keys, _RESTART_STREAM), z.shape[0],
-                               (self.num_codes,), replace=z.shape[0] < self.num_codes)
-      fresh = z[rows]
-      # A restarted code starts like an initial one: N = 1, m = e = the chosen vector.
+      fresh = self._random_rows(flat, keys, _RESTART_STREAM)
+      # A restarted code counts as having seen one vector, the one it is set to.
       codebook = jnp.where(dead[:, None], fresh, codebook)
       total = jnp.where(dead[:, None], fresh, total)
       size = jnp.where(dead, 1.0, size)
@@ -212,8 +233,8 @@ class VectorQuantizer(nn.Module):
     state = (self.codebook_var.value, self.cluster_size.value, self.embed_sum.value)
 
     def fit(_):
-      centroids = kmeans(self._step_key(keys, _KMEANS_STREAM), self._gather(flat),
-                         self.num_codes)
+      centroids = kmeans(self._random_rows(flat, keys, _KMEANS_STREAM), flat, KMEANS_ITERS,
+                         self._psum)
       return centroids, jnp.ones_like(state[1]), centroids
 
     # A cond, not a select: Lloyd's iterations run on the first step only.

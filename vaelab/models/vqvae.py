@@ -25,6 +25,7 @@ There is no `sample` here: sampling needs that prior.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -317,8 +318,8 @@ def hparams(config):
 
 
 def _int_at_least(value, key: str, minimum: int):
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-      or value < minimum:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) \
+      or not math.isfinite(value) or int(value) != value or value < minimum:
     raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
 
 
@@ -345,16 +346,15 @@ def validate(config):
   if not 0 <= float(m.ema_decay) < 1:
     raise ConfigError(f"model.ema_decay={m.ema_decay}: must be in [0, 1) (0 turns the EMA "
                       f"codebook off)")
-  if not float(m.ema_epsilon) > 0:
-    raise ConfigError(f"model.ema_epsilon={m.ema_epsilon}: must be > 0")
-  if not float(config.loss.commitment) >= 0:
-    raise ConfigError(f"loss.commitment={config.loss.commitment}: must be >= 0")
+  if not 0 < float(m.ema_epsilon) < math.inf:
+    raise ConfigError(f"model.ema_epsilon={m.ema_epsilon}: must be a number > 0")
+  if not 0 <= float(config.loss.commitment) < math.inf:
+    raise ConfigError(f"loss.commitment={config.loss.commitment}: must be a number >= 0")
   _int_at_least(m.dead_code_steps, "model.dead_code_steps", 0)
   if not isinstance(m.kmeans_init, bool):
     raise ConfigError(f"model.kmeans_init={m.kmeans_init!r}: must be True or False")
   if float(m.ema_decay) == 0:
-    # Both overwrite codes, which only state can have done to it: a param changes by the
-    # optimizer's updates alone.
+    # Both overwrite codes; a parameter codebook may only change by the optimizer's updates.
     if m.dead_code_steps > 0:
       raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs the EMA codebook: "
                         f"set model.ema_decay > 0 or model.dead_code_steps=0")

@@ -1,0 +1,131 @@
+"""VQ-VAE-2 (Razavi et al. 2019): a bottom latent map and a top map at half its resolution.
+
+  bottom encoder: image -> h_b, the VQ-VAE encoder (H / 2**len(model.conv_channels))
+  top encoder:    h_b -> one more stride-2 convolution, 3x3 conv, residual blocks -> z_e top
+  the top is quantized first; its codes are decoded (residual blocks, x2 upsampling) to the
+  bottom resolution and concatenated to h_b, whose 1x1 projection is quantized as the bottom
+  decoder:        [x2-upsampled top codes, bottom codes] -> the VQ-VAE decoder -> image
+
+So the bottom codes are chosen knowing the top ones and only need to carry what the top
+does not (the local detail). The two levels have codebooks of the same `model.num_codes`
+x `model.code_dim` and the same EMA settings, and the loss sums both levels' terms
+(losses/vq.py). Metrics carry a level suffix (train/perplexity_top, eval/perplexity_bottom,
+...); eval/perplexity and eval/codebook_usage are the bottom level's, which holds most of
+the image. The PCA baseline has as many components as both maps have positions.
+
+For the prior: `encode_indices(x) -> (top (B, H'/2, W'/2), bottom (B, H', W'))`,
+`decode_indices(top, bottom) -> images`; `vqvae.encode_source` works for both families.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vaelab.errors import ConfigError
+from vaelab.models import nets, vqvae
+from vaelab.models.base import Family
+
+
+class VQVAE2(nn.Module):
+  spec: vqvae.ConvSpec
+  quantizer: vqvae.QuantizerSpec
+  image_shape: tuple[int, int, int]
+  axis_name: str | None = None
+
+  LEVELS = ("top", "bottom")
+
+  def setup(self):
+    width = self.spec.channels[-1]
+    code_dim = self.quantizer.code_dim
+    top = dataclasses.replace(self.spec, channels=(width,))
+    self.encoder_bottom = vqvae.Encoder(self.spec)
+    self.encoder_top = vqvae.Encoder(top)
+    self.pre_vq_top = nn.Conv(code_dim, (1, 1))
+    self.vq_top = self.quantizer.module(self.axis_name, name="vq_top")
+    # The top codes at the bottom resolution, which condition the bottom quantization.
+    self.decoder_top = vqvae.Decoder(top, code_dim)
+    self.pre_vq_bottom = nn.Conv(code_dim, (1, 1))
+    self.vq_bottom = self.quantizer.module(self.axis_name, name="vq_bottom")
+    self.upsample_top = nets.Upsample(code_dim)
+    self.decoder = vqvae.Decoder(self.spec, self.image_shape[-1])
+
+  def _levels(self, x, keys=None):
+    h = self.encoder_bottom(x)
+    # Separate key streams, so that the two codebooks restart from different rows.
+    fold = lambda i: None if keys is None else jax.vmap(jax.random.fold_in, (0, None))(keys, i)
+    top = self.vq_top(self.pre_vq_top(self.encoder_top(h)), fold(0))
+    cond = self.decoder_top(top["quantized"])
+    bottom = self.vq_bottom(self.pre_vq_bottom(jnp.concatenate([h, cond], -1)), fold(1))
+    return top, bottom
+
+  def _decode(self, top, bottom):
+    """Logits from the top and bottom decoder inputs (code vectors or straight-through)."""
+    return self.decoder(jnp.concatenate([self.upsample_top(top), bottom], -1))
+
+  def __call__(self, x, keys=None):
+    """(decoder logits, (top, bottom) quantizer outputs); updates EMA codebooks when the
+    "vq" collection is mutable."""
+    top, bottom = self._levels(x, keys)
+    return self._decode(top["quantized"], bottom["quantized"]), (top, bottom)
+
+  def encode_indices(self, x):
+    """Images -> (top int32 (B, H'/2, W'/2), bottom int32 (B, H', W'))."""
+    top, bottom = self._levels(x)
+    return top["indices"], bottom["indices"]
+
+  def code_indices(self, x):
+    return self.encode_indices(x)
+
+  def decode_indices(self, top, bottom):
+    """Top and bottom code maps -> images (B, H, W, C) in [0, 1]."""
+    return jax.nn.sigmoid(self._decode(self.vq_top.lookup(top), self.vq_bottom.lookup(bottom)))
+
+  def quantize(self, x):
+    """Both quantized maps, flattened and concatenated (B, F): the features a probe reads."""
+    top, bottom = self._levels(x)
+    flat = lambda z: z.reshape(z.shape[0], -1)
+    return jnp.concatenate([flat(top["z_q"]), flat(bottom["z_q"])], -1)
+
+  def reconstruct(self, x):
+    return jax.nn.sigmoid(self(x)[0])
+
+
+def make_model(config, info):
+  h, w, _ = info.image_shape
+  f = 2**(len(config.model.conv_channels) + 1)
+  if h % f or w % f:
+    raise ConfigError(
+        f"model.conv_channels has {len(config.model.conv_channels)} stride-2 layers and the "
+        f"top level one more, so image height and width must be multiples of {f}; the data "
+        f"({config.data.name}) has {h}x{w}")
+  return VQVAE2(vqvae.ConvSpec.from_config(config.model),
+                vqvae.QuantizerSpec.from_config(config.model), tuple(info.image_shape))
+
+
+def latent_shapes(model) -> list[tuple[int, int]]:
+  """(H', W') of the top and the bottom map."""
+  (h, w), = vqvae.latent_shapes(model)
+  return [(h // 2, w // 2), (h, w)]
+
+
+def analyses(config, model, variables, train_source, eval_source):
+  out = vqvae.analyses(config, model, variables, train_source, eval_source)
+  out["eval/perplexity"] = out["eval/perplexity_bottom"]
+  out["eval/codebook_usage"] = out["eval/codebook_usage_bottom"]
+  return out
+
+
+FAMILY = Family(
+    name="vqvae2",
+    make_model=make_model,
+    make_loss=vqvae.make_loss,
+    make_eval_metrics=vqvae.make_eval_metrics,
+    analyses=analyses,
+    hparams=vqvae.hparams,
+    validate=vqvae.validate,
+    baselines=vqvae.make_baselines(make_model, latent_shapes),
+    features="quantize",
+)
