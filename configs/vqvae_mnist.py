@@ -5,7 +5,8 @@ codebook with dead-code restarts.
   # from files instead of TFDS; without restarts, or without EMA (codebook loss):
   python -m vaelab.main --config=configs/vqvae_mnist.py --workdir=/tmp/vqvae_mnist \
       --config.data.name=npz --config.data.train_path=train.npz --config.data.eval_path=test.npz \
-      [--config.model.dead_code_steps=0] [--config.model.ema_decay=0 --config.model.dead_code_steps=0]
+      [--config.model.dead_code_steps=0] \
+      [--config.model.ema_decay=0 --config.model.dead_code_steps=0]
   python -m vaelab.main --config=configs/vqvae_mnist.py:runlocal --workdir=/tmp/vqvae_local
 
 The paper's shape shrunk for 28x28 and a CPU: two stride-2 4x4 convolutions (32, 64

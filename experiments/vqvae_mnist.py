@@ -3,15 +3,16 @@ initialisation: reconstruction error against PCA, perplexity and codebook usage.
 
   .venv/bin/python experiments/split_npz.py ../shared/data/mnist_5k.npz \
       /tmp/mnist_train.npz /tmp/mnist_eval.npz --eval 1000
-  .venv/bin/python experiments/vqvae_mnist.py [--variants ema_restart,ema,gradient,ema_kmeans
-                                               --steps N --seeds 0,1]
+  .venv/bin/python experiments/vqvae_mnist.py \
+      [--variants ema_restart,ema,gradient,ema_kmeans --steps N --seeds 0,1]
 
 Every run is configs/vqvae_mnist.py (7x7 latents, K = 256 codes of 16 dims) with the
 variant's overrides, i.e.
 
   python -m vaelab.main --config=configs/vqvae_mnist.py --workdir=DIR \
       --config.data.name=npz --config.data.train_path=TRAIN --config.data.eval_path=EVAL \
-      [--config.model.dead_code_steps=0] [--config.model.ema_decay=0] [--config.model.kmeans_init=True]
+      [--config.model.dead_code_steps=0] [--config.model.ema_decay=0] \
+      [--config.model.kmeans_init=True]
 
 ema_restart is the config as it is (EMA, gamma = 0.99, codes unused for 20 steps restart
 at encoder outputs); ema drops the restarts; gradient learns the codebook by the codebook
