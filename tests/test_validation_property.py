@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_config
+from conftest import set_overrides, tiny_config
 from vaelab import validation
 from vaelab.data import make_sources
 from vaelab.errors import ConfigError
@@ -70,13 +70,7 @@ def _config(family, npz_pair, values):
     c.model.name = "dae"
     c.model.corruption = "mask"
     c.model.noise_level = 0.25
-  for key, value in values.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return set_overrides(c, values)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
