@@ -61,3 +61,37 @@ def set_overrides(c, overrides: dict):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def vq_config(train, evalp, family="vqvae", **overrides):
+  """A VQ model small enough to compile in seconds: one stride-2 convolution, 8x8 images ->
+  4x4 latents (VQ-VAE-2: 4x4 bottom, 2x2 top), no residual blocks (the short run has one).
+  Compiling is most of these tests' time: widths are all 8 so that eager ops share shapes."""
+  from vaelab.models import vqvae
+  c = config_base.base_config()
+  vqvae.config_keys(c, family)
+  c.data.name = "npz"
+  c.data.train_path, c.data.eval_path = train, evalp
+  c.batch_size = 16
+  c.num_train_steps = 10
+  c.log_every = c.eval_every = c.checkpoint_every = 5
+  c.model.conv_channels = (8,)
+  c.model.num_res_blocks = 0
+  c.model.res_channels = 8
+  c.model.num_codes = 16
+  c.model.code_dim = 8
+  c.model.recon_loss = "bernoulli"
+  c.eval.batch_size = 32
+  c.eval.num_pictures = 8
+  return set_overrides(c, overrides)
+
+
+@pytest.fixture(scope="session")
+def vq_workdir(npz_pair, tmp_path_factory):
+  """A trained (briefly) VQ-VAE run on the npz blobs: what a prior config points at."""
+  from vaelab.train import loop
+  workdir = str(tmp_path_factory.mktemp("vq") / "vqvae")
+  loop.train_and_evaluate(vq_config(*npz_pair, num_train_steps=40, log_every=20,
+                                    eval_every=40, checkpoint_every=40,
+                                    **{"model.dead_code_steps": 5}), workdir)
+  return workdir

@@ -35,8 +35,10 @@ def _leaf_paths(c, prefix=""):
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 @pytest.mark.parametrize("arg", [None, "runlocal"])
-def test_config_loads_validates_and_documents_its_command(path, arg):
+def test_config_loads_validates_and_documents_its_command(path, arg, request):
   config = load(path, arg)
+  if "vq_workdir" in config:  # a prior's config needs a trained VQ run to validate
+    config.vq_workdir = request.getfixturevalue("vq_workdir")
   validation.validate(config, num_devices=1)
   with open(path) as f:
     assert f"--config=configs/{os.path.basename(path)}" in f.read()
@@ -48,9 +50,11 @@ def test_unknown_variant_is_refused():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_every_key_is_read_by_the_code(path, npz_pair, tmp_path, monkeypatch):
+def test_every_key_is_read_by_the_code(path, npz_pair, tmp_path, monkeypatch, request):
   """Records ConfigDict reads during build, a 2-step run and the final evaluation."""
   config = load(path, "runlocal")
+  if "vq_workdir" in config:
+    config.vq_workdir = request.getfixturevalue("vq_workdir")
   # Run the runlocal model on the tiny npz data; the keys set here are still recorded as read.
   small = tiny_config("ae", *npz_pair)
   for key in ("data.name", "data.train_path", "data.eval_path", "batch_size", "eval.batch_size"):

@@ -1,5 +1,4 @@
 """Objectives against closed forms, Monte Carlo and finite differences."""
-import math
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,4 @@
 """Batches as a pure function of (seed, step); binarization; evaluation coverage."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

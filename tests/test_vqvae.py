@@ -18,8 +18,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import ROOT, set_overrides  # noqa: E402
-from vaelab import config_base, validation  # noqa: E402
+from conftest import ROOT, vq_config  # noqa: E402
+from vaelab import validation  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.losses import vq as vq_losses  # noqa: E402
 from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
@@ -27,28 +27,6 @@ from vaelab.models import quantizer, vqvae, vqvae2  # noqa: E402
 from vaelab.train import loop  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def vq_config(train, evalp, family="vqvae", **overrides):
-  """A VQ model small enough to compile in seconds: one stride-2 convolution, 8x8 images ->
-  4x4 latents (VQ-VAE-2: 4x4 bottom, 2x2 top), no residual blocks (the short run has one).
-  Compiling is most of these tests' time: widths are all 8 so that eager ops share shapes."""
-  c = config_base.base_config()
-  vqvae.config_keys(c, family)
-  c.data.name = "npz"
-  c.data.train_path, c.data.eval_path = train, evalp
-  c.batch_size = 16
-  c.num_train_steps = 10
-  c.log_every = c.eval_every = c.checkpoint_every = 5
-  c.model.conv_channels = (8,)
-  c.model.num_res_blocks = 0
-  c.model.res_channels = 8
-  c.model.num_codes = 16
-  c.model.code_dim = 8
-  c.model.recon_loss = "bernoulli"
-  c.eval.batch_size = 32
-  c.eval.num_pictures = 8
-  return set_overrides(c, overrides)
 
 
 def _keys(n, seed=0):

@@ -96,12 +96,16 @@ class Evaluator:
   def save_pictures(self, state, workdir: str) -> list[str]:
     """A reconstruction grid of evaluation images and, for generative families, prior samples."""
     n = min(int(self.config.eval.num_pictures), len(self.source))
-    # Spread over the split: sources are often ordered by class or factor.
-    x = self.source.get(np.linspace(0, len(self.source) - 1, n).astype(int))["image"]
     variables = jax.device_get(state.variables())
-    recon = self.model.apply(variables, x, method="reconstruct")
-    paths = [pictures.save_reconstructions(x, np.asarray(recon),
-                                           os.path.join(workdir, "reconstructions.png"))]
+    paths = []
+    # Spread over the split: sources are often ordered by class or factor.
+    batch = self.source.get(np.linspace(0, len(self.source) - 1, n).astype(int))
+    # Families whose examples are not single images (code maps, sequences) draw their own.
+    if hasattr(self.model, "reconstruct") and batch.get("image", np.zeros(())).ndim == 4:
+      x = batch["image"]
+      recon = self.model.apply(variables, x, method="reconstruct")
+      paths.append(pictures.save_reconstructions(x, np.asarray(recon),
+                                                 os.path.join(workdir, "reconstructions.png")))
     if self.family.sample is not None:
       key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 2**31 - 1)
       samples = self.family.sample(self.model, variables, key, n)

@@ -57,3 +57,10 @@ class Family:
   # (config, model, variables, workdir, eval_source) -> [paths]: the family's own pictures
   # (learned filters, latent traversals), written beside the reconstruction grid at the end.
   pictures: Optional[Callable[..., list]] = None
+  # (config, train_source, eval_source) -> (train_source, eval_source): what the family
+  # trains on when it is not the images themselves (a prior over a frozen VQ model's
+  # codes). Runs after the data config's sources are built and before the model is.
+  transform_sources: Optional[Callable[..., tuple]] = None
+  # (model, train_source) -> the first argument of `model.init`; None: a zero image of the
+  # source's `info.image_shape` with a batch axis of 1.
+  init_input: Optional[Callable[..., Any]] = None

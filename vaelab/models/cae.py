@@ -11,7 +11,6 @@ lambda can share one compiled step.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from vaelab.errors import ConfigError
 from vaelab.losses import contractive, reconstruction

@@ -18,7 +18,9 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        # Named, so that `item_metadata` can read a checkpoint's shapes before restoring it.
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -43,6 +45,9 @@ class Checkpointer:
     failures = []
     for step in reversed(self.steps()):
       try:
+        # Checked first: restoring a mismatched tree fails deep inside orbax's coroutines,
+        # which then print pages of "Exception ignored" tracebacks at garbage collection.
+        _check_shapes(self.manager.item_metadata(step), abstract)
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # orbax raises many types for a damaged directory
         path = os.path.join(self.directory, str(step))
@@ -59,3 +64,24 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+  def name(key):
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        return str(getattr(key, attr))
+    return str(key)
+  return {"/".join(name(k) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _check_shapes(metadata, abstract) -> None:
+  """Raises ValueError naming the first array whose presence or shape differs."""
+  if metadata is None:
+    raise ValueError("no readable metadata")
+  saved, wanted = _leaf_shapes(metadata), _leaf_shapes(abstract)
+  for path in sorted(set(saved) | set(wanted)):
+    if saved.get(path) != wanted.get(path):
+      raise ValueError(f"{path}: the checkpoint has {saved.get(path, 'nothing')}, this "
+                       f"config's model needs {wanted.get(path, 'nothing')}")

@@ -76,7 +76,10 @@ class Experiment:
   hparams: dict
 
   def init_state(self) -> TrainState:
-    x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
+    if self.family.init_input is not None:
+      x = self.family.init_input(self.model, self.train_source)
+    else:
+      x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
     keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
     # Jitted: eager init dispatches op by op, ~10x slower for the larger models.
     variables = jax.jit(self.model.init)(jax.random.key(int(self.config.seed)), x, keys)
@@ -95,6 +98,8 @@ def build(config, sources=None) -> Experiment:
   family = validation.validate(config)
   train_source, eval_source = sources or make_sources(config.data)
   _check_data(config, train_source, eval_source)
+  if family.transform_sources is not None:
+    train_source, eval_source = family.transform_sources(config, train_source, eval_source)
   model = family.make_model(config, train_source.info)
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
   mesh = step_lib.make_mesh()
@@ -110,7 +115,7 @@ def _check_data(config, train_source, eval_source):
   if train_source.info.image_shape != eval_source.info.image_shape:
     raise ConfigError(f"data: train images are {train_source.info.image_shape} but eval images "
                       f"are {eval_source.info.image_shape}")
-  if config.model.encoder == "conv":
+  if config.model.get("encoder") == "conv":
     h, w, _ = train_source.info.image_shape
     f = 2**len(config.model.conv_channels)
     if h % f or w % f:

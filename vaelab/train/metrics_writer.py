@@ -8,7 +8,6 @@ import time
 
 import jax
 import numpy as np
-from absl import logging
 
 
 def _scalar(v):

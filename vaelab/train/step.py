@@ -39,13 +39,22 @@ def _split(keys):
   return fold(keys, 0), fold(keys, 1)
 
 
+def _binarized(batch, mode: str, keys):
+  """The batch with its "image" binarized; the image before binarization stays available as
+  "image_raw" (a decoder mean estimates intensities). Batches without images (code maps
+  of a prior) pass through."""
+  if "image" not in batch:
+    return batch
+  return {**batch, "image": binarize(mode, batch["image"], keys), "image_raw": batch["image"]}
+
+
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                     skip_nonfinite: bool = False):
   """Returns jitted step(state, batch, hparams) -> (state, metrics); `state` is donated."""
 
   def per_device(state, batch, hparams):
     bin_keys, model_keys = _split(example_keys(state.seed, state.step, batch["index"]))
-    batch = {**batch, "image": binarize(binarize_mode, batch["image"], bin_keys)}
+    batch = _binarized(batch, binarize_mode, bin_keys)
     # Schedules inside an objective (k-sparse's k, a capacity C) read the step from here.
     hparams = {**hparams, "step": state.step}
 
@@ -89,9 +98,7 @@ def make_eval_step(eval_fn, model, mesh: Mesh, binarize_mode: str):
 
   def per_device(variables, seed, batch, hparams):
     bin_keys, model_keys = _split(example_keys(seed, _EVAL_STREAM, batch["index"]))
-    # The image before binarization stays available: a decoder mean estimates intensities.
-    batch = {**batch, "image": binarize(binarize_mode, batch["image"], bin_keys),
-             "image_raw": batch["image"]}
+    batch = _binarized(batch, binarize_mode, bin_keys)
     per_example = eval_fn(model, variables, batch, model_keys, hparams)
     mask = batch["mask"]
     sums = {k: lax.psum(jnp.sum(v * mask), AXIS) for k, v in per_example.items()}

@@ -1,0 +1,55 @@
+"""PixelSNAIL-style prior over the codes of a trained VQ-VAE or VQ-VAE-2 on MNIST.
+
+  # 1. the VQ model; 2. its prior (same data keys: the codes are extracted from them)
+  python -m vaelab.main --config=configs/vqvae_mnist.py --workdir=/tmp/vqvae_mnist $NPZ
+  python -m vaelab.main --config=configs/vq_prior_mnist.py --workdir=/tmp/vq_prior_mnist \
+      --config.vq_workdir=/tmp/vqvae_mnist $NPZ
+  # VQ-VAE-2: a top prior and a bottom prior conditioned on the top codes
+  python -m vaelab.main --config=configs/vqvae2_mnist.py --workdir=/tmp/vqvae2_mnist $NPZ
+  python -m vaelab.main --config=configs/vq_prior_mnist.py --workdir=/tmp/vq2_prior_mnist \
+      --config.vq_workdir=/tmp/vqvae2_mnist $NPZ
+  python -m vaelab.main --config=configs/vq_prior_mnist.py:runlocal --workdir=/tmp/prior_local \
+      --config.vq_workdir=/tmp/vqvae_local
+  # with NPZ="--config.data.name=npz --config.data.train_path=train.npz \
+  #           --config.data.eval_path=test.npz", or nothing for TFDS MNIST
+
+The levels, K and the code map sizes come from the VQ run (`vq_workdir`, its latest
+checkpoint). The prior is small for a CPU: 64 channels, 2 blocks of 2 gated residual
+layers each followed by 4-head causal attention; Adam 1e-3 with a cosine decay. Dropout
+0.1 because 5,000 images give only 245k codes of 7x7 maps and the model overfits them.
+results.json: eval/prior_nll (nats per held-out code) beside eval/uniform_nll (log K)
+and eval/unigram_nll (code frequencies of the training codes), eval/prior_bits_per_code;
+samples.png (sampled codes through the frozen decoder) beside code_reconstructions.png
+(held-out codes through it).
+"""
+from vaelab import config_base
+from vaelab.models import vq_prior
+
+
+def get_config(arg=None):
+  arg = config_base.parse_arg(arg, runlocal=False)
+  c = config_base.base_config()
+  vq_prior.config_keys(c)
+  c.data.name = "mnist"
+  c.model.channels = 64
+  c.model.num_blocks = 2
+  c.model.res_per_block = 2
+  c.model.num_heads = 4
+  c.model.dropout = 0.1
+  c.batch_size = 64
+  c.num_train_steps = 2000
+  c.log_every = 100
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "cosine"
+  c.eval.num_pictures = 64
+  if arg.runlocal:
+    c.model.channels = 16
+    c.model.num_blocks = 1
+    c.model.res_per_block = 1
+    c.model.num_heads = 2
+    c.num_train_steps = 20
+    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.eval.num_pictures = 8
+  return c
