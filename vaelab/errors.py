@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
   """An input file or split is malformed; the message names the file and field."""
+
+
+class CheckpointError(RuntimeError):
+  """Checkpoints exist but none restores; the message names them and what to do."""

@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaelab.errors import ConfigError, DataError
+from vaelab.errors import CheckpointError, ConfigError, DataError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -44,7 +44,7 @@ def main(argv):
     logging.warning("%s", e)
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)  # the shell's convention for death by that signal
-  except (ConfigError, DataError, FileNotFoundError) as e:
+  except (ConfigError, DataError, CheckpointError, FileNotFoundError, OSError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

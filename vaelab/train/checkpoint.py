@@ -1,15 +1,22 @@
 """Orbax checkpoints of the TrainState: keep the newest N, resume from the newest usable one.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
-run killed mid-write leaves the previous checkpoints intact.
+run killed mid-write leaves the previous checkpoints intact. A checkpoint that does not
+restore (damaged files, or another config's shapes) is skipped with a warning; when the
+resumed run reaches that step again, the unusable directory is moved to
+`<workdir>/checkpoints_unusable/<step>` (kept for inspection, never deleted) so that the
+new one can take its place.
 """
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+from vaelab.errors import CheckpointError
 
 
 class Checkpointer:
@@ -21,6 +28,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         # Named, so that `item_metadata` can read a checkpoint's shapes before restoring it.
         item_handlers=ocp.StandardCheckpointHandler())
+    self._unusable: set[int] = set()
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -30,6 +38,8 @@ class Checkpointer:
 
   def save(self, state, force: bool = False) -> bool:
     step = int(jax.device_get(state.step))
+    if step in self._unusable:
+      self._move_aside(step)
     if step in self.manager.all_steps():
       return False
     saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
@@ -53,11 +63,26 @@ class Checkpointer:
         path = os.path.join(self.directory, str(step))
         logging.warning("Checkpoint %s is unusable (%s: %s); trying an older one.", path,
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-        failures.append(f"{path}: {type(e).__name__}")
+        failures.append(f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        self._unusable.add(step)
     if failures:
-      raise RuntimeError("No usable checkpoint in %s (%s). Move them away to start over."
-                         % (self.directory, "; ".join(failures)))
+      raise CheckpointError(
+          f"No usable checkpoint in {self.directory} ({'; '.join(failures)}). Nothing was "
+          f"overwritten. If these belong to another config, use another --workdir; to start "
+          f"over here, move the checkpoints directory away.")
     return None
+
+  def _move_aside(self, step: int):
+    if jax.process_index() == 0:
+      target = os.path.join(os.path.dirname(self.directory), "checkpoints_unusable", str(step))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      if os.path.exists(target):
+        shutil.rmtree(target)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+      logging.warning("Moved the unusable checkpoint of step %d to %s; writing a new one.",
+                      step, target)
+    self._unusable.discard(step)
+    self.manager.reload()
 
   def wait(self):
     self.manager.wait_until_finished()
