@@ -8,7 +8,10 @@ from vaelab.errors import ConfigError
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "dsprites", "shapes3d")
 PROCEDURAL_NAMES = ("procedural_dsprites",)
-NAMES = ("npz",) + TFDS_NAMES + PROCEDURAL_NAMES
+# Sequences for TD-VAE (`vaelab.data.sequences`); their keys (data.seq_len, ...) are set by
+# the TD-VAE configs.
+SEQUENCE_NAMES = ("moving_digits", "oscillator")
+NAMES = ("npz",) + TFDS_NAMES + PROCEDURAL_NAMES + SEQUENCE_NAMES
 
 
 def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
@@ -33,4 +36,25 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
     rng = np.random.default_rng(12345)
     held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
     return full, SubsetSource(full, held, name="procedural_dsprites/eval")
+  if name in SEQUENCE_NAMES:
+    return _sequence_sources(data_cfg)
   raise ConfigError(f"data.name={name!r}: expected one of {NAMES}")
+
+
+def _sequence_sources(data_cfg):
+  from vaelab.data import sequences
+  if "seq_len" not in data_cfg:
+    raise ConfigError(f"data.name={data_cfg.name!r} needs the sequence keys (data.seq_len, "
+                      f"data.num_train, ...) of a TD-VAE config, e.g. configs/tdvae_{data_cfg.name}.py")
+  if data_cfg.name == "oscillator":
+    return sequences.oscillator_sources(data_cfg)
+  # Moving digits from the digit images of two npz files, or procedural glyphs without them.
+  if bool(data_cfg.train_path) != bool(data_cfg.eval_path):
+    raise ConfigError(f"data.train_path={data_cfg.train_path!r}, data.eval_path="
+                      f"{data_cfg.eval_path!r}: moving digits need both npz files of digit "
+                      f"images, or neither (procedural glyphs)")
+  if not data_cfg.train_path:
+    return sequences.moving_digits_sources(data_cfg)
+  from vaelab.data import npz
+  return sequences.moving_digits_sources(data_cfg, npz.load_npz(data_cfg.train_path, "train"),
+                                         npz.load_npz(data_cfg.eval_path, "eval"))

@@ -1,0 +1,462 @@
+"""Temporal-difference VAE (Gregor et al., ICLR 2019): belief states, jumpy predictions, rollouts.
+
+The model:
+  frame encoder  an MLP on each observation (a flattened frame, or the oscillator's 2 values)
+  belief         b_t = LSTM over the encoded observations x_1..x_t (forward only: b_t never
+                 sees a later frame)
+  p_B(z_t | b_t)                      belief distribution
+  p_T(z_t2 | z_t1, dt)                transition, dt = t2 - t1 an input (as dt / dt_scale and
+                                      log dt): mean (1 - g) * z_t1 + g * h, gate g and
+                                      proposal h from an MLP (the paper's gated transition)
+  q_S(z_t1 | z_t2, b_t1, b_t2)        smoothing posterior
+  p_D(x_t | z_t)                      decoder, Bernoulli logits (frames) or Gaussian means
+all diagonal Gaussians; with `model.layers` = 2 each z is two layers as in the paper: the top
+layer is drawn first, the lower one conditioned on it (and the transition and smoothing of
+each layer see the whole z of the other time step).
+
+The objective is `vaelab.losses.tdvae`; the train step and loop are the shared ones. Pairs
+(t1, t2) are drawn inside the loss from the per-example keys.
+
+Rollouts: the belief after `eval.context` frames, one sample z ~ p_B, then the transition
+with dt = J for each J in `eval.jumps` (jumpy), or repeated jumps of `eval.rollout_step`
+(iterated), each state decoded to its decoder mean. Scores are of single rollouts, never of
+an average of many (an average is a blur that hides a transition that learned nothing):
+  eval/rollout_mse_j{J}, eval/rollout_mse (mean over J): mean squared error per frame value
+  eval/rollout_mse_iter_j{J}: the same for the iterated rollout
+  eval/rollout_direction_accuracy(_j{J}) (moving digits): fraction of sequences whose
+      prediction is closer to the last context frame shifted J pixels in the true direction
+      than to it shifted J pixels the other way (0.5: blind to the direction)
+  eval/rollout_mse_last_frame(_j{J}), eval/rollout_mse_mean_frame(_j{J}): baselines scored
+      the same way (repeat the last context frame; the mean training frame)
+  eval/elbo: L per pair, nats.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaelab.errors import ConfigError
+from vaelab.evaluate import rollout_pictures
+from vaelab.losses import reconstruction
+from vaelab.losses import tdvae as tdvae_losses
+from vaelab.losses.iwae import gaussian_log_density
+from vaelab.models import nets
+from vaelab.models.base import Family
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+LAYERS = (1, 2)
+# Smallest standard deviation of every Gaussian: keeps the log-densities bounded.
+_MIN_SCALE = 1e-3
+
+
+def config_keys(c, data: str = "moving_digits") -> None:
+  """The keys of the TD-VAE family (replacing the image trunk keys it does not read)."""
+  c.model.name = "tdvae"
+  c.model.frame_hidden = (256,)  # MLP on each observation before the LSTM (last layer too)
+  c.model.belief_dim = 128  # LSTM state
+  c.model.latent_dim = 32  # per layer
+  c.model.layers = 1  # 1 | 2 (the paper's hierarchical z)
+  c.model.hidden = (128,)  # MLPs of p_B, q_S and p_T
+  c.model.decoder_hidden = (256, 512)
+  c.model.activation = "relu"
+  c.model.likelihood = "bernoulli"  # bernoulli | gaussian
+  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  for key in ("encoder", "conv_channels", "dense"):
+    del c.model[key]
+  c.loss.num_pairs = 4  # (t1, t2) pairs per sequence and step
+  c.loss.max_jump = 4  # t2 - t1 uniform on [1, max_jump] ...
+  c.loss.long_jump = 4  # ... or, with probability long_jump_prob, on [1, long_jump]
+  c.loss.long_jump_prob = 0.0
+  c.data.name = data
+  c.data.seq_len = 20
+  c.data.num_train = 60000  # training sequences (an epoch)
+  c.data.num_eval = 1000
+  c.eval.context = 10  # frames the belief sees before a rollout
+  c.eval.jumps = (1, 2, 3, 4)  # jumps scored and drawn
+  c.eval.rollout_step = 1  # the jump repeated by the iterated rollout
+  c.eval.num_pictures = 8  # sequences in the rollout picture
+  if data == "oscillator":
+    c.data.period = 20.0  # steps per cycle
+    c.data.obs_noise = 0.1
+    c.data.phase_noise = 0.02  # per-step std of the phase (radians)
+
+
+# --- the networks -------------------------------------------------------------------------
+
+def _sample(keys, mean, logvar):
+  eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:], mean.dtype))(keys)
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
+def _fold(keys, i: int):
+  return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+
+
+def _logvar(raw):
+  return 2.0 * jnp.log(nn.softplus(raw) + _MIN_SCALE)
+
+
+class GaussianHead(nn.Module):
+  """An MLP to the mean and log-variance of a diagonal Gaussian."""
+  hidden: Sequence[int]
+  out: int
+  act: str
+
+  @nn.compact
+  def __call__(self, h):
+    mean, raw = jnp.split(nets.MLP((*self.hidden, 2 * self.out), self.act)(h), 2, -1)
+    return mean, _logvar(raw)
+
+
+class GatedTransition(nn.Module):
+  """p_T of one layer: mean (1 - g) * z_prev + g * h, with g, h and the scale from an MLP of
+  the condition (the whole z_t1, the layers of z_t2 above, and dt)."""
+  hidden: Sequence[int]
+  out: int
+  act: str
+
+  @nn.compact
+  def __call__(self, z_prev, cond):
+    trunk = nets.activation(self.act)(nets.MLP(self.hidden, self.act)(cond))
+    gate = nn.sigmoid(nn.Dense(self.out, name="gate")(trunk))
+    proposal = nn.Dense(self.out, name="proposal")(trunk)
+    raw = nn.Dense(self.out, name="scale")(trunk)
+    return (1.0 - gate) * z_prev + gate * proposal, _logvar(raw)
+
+
+class TDVAE(nn.Module):
+  obs_shape: tuple  # one observation: (H, W, C) or (2,)
+  frame_hidden: Sequence[int]
+  belief_dim: int
+  latent_dim: int
+  layers: int
+  hidden: Sequence[int]
+  decoder_hidden: Sequence[int]
+  act: str = "relu"
+  likelihood: str = "bernoulli"
+  obs_sigma: float = 1.0  # scale of the gaussian likelihood
+  dt_scale: float = 4.0  # the largest trained jump: dt enters as dt / dt_scale and log dt
+
+  def setup(self):
+    self.frame_encoder = nets.MLP(tuple(self.frame_hidden), self.act)
+    self.lstm = nn.RNN(nn.OptimizedLSTMCell(self.belief_dim), name="belief_lstm")
+    heads = lambda kind: [GaussianHead(tuple(self.hidden), self.latent_dim, self.act,
+                                       name=f"{kind}_{l}") for l in range(self.layers)]
+    self.belief_heads = heads("belief")
+    self.smoothing_heads = heads("smoothing")
+    self.transitions = [GatedTransition(tuple(self.hidden), self.latent_dim, self.act,
+                                        name=f"transition_{l}") for l in range(self.layers)]
+    self.decoder = nets.MLPDecoder(tuple(self.decoder_hidden), tuple(self.obs_shape), self.act)
+
+  # b_t -------------------------------------------------------------------------------------
+  def beliefs(self, x):
+    """(B, T, *obs) -> (B, T, belief_dim); b_t depends on x_1..x_t only."""
+    b, t = x.shape[:2]
+    e = nets.activation(self.act)(self.frame_encoder(x.reshape(b * t, -1))).reshape(b, t, -1)
+    # A zero initial state made from the data, not a constant: under the step's shard_map the
+    # scan's carry must vary over devices like the data it is combined with.
+    zero = jnp.broadcast_to(jnp.zeros_like(e[:, 0, :1]), (b, self.belief_dim))
+    return self.lstm(e, initial_carry=(zero, zero))
+
+  # The layered Gaussians: layer 0 is the top, drawn first; each lower layer sees the ones
+  # above. `given` evaluates the log-density of a given z instead of sampling one.
+  def _layered(self, dist, keys, given=None):
+    zs, logp = [], 0.0
+    for l in range(self.layers):
+      mean, logvar = dist(l, jnp.concatenate(zs, -1) if zs else None)
+      z = (given[..., l * self.latent_dim:(l + 1) * self.latent_dim] if given is not None
+           else _sample(_fold(keys, l), mean, logvar))
+      logp = logp + gaussian_log_density(z, mean, logvar)
+      zs.append(z)
+    return jnp.concatenate(zs, -1), logp
+
+  @staticmethod
+  def _cat(*parts):
+    return jnp.concatenate([p for p in parts if p is not None], -1)
+
+  def belief(self, b, keys=None, given=None):
+    """z ~ p_B(. | b) (or the given z) and log p_B(z | b), (N,)."""
+    return self._layered(lambda l, above: self.belief_heads[l](self._cat(b, above)), keys, given)
+
+  def smoothing(self, z2, b1, b2, keys):
+    return self._layered(
+        lambda l, above: self.smoothing_heads[l](self._cat(z2, b1, b2, above)), keys)
+
+  def _dt_features(self, dt):
+    dt = jnp.asarray(dt, jnp.float32).reshape(-1, 1)
+    return jnp.concatenate([dt / self.dt_scale, jnp.log(dt)], -1)
+
+  def transition(self, z1, dt, keys=None, given=None):
+    """z_t2 ~ p_T(. | z_t1, dt) (or the given z_t2) and its log-density; dt is (N,)."""
+    d = self._dt_features(dt)
+    d = jnp.broadcast_to(d, (z1.shape[0], d.shape[-1]))
+
+    def dist(l, above):
+      z_prev = z1[..., l * self.latent_dim:(l + 1) * self.latent_dim]
+      return self.transitions[l](z_prev, self._cat(z1, above, d))
+    return self._layered(dist, keys, given)
+
+  def decode(self, z):
+    return self.decoder(z)
+
+  def decode_mean(self, z):
+    return reconstruction.mean_image(self.likelihood, self.decoder(z))
+
+  # The objective's terms -----------------------------------------------------------------
+  def pair_terms(self, x, t1, t2, keys):
+    """The five log-density terms of the TD-VAE bound for pairs (t1, t2), each (B, P).
+
+    x: (B, T, *obs); t1, t2: (B, P) int with t1 < t2; keys: (B, P) one per pair.
+    """
+    bsz, p = t1.shape
+    b = self.beliefs(x)
+    rows = jnp.arange(bsz)[:, None]
+    flat = lambda a: a.reshape(bsz * p, *a.shape[2:])
+    b1, b2, x2 = flat(b[rows, t1]), flat(b[rows, t2]), flat(x[rows, t2])
+    keys = keys.reshape(-1)
+    z2, log_pb2 = self.belief(b2, _fold(keys, 0))
+    z1, log_qs = self.smoothing(z2, b1, b2, _fold(keys, 1))
+    _, log_pb1 = self.belief(b1, given=z1)
+    _, log_pt = self.transition(z1, flat(t2 - t1), given=z2)
+    # The decoder's log-likelihood is the negated reconstruction term of the shared helper.
+    log_pd = -reconstruction.nll(self.likelihood, self.decode(z2), x2, self.obs_sigma)
+    terms = dict(zip(tdvae_losses.TERMS, (log_pd, log_pb1, log_pt, log_pb2, log_qs)))
+    return {k: v.reshape(bsz, p) for k, v in terms.items()}
+
+  def __call__(self, x, keys):
+    """The terms of the pair (0, 1) of each sequence: touches every parameter (for init)."""
+    zeros = jnp.zeros((x.shape[0], 1), jnp.int32)
+    return self.pair_terms(x, zeros, zeros + 1, keys[:, None])
+
+  # Rollouts --------------------------------------------------------------------------------
+  def rollout(self, context, keys, jumps: tuple, step: int = 1):
+    """Predictions after the context (B, C, *obs) from one z ~ p_B(. | b_C) per sequence.
+
+    Returns (jumpy, iterated): jumpy (B, len(jumps), *obs) decodes z_{C+J} ~ p_T(. | z_C, J)
+    for each J in `jumps`; iterated (B, n, *obs) decodes the states after 1..n jumps of
+    `step` (n = max(jumps) // step). Decoder means of single samples, never averages.
+    """
+    bsz = context.shape[0]
+    b = self.beliefs(context)[:, -1]
+    z, _ = self.belief(b, _fold(keys, 0))
+    nj = len(jumps)
+    # All jumps at once: the state repeated per jump, one transition call.
+    zj = jnp.repeat(z, nj, axis=0)
+    dt = jnp.tile(jnp.asarray(jumps, jnp.float32), bsz)
+    jump_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(
+        jnp.arange(nj)))(_fold(keys, 1)).reshape(-1)
+    zj, _ = self.transition(zj, dt, jump_keys)
+    jumpy = self.decode_mean(zj).reshape(bsz, nj, *self.obs_shape)
+    iterated, cur = [], z
+    for i in range(max(jumps) // step):
+      cur, _ = self.transition(cur, jnp.full((bsz,), float(step)), _fold(keys, 2 + i))
+      iterated.append(self.decode_mean(cur))
+    iterated = jnp.stack(iterated, 1) if iterated else jnp.zeros((bsz, 0, *self.obs_shape))
+    return jumpy, iterated
+
+
+# --- the family -----------------------------------------------------------------------------
+
+def largest_jump(config) -> int:
+  """The largest t2 - t1 the objective draws."""
+  l = config.loss
+  return max(int(l.max_jump), int(l.long_jump) if float(l.long_jump_prob) > 0 else 0)
+
+
+def make_model(config, info):
+  m = config.model
+  seq_len, *obs_shape = info.image_shape
+  check_lengths(config, seq_len)
+  return TDVAE(tuple(obs_shape), tuple(int(h) for h in m.frame_hidden), int(m.belief_dim),
+               int(m.latent_dim), int(m.layers), tuple(int(h) for h in m.hidden),
+               tuple(int(h) for h in m.decoder_hidden), m.activation, m.likelihood,
+               float(m.obs_sigma), float(largest_jump(config)))
+
+
+def _pairs(config, keys, seq_len: int, hparams):
+  """(t1, t2), each (B, P), and per-pair keys (B, P), from the per-example keys."""
+  num = int(config.loss.num_pairs)
+
+  def one(key):
+    t1, t2 = tdvae_losses.sample_pairs(jax.random.fold_in(key, 0), seq_len, num,
+                                       hparams["max_jump"], hparams["long_jump"],
+                                       hparams["long_jump_prob"])
+    return t1, t2, jax.random.split(jax.random.fold_in(key, 1), num)
+  return jax.vmap(one)(keys)
+
+
+def make_loss(config):
+  def loss(model, params, model_state, batch, keys, hparams):
+    variables = {"params": params, **model_state}
+    x = batch["image"]
+    t1, t2, pair_keys = _pairs(config, keys, x.shape[1], hparams)
+    terms = model.apply(variables, x, t1, t2, pair_keys, method=TDVAE.pair_terms)
+    value, elbo = tdvae_losses.tdvae_loss(terms)
+    metrics = {"elbo": elbo.mean(), "recon": -terms["log_p_decoder"].mean(),
+               # The two KL-like terms of the bound, single-sample estimates.
+               "kl_transition": (terms["log_p_belief_t2"] - terms["log_p_transition"]).mean(),
+               "kl_smoothing": (terms["log_q_smoothing"] - terms["log_p_belief_t1"]).mean()}
+    return value, (metrics, model_state)
+
+  return loss
+
+
+def make_eval_metrics(config):
+  context, step = int(config.eval.context), int(config.eval.rollout_step)
+  jumps = tuple(int(j) for j in config.eval.jumps)
+
+  def eval_metrics(model, variables, batch, keys, hparams):
+    x = batch["image"]
+    truth = batch.get("image_raw", x)
+    t1, t2, pair_keys = _pairs(config, _fold(keys, 0), x.shape[1], hparams)
+    terms = model.apply(variables, x, t1, t2, pair_keys, method=TDVAE.pair_terms)
+    _, elbo = tdvae_losses.tdvae_loss(terms)
+    out = {"elbo": elbo, "loss": -elbo, "recon": -terms["log_p_decoder"].mean(-1)}
+    jumpy, iterated = model.apply(variables, x[:, :context], _fold(keys, 1), jumps, step,
+                                  method=TDVAE.rollout)
+    last = truth[:, context - 1]
+    for i, j in enumerate(jumps):
+      out[f"rollout_mse_j{j}"] = tdvae_losses.frame_mse(jumpy[:, i], truth[:, context - 1 + j])
+      if j % step == 0:
+        out[f"rollout_mse_iter_j{j}"] = tdvae_losses.frame_mse(
+            iterated[:, j // step - 1], truth[:, context - 1 + j])
+      # Frames (H, W, C) that move along W: the moving digits.
+      if "direction" in batch and x.ndim == 5:
+        out[f"rollout_direction_accuracy_j{j}"] = tdvae_losses.direction_correct(
+            jumpy[:, i], last, batch["direction"], j)
+    out["rollout_mse"] = sum(out[f"rollout_mse_j{j}"] for j in jumps) / len(jumps)
+    if f"rollout_direction_accuracy_j{jumps[0]}" in out:
+      out["rollout_direction_accuracy"] = sum(
+          out[f"rollout_direction_accuracy_j{j}"] for j in jumps) / len(jumps)
+    return out
+
+  return eval_metrics
+
+
+def baselines(config, train_source, eval_source):
+  """eval/rollout_mse_last_frame(_j{J}) and eval/rollout_mse_mean_frame(_j{J}): the same frames
+  as the rollouts, predicted by the last context frame and by the mean training frame."""
+  context = int(config.eval.context)
+  jumps = tuple(int(j) for j in config.eval.jumps)
+  rng = np.random.default_rng(0)
+  n = min(len(train_source), 2000)
+  idx = np.sort(rng.choice(len(train_source), n, replace=False))
+  mean_frame = sum(train_source.get(idx[i:i + 250])["image"].sum((0, 1))
+                   for i in range(0, n, 250)) / (n * train_source.info.image_shape[0])
+  sums = {f"{kind}_j{j}": 0.0 for kind in ("last_frame", "mean_frame") for j in jumps}
+  for start in range(0, len(eval_source), 250):
+    x = eval_source.get(np.arange(start, min(start + 250, len(eval_source))))["image"]
+    b = len(x)
+    for j in jumps:
+      truth = x[:, context - 1 + j].reshape(b, -1)
+      sums[f"last_frame_j{j}"] += np.square(truth - x[:, context - 1].reshape(b, -1)).mean(1).sum()
+      sums[f"mean_frame_j{j}"] += np.square(truth - mean_frame.reshape(1, -1)).mean(1).sum()
+  out = {f"eval/rollout_mse_{k}": float(v) / len(eval_source) for k, v in sums.items()}
+  for kind in ("last_frame", "mean_frame"):
+    out[f"eval/rollout_mse_{kind}"] = float(np.mean([out[f"eval/rollout_mse_{kind}_j{j}"]
+                                                     for j in jumps]))
+  return out
+
+
+def hparams(config):
+  l = config.loss
+  return {"max_jump": float(l.max_jump), "long_jump": float(l.long_jump),
+          "long_jump_prob": float(l.long_jump_prob)}
+
+
+def transform_sources(config, train_source, eval_source):
+  """Digit images (npz, TFDS mnist, ...) become moving-digit sequences; sequences pass."""
+  if len(train_source.info.image_shape) == 3:
+    from vaelab.data import sequences as seq
+    t = int(config.data.seq_len)
+    train_source = seq.MovingDigits(train_source, int(config.data.num_train), t,
+                                    seq.TRAIN_SEED, f"moving_digits({train_source.name})")
+    eval_source = seq.MovingDigits(eval_source, int(config.data.num_eval), t, seq.EVAL_SEED,
+                                   f"moving_digits({eval_source.name})")
+  check_lengths(config, train_source.info.image_shape[0])
+  return train_source, eval_source
+
+
+def check_lengths(config, seq_len: int, where: str = "the data's sequences") -> None:
+  """Sequences must hold the largest trained jump and the context plus the largest rollout."""
+  l, e = config.loss, config.eval
+  if seq_len < 2:
+    raise ConfigError(f"data.seq_len={seq_len}: TD-VAE needs sequences of at least 2 steps "
+                      f"({where})")
+  jump = largest_jump(config)
+  key = "loss.max_jump" if jump == int(l.max_jump) else "loss.long_jump"
+  if jump > seq_len - 1:
+    raise ConfigError(f"{key}={jump}: sequences of {seq_len} steps ({where}) are shorter than "
+                      f"the largest jump + 1; use jumps of at most {seq_len - 1} or longer "
+                      f"sequences (data.seq_len)")
+  context, far = int(e.context), max(int(j) for j in e.jumps)
+  if context + far > seq_len:
+    raise ConfigError(f"eval.context={context}: a context of {context} steps and rollouts of up "
+                      f"to eval.jumps max {far} steps need {context + far} steps, but "
+                      f"sequences have {seq_len} ({where}); use eval.context <= "
+                      f"{max(seq_len - far, 0)}")
+
+
+def _positive_int(value, key: str, minimum: int = 1):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
+
+
+def _int_tuple(value, key: str):
+  if not isinstance(value, (tuple, list)) or not value:
+    raise ConfigError(f"{key}={value!r}: must be a non-empty tuple of integers >= 1")
+  for v in value:
+    _positive_int(v, f"{key} (entry {v!r})")
+
+
+def validate(config):
+  m, l, e, d = config.model, config.loss, config.eval, config.data
+  for key in ("frame_hidden", "hidden", "decoder_hidden"):
+    _int_tuple(m[key], f"model.{key}")
+  for key in ("belief_dim", "latent_dim"):
+    _positive_int(m[key], f"model.{key}")
+  if m.layers not in LAYERS:
+    raise ConfigError(f"model.layers={m.layers!r}: expected one of {LAYERS}")
+  if m.activation not in nets.ACTIVATIONS:
+    raise ConfigError(f"model.activation={m.activation!r}: expected one of "
+                      f"{tuple(nets.ACTIVATIONS)}")
+  if m.likelihood not in LIKELIHOODS:
+    raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
+  if not float(m.obs_sigma) > 0:
+    raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
+  for key in ("num_pairs", "max_jump", "long_jump"):
+    _positive_int(l[key], f"loss.{key}")
+  if not 0.0 <= float(l.long_jump_prob) <= 1.0:
+    raise ConfigError(f"loss.long_jump_prob={l.long_jump_prob}: must lie in [0, 1]")
+  if "seq_len" not in d:
+    raise ConfigError("data.seq_len is missing: TD-VAE needs the sequence keys of "
+                      "configs/tdvae_*.py")
+  _positive_int(d.seq_len, "data.seq_len", 2)
+  _positive_int(d.num_train, "data.num_train")
+  _positive_int(e.context, "eval.context")
+  _int_tuple(e.jumps, "eval.jumps")
+  _positive_int(e.rollout_step, "eval.rollout_step")
+  if d.name == "oscillator":
+    if not float(d.period) > 0:
+      raise ConfigError(f"data.period={d.period}: must be > 0")
+    for key in ("obs_noise", "phase_noise"):
+      if not float(d[key]) >= 0:
+        raise ConfigError(f"data.{key}={d[key]}: must be >= 0")
+  check_lengths(config, int(d.seq_len), "data.seq_len")
+
+
+FAMILY = Family(
+    name="tdvae",
+    make_model=make_model,
+    make_loss=make_loss,
+    make_eval_metrics=make_eval_metrics,
+    hparams=hparams,
+    validate=validate,
+    baselines=baselines,
+    pictures=rollout_pictures.save_rollout_pictures,
+    transform_sources=transform_sources,
+)
