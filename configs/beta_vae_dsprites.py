@@ -3,6 +3,8 @@
   python -m vaelab.main --config=configs/beta_vae_dsprites.py --workdir=/tmp/beta_vae
   python -m vaelab.main --config=configs/beta_vae_dsprites.py:beta=1 --workdir=/tmp/vae_ds
   python -m vaelab.main --config=configs/beta_vae_dsprites.py:runlocal --workdir=/tmp/bv_local
+  # the sweep below (beta x seed), trained as one vmapped population of 8:
+  python -m vaelab.sweep --config=configs/beta_vae_dsprites.py:runlocal --workdir=/tmp/bv_sweep
 
 The full config is the convolutional shape used for 64x64 dSprites by Burgess et al. and
 disentanglement_lib: four 4x4 stride-2 convolutions (32, 32, 64, 64), a 256-unit dense
@@ -13,6 +15,9 @@ day on one GPU). `beta=` sets the KL weight (`:beta=1` is the plain VAE baseline
 2 cores: XLA's CPU convolutions make the conv shape ~10x slower per step. results.json
 has the four disentanglement metrics (eval/betavae_score, eval/factorvae_score, eval/mig,
 eval/dci_disentanglement) on posterior means, and traversals.png orders latents by KL.
+
+`get_sweep` is beta in (1, 2, 4, 8) times seeds (0, 1): eight runs that differ only in
+numbers the step takes as arrays, so `vaelab.sweep` trains them as one population.
 """
 from vaelab import config_base
 
@@ -49,3 +54,7 @@ def get_config(arg=None):
     c.eval.disentanglement_num_train = 2000
     c.eval.disentanglement_num_eval = 1000
   return c
+
+
+def get_sweep(h):
+  return h.product(h.sweep("loss.beta", [1.0, 2.0, 4.0, 8.0]), h.sweep("seed", [0, 1]))

@@ -1,6 +1,7 @@
 """Evaluation over a whole split with the sharded eval step, plus the pictures of a run."""
 from __future__ import annotations
 
+import copy
 import os
 
 import jax
@@ -30,6 +31,13 @@ class Evaluator:
     if family.make_final_metrics is not None:
       self._final_step = step_lib.make_eval_step(family.make_final_metrics(config), model, mesh,
                                                  config.data.binarize)
+
+  def for_config(self, config) -> "Evaluator":
+    """This evaluator for a population member's config (its seed, ...); the compiled eval
+    steps are shared: members differ only in numbers the steps take as arguments."""
+    other = copy.copy(self)
+    other.config = config
+    return other
 
   def __call__(self, state, hparams, final: bool = False) -> dict[str, float]:
     """Means over the evaluation split of the family's per-example metrics, as eval/<name>.

@@ -93,8 +93,9 @@ class Experiment:
     return Evaluator(self.family, self.config, self.model, self.mesh, self.eval_source)
 
 
-def build(config, sources=None) -> Experiment:
-  """Validates the config and builds model, optimizer, data and the compiled-on-first-use step."""
+def build(config, sources=None, population: str | None = None) -> Experiment:
+  """Validates the config and builds model, optimizer, data and the compiled-on-first-use step
+  (`population`: the step of a population of such runs, see train/population.py)."""
   family = validation.validate(config)
   train_source, eval_source = sources or make_sources(config.data)
   _check_data(config, train_source, eval_source)
@@ -104,7 +105,8 @@ def build(config, sources=None) -> Experiment:
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
   mesh = step_lib.make_mesh()
   train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
-                                        config.data.binarize, config.nonfinite == "skip")
+                                        config.data.binarize, config.nonfinite == "skip",
+                                        population)
   hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
                                       for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
@@ -128,7 +130,8 @@ def _probe_workdir(workdir: str):
   """Fails now, not after an hour, if results could not be written."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_probe")
+    # One name per process: the processes of a multi-host run may share the workdir.
+    probe = os.path.join(workdir, f".write_probe.{jax.process_index()}")
     with open(probe, "wb") as f:
       f.write(b"\0" * 65536)
     os.remove(probe)
@@ -144,21 +147,27 @@ def _save_config(config, workdir: str):
 
 
 class _MetricsBuffer:
-  """Per-step metrics stay on device until a log point, so the host never waits each step."""
+  """Per-step metrics stay on device until a log point, so the host never waits each step.
 
-  def __init__(self, policy: str):
+  `member`: the index of this run in a population's stacked metrics, or None."""
+
+  def __init__(self, policy: str, member: int | None = None, name: str = ""):
     self.policy, self.items, self.skipped = policy, [], 0
+    self.member, self.name = member, name
+
+  def _own(self, tree):
+    return tree if self.member is None else jax.tree.map(lambda v: v[self.member], tree)
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))
 
   def check(self):
     """Raises under the `stop` policy if any pending step was not finite."""
-    flags = jax.device_get([m["finite"] for _, m in self.items])
+    flags = self._own(jax.device_get([m["finite"] for _, m in self.items]))
     bad = [s for (s, _), ok in zip(self.items, flags) if not bool(ok)]
     if bad and self.policy == "stop":
       raise NonFiniteError(
-          f"non-finite loss or gradient at step {bad[0]}: the update was not applied and no "
+          f"{self.name}non-finite loss or gradient at step {bad[0]}: the update was not applied and no "
           f"checkpoint after it was written. Lower optimizer.learning_rate or set "
           f"nonfinite='skip' to skip such updates.")
     return bad
@@ -167,7 +176,7 @@ class _MetricsBuffer:
     if not self.items:
       return {}
     self.skipped += len(self.check())
-    host = jax.device_get([m for _, m in self.items])
+    host = self._own(jax.device_get([m for _, m in self.items]))
     self.items = []
     good = [m for m in host if bool(m["finite"])] or host
     keys = [k for k in good[0] if k != "finite"]
@@ -177,63 +186,105 @@ class _MetricsBuffer:
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates, writes results.json."""
   exp = build(config)
+  ckpt, state, start = open_run(exp, workdir)
+  run = Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
+               _MetricsBuffer(config.nonfinite), exp.evaluator(), None)
+  run.buffer.skipped = int(jax.device_get(state.skipped_steps))
+  batcher = exp.batcher()
+  batches = (step_lib.shard_batch(exp.mesh, batcher.batch(s))
+             for s in range(start, int(config.num_train_steps)))
+  return run_steps(exp, [run], step_lib.replicate(exp.mesh, state), batches, start)[0]
+
+
+def open_run(exp: Experiment, workdir: str):
+  """(checkpointer, host state, start step) of the run in `workdir`: its latest usable
+  checkpoint, or a fresh state; the workdir is probed for writing and gets the config."""
   _probe_workdir(workdir)
-  ckpt = checkpoint_lib.Checkpointer(workdir, int(config.keep_checkpoints))
+  ckpt = checkpoint_lib.Checkpointer(workdir, int(exp.config.keep_checkpoints))
   fresh = exp.init_state()  # also the template that restore fills
   state = ckpt.restore(fresh) or fresh
   start = int(jax.device_get(state.step))
   if start:
     logging.info("Resuming from the checkpoint at step %d in %s", start, ckpt.directory)
-  state = step_lib.replicate(exp.mesh, state)
-  _save_config(config, workdir)
-  writer = MetricsWriter(workdir, start)
-  evaluator = exp.evaluator()
-  num_steps = int(config.num_train_steps)
-  batcher = exp.batcher()
-  batches = pipeline.prefetch(step_lib.shard_batch(exp.mesh, batcher.batch(s))
-                              for s in range(start, num_steps))
-  buffer = _MetricsBuffer(config.nonfinite)
-  buffer.skipped = int(jax.device_get(state.skipped_steps))
+  state = state.replace(opt_state=optimizer_lib.with_learning_rate(
+      state.opt_state, float(exp.config.optimizer.learning_rate)))
+  _save_config(exp.config, workdir)
+  return ckpt, state, start
+
+
+@dataclasses.dataclass
+class Member:
+  """One run's own pieces: alone, or one member of a population sharing a step."""
+  exp: Experiment  # its config, optimizer and hyperparameters
+  workdir: str
+  ckpt: checkpoint_lib.Checkpointer
+  writer: MetricsWriter
+  buffer: "_MetricsBuffer"
+  evaluator: Evaluator
+  index: int | None  # its position on the population's leading axis; None alone
+
+  def state(self, state):
+    return state if self.index is None else jax.tree.map(lambda x: x[self.index], state)
+
+
+def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -> list[dict]:
+  """The training loop from `start` and the final evaluation, for one run or a population
+  (`exp.train_step` then updates every member at once); returns each run's results."""
+  num_steps, config = int(exp.config.num_train_steps), exp.config
+  batches = pipeline.prefetch(batches)
   progress = Progress(start, num_steps)
   with contextlib.ExitStack() as stack:
     signals = stack.enter_context(_preemption_signals())
-    stack.callback(writer.flush)
-    stack.callback(ckpt.wait)
+    for r in runs:
+      stack.callback(r.writer.flush)
+      stack.callback(r.ckpt.wait)
     for step in range(start, num_steps):
       state, metrics = exp.train_step(state, next(batches), exp.hparams)
-      buffer.add(step, metrics)
+      for r in runs:
+        r.buffer.add(step, metrics)
       done = step + 1
       if signals:
-        _stop_for_preemption(signals[0], done, state, buffer, writer, ckpt, workdir)
+        _stop_for_preemption(signals[0], done, state, runs)
       if done % config.log_every == 0 or done == num_steps:
-        scalars = buffer.drain()
-        scalars["steps_per_sec"] = progress.rate(done)
-        scalars["train/skipped_steps"] = buffer.skipped
-        writer.write(done, scalars)
-        logging.info(progress.line(done, scalars["steps_per_sec"], scalars))
+        rate = progress.rate(done)
+        for r in runs:
+          scalars = r.buffer.drain()
+          scalars["steps_per_sec"] = rate
+          scalars["train/skipped_steps"] = r.buffer.skipped
+          r.writer.write(done, scalars)
+          logging.info(("" if r.index is None else f"[{r.index}] ") +
+                       progress.line(done, rate, scalars))
       if done % config.eval_every == 0 and done != num_steps:
-        writer.write(done, evaluator(state, exp.hparams))
+        for r in runs:
+          r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams))
       if done % config.checkpoint_every == 0 or done == num_steps:
-        buffer.check()  # under `stop`, a NaN since the last log ends the run before this save
-        ckpt.save(state)
-  results = _final_evaluation(exp, state, evaluator, workdir)
-  writer.write(num_steps, results)
-  writer.close()
-  ckpt.close()
-  return results
+        for r in runs:
+          r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
+          r.ckpt.save(r.state(state))
+  out = []
+  for r in runs:
+    results = _final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
+    r.writer.write(num_steps, results)
+    r.writer.close()
+    r.ckpt.close()
+    out.append(results)
+  return out
 
 
-def _stop_for_preemption(signum, done, state, buffer, writer, ckpt, workdir):
+def _stop_for_preemption(signum, done, state, runs: list[Member]):
   """Logs the pending metrics, checkpoints the state at `done` and raises Preempted."""
-  scalars = buffer.drain()  # under `stop`, a NaN raises here and nothing is saved
-  if scalars:
-    scalars["train/skipped_steps"] = buffer.skipped
-    writer.write(done, scalars)
-  ckpt.save(state, force=True)
-  ckpt.wait()
+  for r in runs:
+    scalars = r.buffer.drain()  # under `stop`, a NaN raises here and nothing is saved
+    if scalars:
+      scalars["train/skipped_steps"] = r.buffer.skipped
+      r.writer.write(done, scalars)
+  for r in runs:
+    r.ckpt.save(r.state(state), force=True)
+  for r in runs:
+    r.ckpt.wait()
   logging.warning("%s received at step %d: checkpoint written", signal.Signals(signum).name,
                   done)
-  raise Preempted(signum, done, workdir)
+  raise Preempted(signum, done, runs[0].workdir)
 
 
 def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str):
@@ -278,4 +329,7 @@ def sample_checkpoint(config, workdir: str, num: int = 64) -> str:
   state = jax.device_get(restore_latest(exp, workdir))
   key = jax.random.fold_in(jax.random.key(int(config.seed)), 2**31 - 2)
   images = exp.family.sample(exp.model, state.variables(), key, num)
-  return pictures.save_grid(np.asarray(images), os.path.join(workdir, "samples.png"))
+  path = os.path.join(workdir, "samples.png")
+  if jax.process_index() == 0:  # every process drew the same samples; one writes them
+    pictures.save_grid(np.asarray(images), path)
+  return path

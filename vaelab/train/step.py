@@ -15,8 +15,10 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vaelab.data.binarize import binarize
+from vaelab.train import optimizer
 
 AXIS = "batch"
+POPULATION_BATCHES = ("shared", "stacked")
 # Evaluation keys live apart from every training step (steps are < 2**31).
 _EVAL_STREAM = 2**32 - 1
 
@@ -24,7 +26,11 @@ _EVAL_STREAM = 2**32 - 1
 def make_mesh(devices=None) -> Mesh:
   # Mesh(...) gives Auto axes; jax.make_mesh's Explicit axes reject shard_map over an
   # unsharded (replicated) state.
-  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
+  # Ordered by process: process p's devices then hold rows [p, p+1) * B / P of the global
+  # batch, the rows its Batcher loads (data/pipeline.py).
+  if devices is None:
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(devices), (AXIS,))
 
 
 def example_keys(seed, stream, index):
@@ -49,8 +55,15 @@ def _binarized(batch, mode: str, keys):
 
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
-                    skip_nonfinite: bool = False):
-  """Returns jitted step(state, batch, hparams) -> (state, metrics); `state` is donated."""
+                    skip_nonfinite: bool = False, population: str | None = None):
+  """Returns jitted step(state, batch, hparams) -> (state, metrics); `state` is donated.
+
+  population: None for one run. Otherwise the state, the hyperparameters and the metrics
+  carry a leading member axis, and the per-device step is vmapped over it inside the same
+  shard_map (one compilation for all members): "shared" when every member reads the same
+  batch (the same seed orders the data), "stacked" when the batch has a member axis too,
+  (members, global batch, ...), sharded on its second axis.
+  """
 
   def per_device(state, batch, hparams):
     bin_keys, model_keys = _split(example_keys(state.seed, state.step, batch["index"]))
@@ -85,10 +98,18 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
         step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
     metrics.update(grad_norm=grad_norm, finite=finite,
-                   learning_rate=state.opt_state.hyperparams["learning_rate"])
+                   learning_rate=optimizer.current_learning_rate(opt_state))
     return new_state, metrics
 
-  step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS), P()),
+  batch_spec = P(AXIS)
+  if population is not None:
+    if population not in POPULATION_BATCHES:
+      raise ValueError(f"population={population!r}: expected None or one of "
+                       f"{POPULATION_BATCHES}")
+    shared = population == "shared"
+    per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
+    batch_spec = P(AXIS) if shared else P(None, AXIS)
+  step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
                        out_specs=(P(), P()))
   return jax.jit(step, donate_argnums=0)
 
@@ -109,9 +130,10 @@ def make_eval_step(eval_fn, model, mesh: Mesh, binarize_mode: str):
   return jax.jit(step)
 
 
-def shard_batch(mesh: Mesh, batch: dict) -> dict:
-  """This process's rows of the global batch as arrays sharded over the mesh's batch axis."""
-  sharding = NamedSharding(mesh, P(AXIS))
+def shard_batch(mesh: Mesh, batch: dict, stacked: bool = False) -> dict:
+  """This process's rows of the global batch as arrays sharded over the mesh's batch axis
+  (`stacked`: batches of population members, (members, rows, ...), sharded on the rows)."""
+  sharding = NamedSharding(mesh, P(None, AXIS) if stacked else P(AXIS))
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 

@@ -1,0 +1,145 @@
+"""Sweeps and populations: the factored learning rate equals optax's, population grouping,
+a population's members equal runs alone, the sweep CLI (csv, plots, skipping finished
+trials) and refused sweep definitions."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from conftest import ROOT, tiny_config
+from vaelab.errors import ConfigError
+from vaelab.train import loop, optimizer, population, sweep
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup_cosine"])
+def test_peak_rate_times_schedule_updates_exactly_like_optax(name, schedule):
+  c = ml_collections.ConfigDict(dict(name=name, learning_rate=3e-3, schedule=schedule,
+                                     warmup_steps=3, b1=0.9, b2=0.99, weight_decay=0.1,
+                                     grad_clip_norm=0.5))
+  sched = optimizer.make_schedule(c, 10)
+  reference = optax.chain(optax.clip_by_global_norm(0.5), {
+      "adam": optax.adam(sched, b1=0.9, b2=0.99),
+      "adamw": optax.adamw(sched, b1=0.9, b2=0.99, weight_decay=0.1),
+      "sgd": optax.sgd(sched, momentum=0.9)}[name])
+  ours = optimizer.make_optimizer(c, 10)
+  params = [{"w": jnp.arange(6.0).reshape(2, 3)}] * 2
+  states = [ours.init(params[0]), reference.init(params[1])]
+  for i in range(10):
+    for j, tx in enumerate((ours, reference)):
+      grads = {"w": jnp.sin(params[j]["w"] * (i + 1))}
+      updates, states[j] = tx.update(grads, states[j], params[j])
+      params[j] = optax.apply_updates(params[j], updates)
+  np.testing.assert_array_equal(params[0]["w"], params[1]["w"])
+  assert float(optimizer.current_learning_rate(states[0])) == pytest.approx(float(sched(9)))
+
+
+def test_population_keys_and_groups(npz_pair):
+  base = tiny_config("vae", *npz_pair)
+  for key, expected in [("loss.beta", True), ("seed", True), ("optimizer.learning_rate", True),
+                        ("loss.capacity_max", True), ("model.latent_dim", False),
+                        ("batch_size", False), ("model.likelihood", False)]:
+    assert population.is_population_key(base, key) is expected, key
+  configs = [tiny_config("vae", *npz_pair, **o) for o in (
+      {"loss.beta": 1.0}, {"loss.beta": 4.0, "seed": 1}, {"optimizer.learning_rate": 3e-3},
+      {"model.latent_dim": 3}, {"model.latent_dim": 3, "loss.beta": 2.0})]
+  assert population.groups(configs) == [[0, 1, 2], [3, 4]]
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [m["train/loss"] for m in map(json.loads, f) if "train/loss" in m]
+
+
+def test_population_members_equal_runs_alone(npz_pair, tmp_path):
+  # Different seeds: each member reads its own (stacked) batch and draws its own noise.
+  settings = [{"loss.beta": 1.0, "seed": 0},
+              {"loss.beta": 4.0, "seed": 1, "optimizer.learning_rate": 3e-3}]
+  configs = [tiny_config("vae", *npz_pair, num_train_steps=12, log_every=4, eval_every=8,
+                         checkpoint_every=6, **s) for s in settings]
+  pop_dirs = [str(tmp_path / f"pop{i}") for i in range(2)]
+  together = population.train_population(configs, pop_dirs)
+  for config, pop_dir, results in zip(configs, pop_dirs, together):
+    alone_dir = pop_dir.replace("pop", "alone")
+    alone = loop.train_and_evaluate(config, alone_dir)
+    np.testing.assert_allclose(_losses(pop_dir), _losses(alone_dir), rtol=1e-5)
+    assert results.keys() == alone.keys()
+    for k in alone:
+      assert results[k] == pytest.approx(alone[k], rel=1e-4, abs=1e-5), k
+    exp = loop.build(config)
+    p_pop = jax.device_get(loop.restore_latest(exp, pop_dir).params)
+    p_alone = jax.device_get(loop.restore_latest(exp, alone_dir).params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 p_pop, p_alone)
+    assert os.path.exists(os.path.join(pop_dir, "reconstructions.png"))
+  # The members learned differently: their own beta and learning rate reached the step.
+  assert together[0]["eval/kl"] > together[1]["eval/kl"]
+
+
+def test_sweep_cli_writes_csv_and_plots_and_skips_finished_trials(npz_pair, tmp_path):
+  train, evalp = npz_pair
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+      from conftest import tiny_config
+
+      def get_config():
+        return tiny_config("vae", {train!r}, {evalp!r}, num_train_steps=6, log_every=3,
+                           eval_every=6, checkpoint_every=6)
+
+      def get_sweep(h):
+        return h.sweep("loss.beta", [1.0, 2.0, 4.0])
+      """))
+  workdir = tmp_path / "sweep"
+
+  def run(*extra):
+    out = subprocess.run([sys.executable, "-m", "vaelab.sweep", f"--config={config_file}",
+                          f"--workdir={workdir}", *extra], capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+  out = run("--config.model.latent_dim=3")
+  assert "Population of 3" in out.stderr
+  with open(workdir / "sweep.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["trial"] for r in rows] == [f"loss.beta={b}" for b in (1.0, 2.0, 4.0)]
+  assert [float(r["loss.beta"]) for r in rows] == [1.0, 2.0, 4.0]
+  assert all(float(r["eval/elbo"]) < 0 for r in rows)
+  assert os.path.exists(workdir / "sweep_loss.beta.png")
+  with open(workdir / "loss.beta=2.0" / "config.json") as f:
+    saved = json.load(f)
+  assert saved["loss"]["beta"] == 2.0 and saved["model"]["latent_dim"] == 3  # CLI override
+  mtime = os.path.getmtime(workdir / "loss.beta=1.0" / "results.json")
+  out = run("--config.model.latent_dim=3")
+  assert "0 to run" in out.stderr
+  assert os.path.getmtime(workdir / "loss.beta=1.0" / "results.json") == mtime
+
+
+@pytest.mark.parametrize("definition,match", [
+    ("h.sweep('loss.betta', [1.0, 2.0])", "sweep key 'loss.betta' is not a key"),
+    ("h.sweep('loss.beta', [])", r"h.sweep\('loss.beta', \[\]\): the value list is empty"),
+    ("h.zip(h.sweep('loss.beta', [1.0, 2.0]), h.sweep('seed', [0, 1, 2]))",
+     r"h.zip: the lists have unequal lengths 2 \(loss.beta\), 3 \(seed\)"),
+    ("h.product(h.sweep('seed', [0]), h.sweep('seed', [1]))", "'seed' is set twice"),
+    ("h.sweep('loss.beta', [1.0, 1.0])", "trial 'loss.beta=1.0' twice"),
+    ("h.sweep('loss.beta', [-1.0])", r"trial loss.beta=-1.0: loss.beta=-1.0"),
+])
+def test_bad_sweep_definitions_are_refused_naming_them(npz_pair, tmp_path, definition, match):
+  config_file = tmp_path / "bad_sweep.py"
+  config_file.write_text(f"def get_sweep(h):\n  return {definition}\n")
+  with pytest.raises(ConfigError, match=match):
+    sweep.run_sweep(tiny_config("vae", *npz_pair), str(config_file), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")

@@ -1,0 +1,38 @@
+"""Command line: python -m vaelab.sweep --config=configs/NAME.py --workdir=DIR
+                 [--config.key=value ...] [--population=auto|off]
+
+Runs every trial of the config file's get_sweep(h) in DIR/<trial name>/ (each a normal,
+resumable run; the --config overrides apply to every trial), then writes DIR/sweep.csv
+(one row per trial: its overrides and every eval/ metric) and DIR/sweep_<key>.png (each
+metric against each swept key). Re-running it skips finished trials and resumes the rest.
+--population=auto trains trials that differ only in numbers the step takes as arrays
+(seed, learning rate, the family's hyperparameters such as loss.beta) together as one
+vmapped population; off trains them one by one.
+"""
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from vaelab import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's trials.")
+_POPULATION = flags.DEFINE_enum("population", "auto", ["auto", "off"],
+                                "Train compatible trials as one vmapped population.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from vaelab.train import sweep
+  with cli.reporting_errors():
+    rows = sweep.run_sweep(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]),
+                           _WORKDIR.value, _POPULATION.value)
+  print(f"{len(rows)} trials; {_WORKDIR.value}/sweep.csv")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,153 @@
+"""Populations: runs that differ only in numbers the step takes as arrays, trained together.
+
+Members may differ in the seed, optimizer.learning_rate (the peak rate is an array in the
+optimizer state, see optimizer.py) and any key that reaches the step only through its
+family's `hparams` (β, C_max, γ, λ, ρ, the sparsity weight, the commitment weight, ...).
+Their states, hyperparameters and metrics are stacked on a leading member axis and the
+per-device step is vmapped over it inside the one sharded train step (train/step.py): one
+compilation, and bigger, more efficient operations than N small runs. Members sharing a
+seed read one batch; otherwise each reads its own (stacked) batch, so every member sees
+exactly the data and randomness it would see alone.
+
+Each member keeps its own workdir, checkpoints, metrics.jsonl, pictures and results.json,
+equal to float tolerance to those of a run alone (vmapped reductions may round differently)
+and resumable alone or in a population.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaelab import models, validation
+from vaelab.train import loop
+from vaelab.train import optimizer as optimizer_lib
+from vaelab.train import step as step_lib
+from vaelab.train.metrics_writer import MetricsWriter
+
+# Keys a population may vary besides the family's hyperparameters.
+ALWAYS = ("seed", "optimizer.learning_rate")
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _with(config, overrides: dict):
+  c = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def is_population_key(config, key: str) -> bool:
+  """Whether `key` reaches the step only as an array: the seed, the learning rate, or a
+  number that changes the family's `hparams` when it changes."""
+  if key in ALWAYS:
+    return True
+  value = _get(config, key)
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
+  hparams = models.get_family(config.model.name).hparams
+  return hparams(_with(config, {key: value * 2 + 1})) != hparams(config)
+
+
+def _structure(flat: dict, keys) -> str:
+  """The config's keys but the population keys: equal for members of one population."""
+  return json.dumps({k: v for k, v in flat.items() if k not in keys}, sort_keys=True,
+                    default=str)
+
+
+def groups(configs: list) -> list[list[int]]:
+  """Indices of `configs` grouped into populations (a group of one trains alone): configs
+  that are equal once the keys that differ between them, all population keys, are set
+  aside."""
+  flat = [dict(_leaves(c.to_dict())) for c in configs]
+  differing = sorted({k for f in flat for k in f if any(g.get(k) != f.get(k) for g in flat)})
+  keys = [k for k in differing if all(_has(c, k) and is_population_key(c, k) for c in configs)]
+  out: dict[str, list[int]] = {}
+  for i, f in enumerate(flat):
+    out.setdefault(_structure(f, keys), []).append(i)
+  return list(out.values())
+
+
+def _leaves(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
+def _has(config, key: str) -> bool:
+  try:
+    _get(config, key)
+    return True
+  except (KeyError, AttributeError):
+    return False
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def train_population(configs: list, workdirs: list[str]) -> list[dict]:
+  """Trains the runs `configs` (each into its workdir) as one population; returns each
+  one's results. All must belong to one group of `groups` and resume from the same step
+  (checkpoints of different steps: train those groups separately)."""
+  if len(configs) != len(workdirs) or not configs:
+    raise ValueError("train_population needs one workdir per config, and at least one")
+  for c in configs:
+    validation.validate(c)
+  if len(groups(configs)) != 1:
+    raise ValueError("these configs differ in more than population keys "
+                     f"({ALWAYS} and the family's hyperparameters); see population.groups")
+  seeds = [int(c.seed) for c in configs]
+  shared = len(set(seeds)) == 1
+  lead = loop.build(configs[0], population="shared" if shared else "stacked")
+  runs, states, starts = [], [], []
+  evaluator = lead.evaluator()
+  for i, (config, workdir) in enumerate(zip(configs, workdirs)):
+    exp = dataclasses.replace(
+        lead, config=config,
+        tx=optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps)),
+        hparams=step_lib.replicate(lead.mesh, {k: jnp.asarray(v, jnp.float32) for k, v in
+                                               lead.family.hparams(config).items()}))
+    ckpt, state, start = loop.open_run(exp, workdir)
+    run = loop.Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
+                      loop._MetricsBuffer(config.nonfinite, i, f"{workdir}: "),
+                      evaluator.for_config(config), i)
+    run.buffer.skipped = int(jax.device_get(state.skipped_steps))
+    runs.append(run)
+    states.append(state)
+    starts.append(start)
+  if len(set(starts)) != 1:
+    for r in runs:
+      r.ckpt.close()
+    raise ValueError(f"the members resume from different steps {dict(zip(workdirs, starts))}; "
+                     f"train them in groups of equal steps")
+  lead = dataclasses.replace(lead, hparams=_stack([r.exp.hparams for r in runs]))
+  state = step_lib.replicate(lead.mesh, _stack(states))
+  num_steps = int(lead.config.num_train_steps)
+  if shared:
+    batcher = lead.batcher()
+    batches = (step_lib.shard_batch(lead.mesh, batcher.batch(s))
+               for s in range(starts[0], num_steps))
+  else:
+    batchers = [r.exp.batcher() for r in runs]
+    batches = (step_lib.shard_batch(
+        lead.mesh, {k: np.stack([b[k] for b in member_batches]) for k in member_batches[0]},
+        stacked=True)
+        for s in range(starts[0], num_steps)
+        for member_batches in [[b.batch(s) for b in batchers]])
+  return loop.run_steps(lead, runs, state, batches, starts[0])
