@@ -3,6 +3,10 @@
   --mode=train   train (resuming from DIR's latest checkpoint), evaluate, write results.json
   --mode=eval    recompute results.json and the pictures from DIR's latest checkpoint
   --mode=sample  write DIR/samples.png from the latest checkpoint
+
+Several processes: the same command on each, plus --coordinator_address=HOST:PORT (process
+0's), --num_processes=N and --process_id=I; on a Cloud TPU pod, Slurm or Open MPI the
+environment says all that and the flags can be left out.
 """
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+# Several processes (hosts, or GPUs with one process each): give all three, or none where the
+# environment describes the cluster (Cloud TPU VM, Slurm, Open MPI); see train/distributed.py.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,8 +44,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietCheckpointing())
-  from vaelab.train import loop
+  from vaelab.train import distributed, loop
   try:
+    # Before anything touches a JAX backend: the backends read the cluster when they start.
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":

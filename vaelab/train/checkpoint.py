@@ -15,6 +15,7 @@ import shutil
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from vaelab.errors import CheckpointError
 
@@ -58,7 +59,11 @@ class Checkpointer:
         # Checked first: restoring a mismatched tree fails deep inside orbax's coroutines,
         # which then print pages of "Exception ignored" tracebacks at garbage collection.
         _check_shapes(self.manager.item_metadata(step), abstract)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        # As host values, like a fresh state: in a multi-process run, arrays committed to
+        # this process's device would make replicating them over the global mesh a
+        # cross-host transfer, which the CPU backend refuses.
+        return jax.device_get(restored)
       except Exception as e:  # orbax raises many types for a damaged directory
         path = os.path.join(self.directory, str(step))
         logging.warning("Checkpoint %s is unusable (%s: %s); trying an older one.", path,
@@ -81,6 +86,8 @@ class Checkpointer:
       shutil.move(os.path.join(self.directory, str(step)), target)
       logging.warning("Moved the unusable checkpoint of step %d to %s; writing a new one.",
                       step, target)
+    if jax.process_count() > 1:  # the others must not look before process 0 has moved it
+      multihost_utils.sync_global_devices(f"vaelab_move_aside_{step}")
     self._unusable.discard(step)
     self.manager.reload()
 

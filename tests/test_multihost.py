@@ -1,0 +1,139 @@
+"""Multi-process runs: 2 local CPU processes (gloo collectives) against 1 with the same global
+batch, through the command line (`--coordinator_address`, `--num_processes`, `--process_id`).
+
+Each process loads only its half of every global batch, the step's pmean crosses the two
+processes, process 0 alone writes logs, results and pictures, and both write the orbax
+checkpoint together. The two runs must agree step by step.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from jax.sharding import SingleDeviceSharding
+
+from conftest import ROOT
+from vaelab.errors import ConfigError
+from vaelab.train import distributed
+
+STEPS = 6
+# A tiny VAE on the 8x8 blobs with dynamic binarization, whose randomness depends on each
+# example's index in the global batch: a wrong row offset in a process would show.
+FLAGS = ["--config=configs/vae_mnist.py:runlocal", "--config.data.name=npz",
+         "--config.model.hidden=(16,)", "--config.model.latent_dim=4",
+         f"--config.num_train_steps={STEPS}", "--config.batch_size=16",
+         "--config.eval.batch_size=32", "--config.log_every=1", f"--config.eval_every={STEPS}",
+         "--config.checkpoint_every=3", "--config.eval.iwae_ks=(1,5)",
+         "--config.eval.num_pictures=8"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start(workdir, npz_pair, *extra):
+  train, evalp = npz_pair
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.Popen(
+      [sys.executable, "-m", "vaelab.main", *FLAGS, f"--config.data.train_path={train}",
+       f"--config.data.eval_path={evalp}", f"--workdir={workdir}", *extra],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(procs, timeout=240):
+  """Waits for all; on a timeout or failure kills the rest (a process left alone in a
+  collective would wait minutes for its peer) and shows the logs."""
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=timeout)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    lines = [json.loads(line) for line in f]
+  return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}, lines
+
+
+def _final_params(workdir):
+  """The step-STEPS checkpoint's params, restored onto this process's one device (the
+  2-process checkpoint records a 2-device sharding, hence the explicit target)."""
+  path = os.path.join(workdir, "checkpoints", str(STEPS), "default")
+  ckptr = ocp.StandardCheckpointer()
+  device = SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        ckptr.metadata(path).item_metadata)
+  return jax.device_get(ckptr.restore(path, target)["params"])
+
+
+@pytest.fixture(scope="module")
+def runs(npz_pair, tmp_path_factory):
+  """(1-process workdir, 2-process workdir, their logs), all three processes at once."""
+  base = tmp_path_factory.mktemp("multihost")
+  one, two = str(base / "one"), str(base / "two")
+  cluster = [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
+  procs = [_start(one, npz_pair)] + [_start(two, npz_pair, *cluster, f"--process_id={i}")
+                                     for i in range(2)]
+  logs = _finish(procs)
+  return one, two, logs
+
+
+def test_two_processes_give_the_losses_of_one(runs):
+  one, two, logs = runs
+  assert "process 1 of 2" in logs[2] and "1 local of 2 devices" in logs[2]
+  expected, _ = _losses(one)
+  got, lines = _losses(two)
+  assert sorted(got) == list(range(1, STEPS + 1))
+  # Process 0 alone logs: one line per step (and one per evaluation), not two.
+  assert len([r for r in lines if "train/loss" in r]) == STEPS
+  np.testing.assert_allclose([got[s] for s in sorted(got)],
+                             [expected[s] for s in sorted(expected)], rtol=1e-5)
+
+
+def test_two_processes_give_the_parameters_and_results_of_one(runs):
+  one, two, _ = runs
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _final_params(one), _final_params(two))
+  with open(os.path.join(one, "results.json")) as f:
+    expected = json.load(f)
+  with open(os.path.join(two, "results.json")) as f:
+    got = json.load(f)
+  assert got.keys() == expected.keys()
+  for k in expected:  # the evaluation's sums also cross the two processes
+    assert got[k] == pytest.approx(expected[k], rel=1e-5, abs=1e-6), k
+  assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == ["3", str(STEPS)]
+  assert os.path.exists(os.path.join(two, "reconstructions.png"))
+  assert not [f for f in os.listdir(two) if f.startswith(".write_probe")]
+
+
+def test_partial_flags_are_refused_naming_them(monkeypatch):
+  with pytest.raises(ConfigError, match="num_processes"):
+    distributed.initialize("127.0.0.1:1234", None, 0)
+  with pytest.raises(ConfigError, match="process_id=2"):
+    distributed.initialize("127.0.0.1:1234", 2, 2)
+
+
+def test_no_flags_and_no_cluster_is_one_process(monkeypatch):
+  for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed.detected_cluster() is None
+  assert distributed.initialize() is False
+  monkeypatch.setenv("SLURM_NTASKS", "4")
+  monkeypatch.setenv("SLURM_PROCID", "1")
+  assert distributed.detected_cluster() == "Slurm (4 tasks)"
