@@ -136,4 +136,10 @@ def test_no_flags_and_no_cluster_is_one_process(monkeypatch):
   assert distributed.initialize() is False
   monkeypatch.setenv("SLURM_NTASKS", "4")
   monkeypatch.setenv("SLURM_PROCID", "1")
+  assert distributed.detected_cluster() is None  # a batch script, not an srun step
+  monkeypatch.setenv("SLURM_STEP_NODELIST", "node[1-4]")
   assert distributed.detected_cluster() == "Slurm (4 tasks)"
+  monkeypatch.delenv("SLURM_NTASKS")
+  monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # Open MPI 5: JAX cannot find the coordinator
+  with pytest.raises(ConfigError, match="--coordinator_address"):
+    distributed.detected_cluster()

@@ -9,8 +9,8 @@ logs, results and pictures; orbax checkpoints are written by all processes toget
   - the flags give the cluster (`--coordinator_address`, `--num_processes`, `--process_id`:
     any machines, including several processes on one CPU host), or
   - the environment describes one that JAX detects itself: a Cloud TPU VM (a pod slice:
-    run the same command on every worker), Slurm with several tasks, Open MPI with several
-    ranks, or `JAX_COORDINATOR_ADDRESS` set;
+    run the same command on every worker), an `srun` step of several Slurm tasks, an Open
+    MPI 4 `mpirun` of several ranks, or `JAX_COORDINATOR_ADDRESS` set;
 and does nothing otherwise (one process: the usual single-host run).
 
 CPU processes exchange collectives through gloo (TCP); XLA's CPU client has none unless
@@ -52,9 +52,18 @@ def detected_cluster() -> str | None:
   env = os.environ
   if env.get("JAX_COORDINATOR_ADDRESS"):
     return f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']}"
-  if _count("SLURM_NTASKS") > 1 and "SLURM_PROCID" in env:
+  # The variables JAX's own Slurm and Open MPI detection reads (jax/_src/clusters/):
+  # SLURM_STEP_NODELIST exists inside an `srun` step, OMPI_MCA_orte_hnp_uri under an Open
+  # MPI 4 `mpirun`.
+  if _count("SLURM_NTASKS") > 1 and {"SLURM_PROCID", "SLURM_STEP_NODELIST"} <= set(env):
     return f"Slurm ({env['SLURM_NTASKS']} tasks)"
   if _count("OMPI_COMM_WORLD_SIZE") > 1:
+    if "OMPI_MCA_orte_hnp_uri" not in env:
+      # Not silently N independent runs writing one workdir.
+      raise ConfigError(
+          f"OMPI_COMM_WORLD_SIZE={env['OMPI_COMM_WORLD_SIZE']} but JAX can only find the "
+          f"coordinator under Open MPI 4 (OMPI_MCA_orte_hnp_uri): pass --coordinator_address, "
+          f"--num_processes and --process_id (= $OMPI_COMM_WORLD_RANK)")
     return f"Open MPI ({env['OMPI_COMM_WORLD_SIZE']} ranks)"
   if _on_cloud_tpu_vm():
     return "Cloud TPU VM"
