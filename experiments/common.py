@@ -10,7 +10,6 @@ resumes each run from its checkpoint (a finished run is only evaluated again).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging as py_logging
 import math
@@ -59,25 +58,14 @@ def note(msg: str) -> None:
 
 def load_config(name: str, arg: str | None = None, overrides: dict | None = None):
   """configs/NAME.py's get_config(arg), with dotted-key overrides (a misspelled key fails)."""
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  config.lock()
-  return set_overrides(config, overrides or {})
+  from vaelab import config_base
+  path = os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else "")
+  return config_base.load_config(path, overrides)
 
 
 def set_overrides(config, overrides: dict):
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"config has no key {key!r}")
-    node[leaf] = value
-  return config
+  from vaelab import config_base
+  return config_base.set_overrides(config, overrides)
 
 
 def with_overrides(config, overrides: dict):

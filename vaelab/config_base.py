@@ -1,6 +1,9 @@
 """Keys every config has, and the variant-string parser the config files share."""
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -24,6 +27,35 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
+def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """`configs/NAME.py[:variant]` as the command line would load it (locked: a misspelled
+  override raises KeyError naming it), with dotted-key `overrides` set. For notebooks
+  and scripts; relative paths are taken from the repository root."""
+  path, _, arg = path.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  spec = importlib.util.spec_from_file_location(
+      "config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  config.lock()
+  return set_overrides(config, overrides or {})
+
+
+def set_overrides(config, overrides: dict):
+  """Sets dotted keys ("model.hidden") of `config`; an unknown key raises KeyError."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"config has no key {key!r}")
+    node[leaf] = value
+  return config
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -34,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
   c.nonfinite = "stop"  # stop | skip: what a non-finite loss or gradient does
+  # Activations' dtype: float32 | bfloat16 | float16 (mixed precision); parameters, optimizer
+  # state and the objectives stay float32 (models/nets.py).
+  c.dtype = "float32"
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist"  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d | procedural_dsprites
