@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaelab import models, validation
+from vaelab import config_base, models, validation
 from vaelab.train import loop
 from vaelab.train import optimizer as optimizer_lib
 from vaelab.train import step as step_lib
@@ -40,14 +40,7 @@ def _get(config, key: str):
 
 
 def _with(config, overrides: dict):
-  c = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_base.set_overrides(config.copy_and_resolve_references(), overrides)
 
 
 def is_population_key(config, key: str) -> bool:

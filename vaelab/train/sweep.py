@@ -22,6 +22,7 @@ import re
 
 from absl import logging
 
+from vaelab import config_base
 from vaelab.errors import ConfigError
 
 
@@ -100,18 +101,12 @@ def trial_configs(base, trials: list[dict]) -> list[tuple[str, dict, object]]:
     config = base.copy_and_resolve_references()
     config.lock()
     for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      node = config
       try:
-        for p in parents:
-          node = node[p]
-        if leaf not in node:
-          raise KeyError(key)
-        node[leaf] = value
-      except (KeyError, AttributeError, TypeError) as e:
-        if isinstance(e, TypeError):
-          raise ConfigError(f"sweep key {key!r}: value {value!r} does not fit ({e})") from e
-        raise ConfigError(f"sweep key {key!r} is not a key of the config") from None
+        config_base.set_overrides(config, {key: value})
+      except (KeyError, AttributeError) as e:
+        raise ConfigError(f"sweep key {key!r} is not a key of the config") from e
+      except TypeError as e:
+        raise ConfigError(f"sweep key {key!r}: value {value!r} does not fit ({e})") from e
     name = trial_name(overrides)
     if name in seen:
       raise ConfigError(f"the sweep has the trial {name!r} twice")
