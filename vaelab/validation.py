@@ -11,6 +11,7 @@ from vaelab import data as data_lib
 from vaelab import models
 from vaelab.data.binarize import MODES as BINARIZE_MODES
 from vaelab.errors import ConfigError
+from vaelab.models import nets
 from vaelab.train import optimizer
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -47,7 +48,13 @@ def validate(config, num_devices: int | None = None):
   _positive_int(config, "data.num_eval")
   for key in ("num_train", "num_eval", "batch_size", "num_variance_estimate"):
     _positive_int(config, f"eval.disentanglement_{key}")
+  if config.dtype not in nets.DTYPES:
+    raise ConfigError(f"dtype={config.dtype!r}: expected one of {nets.DTYPES} (the dtype of "
+                      f"activations; parameters stay float32)")
   optimizer.validate(config.optimizer)
   family = models.get_family(config.model.name)
+  if config.dtype != "float32" and not family.mixed_precision:
+    raise ConfigError(f"dtype={config.dtype!r}: model.name={config.model.name!r} computes in "
+                      f"float32 only; use dtype='float32'")
   family.validate(config)
   return family

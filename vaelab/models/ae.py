@@ -50,8 +50,8 @@ class AE(nn.Module):
 
 
 def make_model(config, info):
-  return AE(nets.NetSpec.from_config(config.model), config.model.latent_dim, info.image_shape,
-            config.model.code_activation)
+  return AE(nets.NetSpec.from_config(config.model, config.dtype), config.model.latent_dim,
+            info.image_shape, config.model.code_activation)
 
 
 def make_loss(config):
@@ -138,7 +138,7 @@ def variant(name, make_loss, hparams, validate) -> Family:
   return Family(name=name, make_model=make_model, make_loss=make_loss,
                 make_eval_metrics=make_eval_metrics, make_final_metrics=make_final_metrics,
                 hparams=hparams, validate=validate,
-                baselines=baselines, features="encode")
+                baselines=baselines, features="encode", mixed_precision=True)
 
 
 FAMILY = Family(
@@ -150,4 +150,5 @@ FAMILY = Family(
     validate=validate,
     baselines=baselines,
     features="encode",
+    mixed_precision=True,
 )

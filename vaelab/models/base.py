@@ -64,3 +64,6 @@ class Family:
   # (model, train_source) -> the first argument of `model.init`; None: a zero image of the
   # source's `info.image_shape` with a batch axis of 1.
   init_input: Optional[Callable[..., Any]] = None
+  # Whether make_model honours `config.dtype` (activations in bfloat16/float16, parameters
+  # and objective in float32); a family that does not is refused any dtype but float32.
+  mixed_precision: bool = False

@@ -58,8 +58,9 @@ class KSparseAE(nn.Module):
   def setup(self):
     pixels = int(np.prod(self.image_shape))
     hidden = tuple(self.spec.hidden)
+    dtype = nets.compute_dtype(self.spec.dtype)
     # An optional trunk below the code layer; the paper's model has none (hidden = ()).
-    self.trunk = nets.MLP(hidden, self.spec.activation) if hidden else None
+    self.trunk = nets.MLP(hidden, self.spec.activation, dtype) if hidden else None
     fan_in = hidden[-1] if hidden else pixels
     self.code_kernel = self.param("code_kernel", nn.initializers.lecun_normal(),
                                   (fan_in, self.latent_dim))
@@ -69,20 +70,25 @@ class KSparseAE(nn.Module):
       self.out_bias = self.param("out_bias", nn.initializers.zeros, (fan_in,))
       if hidden:
         self.decoder = nets.MLPDecoder(tuple(reversed(hidden[:-1])), tuple(self.image_shape),
-                                       self.spec.activation)
+                                       self.spec.activation, dtype)
     else:
       self.decoder = nets.MLPDecoder(tuple(reversed(hidden)), tuple(self.image_shape),
-                                     self.spec.activation)
+                                     self.spec.activation, dtype)
+
+  def _linear(self, h, kernel, bias):
+    """h @ kernel + bias with activations in the spec's dtype (parameters stay float32)."""
+    dtype = nets.compute_dtype(self.spec.dtype)
+    return h.astype(dtype) @ kernel.astype(dtype) + bias.astype(dtype)
 
   def dense_code(self, x):
     """The code before the top-k selection."""
     h = x.reshape(x.shape[0], -1)
     if self.trunk is not None:
       h = nets.activation(self.spec.activation)(self.trunk(h))
-    code = h @ self.code_kernel + self.code_bias
+    code = self._linear(h, self.code_kernel, self.code_bias)
     if self.code_activation != "linear":
       code = nets.activation(self.code_activation)(code)
-    return code
+    return code.astype(jnp.float32)  # the top-k selection and the objective in float32
 
   def sparse_code(self, x, k, k_max: int):
     code = self.dense_code(x)
@@ -100,10 +106,10 @@ class KSparseAE(nn.Module):
   def decode(self, code):
     if not self.tied:
       return self.decoder(code)
-    out = code @ self.code_kernel.T + self.out_bias
+    out = self._linear(code, self.code_kernel.T, self.out_bias)
     if self.spec.hidden:
       return self.decoder(nets.activation(self.spec.activation)(out))
-    return out.reshape(code.shape[0], *self.image_shape)
+    return out.astype(jnp.float32).reshape(code.shape[0], *self.image_shape)
 
   def __call__(self, x, keys=None):
     return self.decode(self.encode(x))
@@ -124,7 +130,7 @@ class KSparseAE(nn.Module):
 
 def make_model(config, info):
   m = config.model
-  return KSparseAE(nets.NetSpec.from_config(m), int(m.latent_dim), info.image_shape,
+  return KSparseAE(nets.NetSpec.from_config(m, config.dtype), int(m.latent_dim), info.image_shape,
                    int(m.k), float(m.alpha), bool(m.tied), m.code_activation)
 
 
@@ -182,4 +188,5 @@ FAMILY = Family(
     baselines=ae.baselines,
     features="features",
     pictures=save_filters,
+    mixed_precision=True,
 )

@@ -2,6 +2,12 @@
 
 Families pick a trunk by `model.encoder` (`mlp` | `conv`); the decoder mirrors it.
 Outputs are unconstrained (logits or means): the objective decides what they mean.
+
+Mixed precision (`config.dtype`): a trunk computes its activations in its `dtype`
+(bfloat16 or float16 halve activation memory and run on the matrix units of TPUs and
+GPUs) while its parameters stay float32 (Flax's `param_dtype`), so the optimizer updates
+them at full precision. Every trunk returns float32: the objectives (log-likelihoods,
+KL terms, the quantizer's distances) are computed in float32 whatever the dtype.
 """
 from __future__ import annotations
 
@@ -30,6 +36,14 @@ def activation(name: str) -> Callable:
   return ACTIVATIONS[name]
 
 
+# `config.dtype`: the dtype of activations; parameters are float32 in every case.
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
 class MLP(nn.Module):
   """Dense layers with an activation between them and none after the last."""
   features: Sequence[int]
@@ -43,7 +57,7 @@ class MLP(nn.Module):
       x = nn.Dense(f, dtype=self.dtype, name=f"dense_{i}")(x)
       if i < len(self.features) - 1:
         x = activation(self.act)(x)
-    return x
+    return x.astype(jnp.float32)
 
 
 class MLPDecoder(nn.Module):
@@ -76,7 +90,7 @@ class ConvEncoder(nn.Module):
     x = x.reshape(x.shape[0], -1)
     if self.dense:
       x = act(nn.Dense(self.dense, dtype=self.dtype, name="dense")(x))
-    return nn.Dense(self.out_features, dtype=self.dtype, name="out")(x)
+    return nn.Dense(self.out_features, dtype=self.dtype, name="out")(x).astype(jnp.float32)
 
 
 def depth_to_space(x, features: int):
@@ -129,7 +143,7 @@ class ConvDecoder(nn.Module):
       x = Upsample(c, self.dtype, name=f"up_{i}")(x)
       if i < n - 1:
         x = act(x)
-    return x
+    return x.astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,22 +154,26 @@ class NetSpec:
   conv_channels: tuple[int, ...] = (32, 32, 64, 64)
   dense: int = 256
   activation: str = "relu"
+  dtype: str = "float32"  # of the activations (config.dtype)
 
   @classmethod
-  def from_config(cls, model_cfg) -> "NetSpec":
+  def from_config(cls, model_cfg, dtype: str = "float32") -> "NetSpec":
     return cls(encoder=model_cfg.encoder, hidden=tuple(model_cfg.hidden),
                conv_channels=tuple(model_cfg.conv_channels), dense=int(model_cfg.dense),
-               activation=model_cfg.activation)
+               activation=model_cfg.activation, dtype=dtype)
 
 
-def make_encoder(spec: NetSpec, out_features: int, dtype=jnp.float32) -> nn.Module:
-  """The encoder trunk selected by `model.encoder`, ending in `out_features` linear units."""
+def make_encoder(spec: NetSpec, out_features: int, dtype=None) -> nn.Module:
+  """The encoder trunk selected by `model.encoder`, ending in `out_features` linear units;
+  activations in `dtype` (default: the spec's), output float32."""
+  dtype = compute_dtype(spec.dtype if dtype is None else dtype)
   if spec.encoder == "mlp":
     return MLP((*spec.hidden, out_features), spec.activation, dtype)
   return ConvEncoder(spec.conv_channels, spec.dense, out_features, spec.activation, dtype)
 
 
-def make_decoder(spec: NetSpec, image_shape, dtype=jnp.float32) -> nn.Module:
+def make_decoder(spec: NetSpec, image_shape, dtype=None) -> nn.Module:
+  dtype = compute_dtype(spec.dtype if dtype is None else dtype)
   if spec.encoder == "mlp":
     return MLPDecoder(tuple(reversed(spec.hidden)), tuple(image_shape), spec.activation, dtype)
   return ConvDecoder(spec.conv_channels, spec.dense, tuple(image_shape), spec.activation, dtype)

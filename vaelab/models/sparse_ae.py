@@ -79,4 +79,5 @@ FAMILY = Family(
     validate=validate,
     baselines=ae.baselines,
     features="encode",
+    mixed_precision=True,
 )

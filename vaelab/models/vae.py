@@ -78,8 +78,8 @@ def reparameterize(keys, mean, logvar):
 
 
 def make_model(config, info):
-  return VAE(nets.NetSpec.from_config(config.model), config.model.latent_dim, info.image_shape,
-             config.model.likelihood)
+  return VAE(nets.NetSpec.from_config(config.model, config.dtype), config.model.latent_dim,
+             info.image_shape, config.model.likelihood)
 
 
 def _terms(config, model, variables, x, keys):
@@ -234,4 +234,5 @@ FAMILY = Family(
     validate=validate,
     sample=sample,
     features="posterior_mean",
+    mixed_precision=True,
 )

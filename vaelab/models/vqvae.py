@@ -74,11 +74,16 @@ class ConvSpec:
   num_res_blocks: int = 2
   res_channels: int = 256
   activation: str = "relu"
+  dtype: str = "float32"  # of the activations (config.dtype); parameters stay float32
 
   @classmethod
-  def from_config(cls, m) -> "ConvSpec":
+  def from_config(cls, m, dtype: str = "float32") -> "ConvSpec":
     return cls(tuple(int(c) for c in m.conv_channels), int(m.num_res_blocks),
-               int(m.res_channels), m.activation)
+               int(m.res_channels), m.activation, dtype)
+
+  def conv(self, features, kernel_size, **kwargs) -> nn.Conv:
+    """A convolution computing in this spec's dtype."""
+    return nn.Conv(features, kernel_size, dtype=nets.compute_dtype(self.dtype), **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +113,9 @@ class ResStack(nn.Module):
   def __call__(self, x):
     act = nets.activation(self.spec.activation)
     for i in range(self.spec.num_res_blocks):
-      h = nn.Conv(self.spec.res_channels, (3, 3), padding="SAME", name=f"block{i}_3x3")(act(x))
-      x = x + nn.Conv(x.shape[-1], (1, 1), name=f"block{i}_1x1")(act(h))
+      h = self.spec.conv(self.spec.res_channels, (3, 3), padding="SAME",
+                         name=f"block{i}_3x3")(act(x))
+      x = x + self.spec.conv(x.shape[-1], (1, 1), name=f"block{i}_1x1")(act(h))
     return act(x)
 
 
@@ -121,29 +127,29 @@ class Encoder(nn.Module):
   def __call__(self, x):
     act = nets.activation(self.spec.activation)
     for i, c in enumerate(self.spec.channels):
-      x = act(nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", name=f"down_{i}")(x))
-    x = nn.Conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(x)
+      x = act(self.spec.conv(c, (4, 4), strides=(2, 2), padding="SAME", name=f"down_{i}")(x))
+    x = self.spec.conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(x)
     return ResStack(self.spec, name="res")(x)
 
 
 class Decoder(nn.Module):
   """The encoder's mirror: a 3x3 convolution, the residual stack, then one x2 upsampling
   per encoder convolution (pixel shuffle: faster than ConvTranspose on CPU), the last to
-  `out_channels` without activation."""
+  `out_channels` without activation; the output is float32."""
   spec: ConvSpec
   out_channels: int
 
   @nn.compact
   def __call__(self, z):
     act = nets.activation(self.spec.activation)
-    x = nn.Conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(z)
+    x = self.spec.conv(self.spec.channels[-1], (3, 3), padding="SAME", name="conv")(z)
     x = ResStack(self.spec, name="res")(x)
     widths = [*reversed(self.spec.channels[:-1]), self.out_channels]
     for i, c in enumerate(widths):
-      x = nets.Upsample(c, name=f"up_{i}")(x)
+      x = nets.Upsample(c, nets.compute_dtype(self.spec.dtype), name=f"up_{i}")(x)
       if i < len(widths) - 1:
         x = act(x)
-    return x
+    return x.astype(jnp.float32)
 
 
 class VQVAE(nn.Module):
@@ -158,13 +164,14 @@ class VQVAE(nn.Module):
 
   def setup(self):
     self.encoder = Encoder(self.spec)
-    self.pre_vq = nn.Conv(self.quantizer.code_dim, (1, 1))
+    self.pre_vq = self.spec.conv(self.quantizer.code_dim, (1, 1))
     self.vq = self.quantizer.module(self.axis_name)
     self.decoder = Decoder(self.spec, self.image_shape[-1])
 
   def encode(self, x):
-    """Encoder outputs z_e (B, H', W', D) before quantization."""
-    return self.pre_vq(self.encoder(x))
+    """Encoder outputs z_e (B, H', W', D) before quantization, float32: the quantizer's
+    distances and EMA statistics are kept at full precision."""
+    return self.pre_vq(self.encoder(x)).astype(jnp.float32)
 
   def __call__(self, x, keys=None):
     """(decoder logits, (quantizer output,)); updates the EMA codebook when "vq" is mutable."""
@@ -191,8 +198,15 @@ class VQVAE(nn.Module):
     return jax.nn.sigmoid(self(x)[0])
 
 
+def dtype_of(config) -> str:
+  """config.dtype; a prior rebuilds a frozen run from its config.json, which lacks the key
+  if it was written before the key existed (its activations were float32)."""
+  return config.get("dtype", "float32")
+
+
 def make_model(config, info):
-  return VQVAE(ConvSpec.from_config(config.model), QuantizerSpec.from_config(config.model),
+  return VQVAE(ConvSpec.from_config(config.model, dtype_of(config)),
+               QuantizerSpec.from_config(config.model),
                tuple(info.image_shape))
 
 
@@ -373,4 +387,5 @@ FAMILY = Family(
     validate=validate,
     baselines=make_baselines(make_model, latent_shapes),
     features="quantize",
+    mixed_precision=True,
 )

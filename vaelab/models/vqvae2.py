@@ -43,22 +43,24 @@ class VQVAE2(nn.Module):
     top = dataclasses.replace(self.spec, channels=(width,))
     self.encoder_bottom = vqvae.Encoder(self.spec)
     self.encoder_top = vqvae.Encoder(top)
-    self.pre_vq_top = nn.Conv(code_dim, (1, 1))
+    self.pre_vq_top = self.spec.conv(code_dim, (1, 1))
     self.vq_top = self.quantizer.module(self.axis_name, name="vq_top")
     # The top codes at the bottom resolution, which condition the bottom quantization.
     self.decoder_top = vqvae.Decoder(top, code_dim)
-    self.pre_vq_bottom = nn.Conv(code_dim, (1, 1))
+    self.pre_vq_bottom = self.spec.conv(code_dim, (1, 1))
     self.vq_bottom = self.quantizer.module(self.axis_name, name="vq_bottom")
-    self.upsample_top = nets.Upsample(code_dim)
+    self.upsample_top = nets.Upsample(code_dim, nets.compute_dtype(self.spec.dtype))
     self.decoder = vqvae.Decoder(self.spec, self.image_shape[-1])
 
   def _levels(self, x, keys=None):
     h = self.encoder_bottom(x)
     # Separate key streams, so that the two codebooks restart from different rows.
     fold = lambda i: None if keys is None else jax.vmap(jax.random.fold_in, (0, None))(keys, i)
-    top = self.vq_top(self.pre_vq_top(self.encoder_top(h)), fold(0))
+    # The quantizers see float32 (see VQVAE.encode).
+    f32 = lambda z: z.astype(jnp.float32)
+    top = self.vq_top(f32(self.pre_vq_top(self.encoder_top(h))), fold(0))
     cond = self.decoder_top(top["quantized"])
-    bottom = self.vq_bottom(self.pre_vq_bottom(jnp.concatenate([h, cond], -1)), fold(1))
+    bottom = self.vq_bottom(f32(self.pre_vq_bottom(jnp.concatenate([h, cond], -1))), fold(1))
     return top, bottom
 
   def _decode(self, top, bottom):
@@ -101,7 +103,7 @@ def make_model(config, info):
         f"model.conv_channels has {len(config.model.conv_channels)} stride-2 layers and the "
         f"top level one more, so image height and width must be multiples of {f}; the data "
         f"({config.data.name}) has {h}x{w}")
-  return VQVAE2(vqvae.ConvSpec.from_config(config.model),
+  return VQVAE2(vqvae.ConvSpec.from_config(config.model, vqvae.dtype_of(config)),
                 vqvae.QuantizerSpec.from_config(config.model), tuple(info.image_shape))
 
 
@@ -128,4 +130,5 @@ FAMILY = Family(
     validate=vqvae.validate,
     baselines=vqvae.make_baselines(make_model, latent_shapes),
     features="quantize",
+    mixed_precision=True,
 )
