@@ -10,13 +10,10 @@ environment says all that and the flags can be left out.
 """
 from __future__ import annotations
 
-import logging as py_logging
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from vaelab.errors import CheckpointError, ConfigError, DataError
+from vaelab import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -33,19 +30,11 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietCheckpointing(py_logging.Filter):
-  """Orbax logs several INFO lines per save; keep the console for the progress lines."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietCheckpointing())
   from vaelab.train import distributed, loop
-  try:
+  with cli.reporting_errors():
     # Before anything touches a JAX backend: the backends read the cluster when they start.
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if _MODE.value == "train":
@@ -54,14 +43,6 @@ def main(argv):
       loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     else:
       print(loop.sample_checkpoint(_CONFIG.value, _WORKDIR.value))
-  except loop.Preempted as e:
-    logging.warning("%s", e)
-    print(f"stopped: {e}", file=sys.stderr)
-    sys.exit(128 + e.signum)  # the shell's convention for death by that signal
-  except (ConfigError, DataError, CheckpointError, FileNotFoundError, OSError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -107,8 +107,6 @@ def load_frozen(vq_workdir: str, image_shape: tuple[int, ...]) -> FrozenVQ:
 def _load_frozen(vq_workdir: str, image_shape: tuple[int, ...], steps) -> FrozenVQ:
   from vaelab.models import get_family
   from vaelab.train import checkpoint as checkpoint_lib
-  from vaelab.train import optimizer as optimizer_lib
-  from vaelab.train.state import TrainState
   config = read_config(vq_workdir)
   family = get_family(config.model.name)
   try:
@@ -118,10 +116,14 @@ def _load_frozen(vq_workdir: str, image_shape: tuple[int, ...], steps) -> Frozen
                       f"config's data ({tuple(image_shape)}): {e}") from e
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = jax.jit(model.init)(jax.random.key(0), x)
-  tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
+  # Only the model's variables and the step are read: a prior does not care how the VQ
+  # model was optimized (nor do the optimizer states of older runs have to match).
+  template = {"params": variables["params"],
+              "model_state": {k: v for k, v in variables.items() if k != "params"},
+              "step": jnp.zeros((), jnp.int32)}
   ckpt = checkpoint_lib.Checkpointer(vq_workdir, int(config.keep_checkpoints))
   try:
-    state = ckpt.restore(TrainState.create(variables, tx, 0))
+    state = ckpt.restore(template, part=True)
   except Exception as e:  # a shape mismatch or damage in every checkpoint
     raise ConfigError(f"vq_workdir={vq_workdir!r}: no checkpoint there restores into its "
                       f"{config.model.name} model for images of shape {tuple(image_shape)} "
@@ -130,8 +132,9 @@ def _load_frozen(vq_workdir: str, image_shape: tuple[int, ...], steps) -> Frozen
     ckpt.close()
   if state is None:
     raise ConfigError(f"vq_workdir={vq_workdir!r}: no checkpoint to restore")
-  return FrozenVQ(config, model, jax.device_get(state.variables()),
-                  int(jax.device_get(state.step)), os.path.abspath(vq_workdir))
+  state = jax.device_get(state)
+  variables = {"params": state["params"], **state["model_state"]}
+  return FrozenVQ(config, model, variables, int(state["step"]), os.path.abspath(vq_workdir))
 
 
 class CodeSource:

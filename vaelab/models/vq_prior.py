@@ -37,7 +37,7 @@ from absl import logging
 from vaelab.data import vq_codes
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pictures as pictures_lib
-from vaelab.models import pixelsnail
+from vaelab.models import nets, pixelsnail
 from vaelab.models.base import Family
 
 
@@ -67,17 +67,20 @@ class PriorSpec:
   attention: bool = True
   kernel_size: int = 3
   dropout: float = 0.0
+  dtype: str = "float32"  # of the activations; parameters and the loss stay float32
 
   @classmethod
-  def from_config(cls, m) -> "PriorSpec":
+  def from_config(cls, config) -> "PriorSpec":
+    m = config.model
     return cls(int(m.channels), int(m.num_blocks), int(m.res_per_block), int(m.num_heads),
-               bool(m.attention), int(m.kernel_size), float(m.dropout))
+               bool(m.attention), int(m.kernel_size), float(m.dropout), str(config.dtype))
 
   def pixelsnail(self, num_codes: int, condition_codes: tuple[int, ...] = (),
                  name=None) -> pixelsnail.PixelSNAIL:
     return pixelsnail.PixelSNAIL(num_codes, self.channels, self.num_blocks, self.res_per_block,
                                  self.num_heads, self.attention, self.kernel_size,
-                                 condition_codes, self.dropout, name=name)
+                                 condition_codes, self.dropout, nets.compute_dtype(self.dtype),
+                                 name=name)
 
 
 class CodePrior(nn.Module):
@@ -240,7 +243,7 @@ def transform_sources(config, train_source, eval_source):
 
 def make_model(config, info):
   frozen = vq_codes.load_frozen(config.vq_workdir, tuple(info.image_shape))
-  return CodePrior(PriorSpec.from_config(config.model), frozen.num_codes, frozen.levels,
+  return CodePrior(PriorSpec.from_config(config), frozen.num_codes, frozen.levels,
                    frozen.latent_shapes(), frozen.workdir, frozen.step,
                    tuple(info.image_shape), float(config.eval.temperature))
 
@@ -287,4 +290,6 @@ FAMILY = Family(
     pictures=pictures,
     transform_sources=transform_sources,
     init_input=init_input,
+    # PixelSNAIL computes in config.dtype; the cross-entropy casts the logits to float32.
+    mixed_precision=True,
 )

@@ -13,6 +13,7 @@ import os
 import shutil
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -46,11 +47,14 @@ class Checkpointer:
     saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
     return saved
 
-  def restore(self, template):
+  def restore(self, template, part: bool = False):
     """The newest checkpoint that restores into `template`'s structure, or None if none exist.
 
     A damaged or mismatched checkpoint is skipped with a warning naming it; if checkpoints
     exist but none is usable this raises rather than silently starting over.
+    `part`: `template` is a dict of some of the state's top-level fields (e.g. params and
+    model_state of a frozen model): only those are read, so an optimizer state of another
+    structure does not matter.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     failures = []
@@ -58,8 +62,18 @@ class Checkpointer:
       try:
         # Checked first: restoring a mismatched tree fails deep inside orbax's coroutines,
         # which then print pages of "Exception ignored" tracebacks at garbage collection.
-        _check_shapes(self.manager.item_metadata(step), abstract)
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        saved = self.manager.item_metadata(step)
+        if part:
+          saved = {k: saved[k] for k in abstract if k in saved}
+        _check_shapes(saved, abstract)
+        if part:
+          restored = ocp.PyTreeCheckpointer().restore(
+              os.path.join(self.directory, str(step), "default"),
+              args=ocp.args.PyTreeRestore(abstract, restore_args=jax.tree.map(
+                  lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
+                                          partial_restore=True))
+        else:
+          restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         # As host values, like a fresh state: in a multi-process run, arrays committed to
         # this process's device would make replicating them over the global mesh a
         # cross-host transfer, which the CPU backend refuses.
