@@ -21,7 +21,7 @@ def get_config(arg=None):
   c = config_base.base_config()
   tdvae.config_keys(c, "moving_digits")
   c.batch_size = 64
-  c.num_train_steps = 4000
+  c.num_train_steps = 3000
   c.log_every = 100
   c.eval_every = 1000
   c.checkpoint_every = 1000

@@ -70,7 +70,7 @@ def digits(npz_pair):
   train, evalp = family.transform_sources(config, *make_sources(config.data))
   model = family.make_model(config, train.info)
   x = jnp.asarray(train.get(np.arange(6))["image"])
-  variables = model.init(jax.random.key(0), x, _keys(6))
+  variables = jax.jit(model.init)(jax.random.key(0), x, _keys(6))
   return config, family, train, evalp, model, variables, x
 
 
@@ -225,6 +225,28 @@ def test_rollouts_have_the_requested_length(digits):
   assert not np.allclose(jumpy, other)
 
 
+def test_two_layer_z_samples_the_top_layer_first(digits):
+  _, family, train, _, _, _, x = digits
+  config = td_config(**{"model.layers": 2})
+  model = family.make_model(config, train.info)
+  variables = jax.jit(model.init)(jax.random.key(0), x, _keys(6))
+  assert {"belief_0", "belief_1", "smoothing_1", "transition_1"} <= set(variables["params"])
+  b = jax.random.normal(jax.random.key(1), (6, 16))
+  z, logp = model.apply(variables, b, _keys(6), method=tdvae.TDVAE.belief)
+  assert z.shape == (6, 8) and logp.shape == (6,)
+  # log p_B(z) = log p(top | b) + log p(lower | b, top), the lower head reading the top layer.
+  head = lambda l, h: model.apply(variables, h, method=lambda m, h_: m.belief_heads[l](h_))
+  top = lambda zz: gaussian_log_density(zz[:, :4], *head(0, b))
+  lower = lambda zz: gaussian_log_density(zz[:, 4:], *head(1, jnp.concatenate([b, zz[:, :4]], -1)))
+  for zz in (z, z.at[:, 0].add(1.0), z.at[:, 4].add(1.0)):
+    np.testing.assert_allclose(model.apply(variables, b, given=zz, method=tdvae.TDVAE.belief)[1],
+                               top(zz) + lower(zz), rtol=1e-5)
+  assert not np.allclose(lower(z.at[:, 0].add(1.0)), lower(z))
+  jumpy, iterated = model.apply(variables, x[:, :CONTEXT], _keys(6), (1, 3), 1,
+                                method=tdvae.TDVAE.rollout)
+  assert jumpy.shape == (6, 2, 8, 8, 1) and iterated.shape == (6, 3, 8, 8, 1)
+
+
 def test_direction_score_against_hand_made_predictions():
   rng = np.random.default_rng(0)
   last = jnp.asarray(rng.uniform(size=(4, 6, 6, 1)), jnp.float32)
@@ -307,39 +329,46 @@ def test_oscillator_keys_are_checked():
 
 # --- training -----------------------------------------------------------------------------
 
-def test_loss_falls_on_a_tiny_run(npz_pair):
-  config = td_config(*npz_pair, **{"batch_size": 32, "optimizer.learning_rate": 3e-3})
-  exp = loop.build(config)
-  state = exp.init_state()
-  batcher = exp.batcher()
-  from vaelab.train import step as step_lib
-  state = step_lib.replicate(exp.mesh, state)
-  losses = []
-  for s in range(60):
-    state, m = exp.train_step(state, step_lib.shard_batch(exp.mesh, batcher.batch(s)),
-                              exp.hparams)
-    losses.append(float(m["loss"]))
-  assert np.all(np.isfinite(losses))
-  assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+@pytest.fixture(scope="module")
+def digits_run(npz_pair, tmp_path_factory):
+  """One tiny moving-digits run through the shared loop: (results, workdir)."""
+  workdir = tmp_path_factory.mktemp("digits_run")
+  config = td_config(*npz_pair, **{"batch_size": 32, "num_train_steps": 60, "log_every": 5,
+                                   "eval_every": 60, "checkpoint_every": 60,
+                                   "optimizer.learning_rate": 3e-3})
+  return loop.train_and_evaluate(config, str(workdir)), workdir
 
 
-@pytest.mark.parametrize("data", ["moving_digits", "oscillator"])
-def test_end_to_end_run_writes_results_and_the_rollout_picture(npz_pair, tmp_path, data):
-  paths = npz_pair if data == "moving_digits" else ("", "")
-  config = td_config(*paths, data=data, **({"data.seq_len": 12} if data == "oscillator"
-                                            else {}))
-  results = loop.train_and_evaluate(config, str(tmp_path))
-  with open(tmp_path / "results.json") as f:
+def test_loss_falls_on_a_tiny_run(digits_run):
+  _, workdir = digits_run
+  with open(workdir / "metrics.jsonl") as f:
+    losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+  assert len(losses) == 12 and np.all(np.isfinite(losses))
+  assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+
+
+def _check_results(results, workdir, digits: bool):
+  with open(workdir / "results.json") as f:
     written = json.load(f)
   assert written == pytest.approx(results)
   expected = ["eval/elbo", "eval/rollout_mse", "eval/rollout_mse_last_frame",
               "eval/rollout_mse_mean_frame"] + [f"eval/rollout_mse_j{j}" for j in JUMPS]
-  if data == "moving_digits":
+  if digits:
     expected.append("eval/rollout_direction_accuracy")
   for key in expected:
     assert key in written and np.isfinite(written[key]), key
-  if data == "moving_digits":
+  if digits:
     assert 0 <= written["eval/rollout_direction_accuracy"] <= 1
   else:
     assert "eval/rollout_direction_accuracy" not in written
-  assert os.path.getsize(tmp_path / "rollouts.png") > 1000
+  assert os.path.getsize(workdir / "rollouts.png") > 1000
+
+
+def test_end_to_end_run_writes_results_and_the_rollout_picture(digits_run):
+  _check_results(*digits_run, digits=True)
+
+
+def test_oscillator_end_to_end(tmp_path):
+  config = td_config(data="oscillator", **{"data.seq_len": 12, "eval_every": 10,
+                                            "checkpoint_every": 10})
+  _check_results(loop.train_and_evaluate(config, str(tmp_path)), tmp_path, digits=False)

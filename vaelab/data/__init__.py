@@ -45,7 +45,8 @@ def _sequence_sources(data_cfg):
   from vaelab.data import sequences
   if "seq_len" not in data_cfg:
     raise ConfigError(f"data.name={data_cfg.name!r} needs the sequence keys (data.seq_len, "
-                      f"data.num_train, ...) of a TD-VAE config, e.g. configs/tdvae_{data_cfg.name}.py")
+                      f"data.num_train, ...) of a TD-VAE config, e.g. "
+                      f"configs/tdvae_{data_cfg.name}.py")
   if data_cfg.name == "oscillator":
     return sequences.oscillator_sources(data_cfg)
   # Moving digits from the digit images of two npz files, or procedural glyphs without them.

@@ -14,8 +14,8 @@ Moving digits (the paper's moving-MNIST setting): a digit moves one pixel per st
 right, wrapping around the edge, from a random horizontal offset, so its position alone never
 reveals the direction. Sequence i of S shows digit image floor(i N / S) of the N in the split:
 every image equally often, and images spread over the split when S < N (files such as
-mnist_5k.npz are sorted by label). The offset and direction are drawn from (seed, i). Because the motion wraps, frame t + J is exactly frame t rolled J pixels in the
-direction of motion.
+mnist_5k.npz are sorted by label). The offset and direction are drawn from (seed, i). Because
+the motion wraps, frame t + J is exactly frame t rolled J pixels in the direction of motion.
 """
 from __future__ import annotations
 

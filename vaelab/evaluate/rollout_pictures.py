@@ -1,7 +1,7 @@
 """Rollout pictures of a sequence model (TD-VAE): what it predicts after a context.
 
-Frames (moving digits), `rollouts.png`: per sequence three rows, the context frames followed
-by the true future; then, under the future, the jumpy predictions (one jump of J from the
+Frames (moving digits), `rollouts.png`: per sequence three rows, the last context frames
+followed by the true future; then, under the future, the jumpy predictions (one jump of J from the
 context's belief, J = 1..max(eval.jumps)); then the iterated rollout (repeated jumps of
 `eval.rollout_step`). Vectors (the oscillator), `rollouts.png`: per sequence and coordinate,
 the observations, and the jumpy and iterated predictions drawn over the true future.
@@ -26,6 +26,7 @@ from vaelab.evaluate import pictures  # noqa: E402
 # Keys of the pictures' rollouts: apart from training steps and the evaluation stream.
 _PICTURE_STREAM = 2**31 - 3
 MAX_PLOTS = 4  # sequences in the oscillator figure
+MAX_CONTEXT_FRAMES = 6  # context frames drawn before the future ones
 
 
 def rollouts(model, variables, x, context: int, jumps: tuple, step: int, seed: int):
@@ -53,18 +54,20 @@ def save_rollout_pictures(config, model, variables, workdir, eval_source) -> lis
 
 
 def save_frame_rollouts(x, jumpy, iterated, context: int, step: int, path: str) -> str:
-  """Rows per sequence: context + true future | blanks + jumpy | blanks + iterated."""
+  """Rows per sequence: the last context frames (at most MAX_CONTEXT_FRAMES) + the true
+  future | blanks + jumpy predictions | blanks + iterated predictions."""
   n, horizon = jumpy.shape[:2]
-  blank = np.ones((context, *x.shape[2:]), np.float32)
+  shown = min(context, MAX_CONTEXT_FRAMES)
+  blank = np.ones((shown, *x.shape[2:]), np.float32)
   rows = []
   for i in range(n):
-    rows.append(x[i, :context + horizon])
+    rows.append(x[i, context - shown:context + horizon])
     rows.append(np.concatenate([blank, jumpy[i]]))
     it = np.ones((horizon, *x.shape[2:]), np.float32)
     for k in range(iterated.shape[1]):
       it[(k + 1) * step - 1] = iterated[i, k]
     rows.append(np.concatenate([blank, it]))
-  return pictures.save_grid(np.concatenate(rows), path, ncols=context + horizon)
+  return pictures.save_grid(np.concatenate(rows), path, ncols=shown + horizon)
 
 
 def save_trajectory_rollouts(x, jumpy, iterated, context: int, step: int, path: str) -> str:
@@ -80,9 +83,10 @@ def save_trajectory_rollouts(x, jumpy, iterated, context: int, step: int, path: 
       ax = axes[i, d]
       ax.plot(t, x[i, :context + horizon, d], color="0.6", lw=1, label="observed")
       ax.axvline(context - 0.5, color="0.3", ls=":", lw=1)
-      ax.plot(future, jumpy[i, :, d], color="C0", lw=1.2, label="jumpy (one jump of J)")
+      # Each horizon is its own sample from the context's belief: points, not a path.
+      ax.plot(future, jumpy[i, :, d], ".", color="C0", ms=3, label="jumpy (one jump of J)")
       if iterated.shape[1]:
-        ax.plot(iter_t, iterated[i, :, d], "o", color="C3", ms=3,
+        ax.plot(iter_t, iterated[i, :, d], "o-", color="C3", ms=3, lw=0.8,
                 label=f"iterated (jumps of {step})")
       if i == 0:
         ax.set_title(f"coordinate {d}")
