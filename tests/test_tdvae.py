@@ -289,10 +289,12 @@ def test_eval_metrics_and_baselines(digits):
 # --- bad input ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides,message", [
-    ({"loss.max_jump": 8}, "loss.max_jump=8: sequences of 8 steps"),
+    ({"loss.max_jump": 8}, "loss.max_jump=8: a jump of 8 steps needs sequences of at least 9 "
+                           "steps, but data.seq_len=8"),
     ({"data.seq_len": 3, "eval.context": 1, "eval.jumps": (1,)},
-     "loss.max_jump=3: sequences of 3 steps"),
-    ({"eval.context": 6}, "eval.context=6"),
+     "loss.max_jump=3: a jump of 3 steps needs sequences of at least 4 steps"),
+    ({"eval.context": 6}, "eval.context=6: a context of 6 steps followed by rollouts of up to 3 "
+                          "steps (eval.jumps) needs sequences of 9 steps, but data.seq_len=8"),
     ({"eval.context": 20}, "eval.context=20"),
     ({"eval.jumps": (1, 9)}, "eval.context=4"),
     ({"eval.jumps": ()}, "eval.jumps=()"),
@@ -314,7 +316,8 @@ def test_data_shorter_than_the_config_says_is_refused(npz_pair):
   """Sequences whose length comes from the data (not data.seq_len) are checked too."""
   config = td_config(*npz_pair)
   short = sequences.MovingDigits(sequences.Glyphs(4, 0, "g"), 4, 5, 1, "short")
-  with pytest.raises(ConfigError, match="eval.context=4.*sequences have 5"):
+  with pytest.raises(ConfigError, match=r"eval.context=4: .* but the sequences of short have 5 "
+                                        r"steps; use eval.context <= 2"):
     loop.build(config, (short, short))
   config = td_config(*npz_pair, **{"data.train_path": ""})
   with pytest.raises(ConfigError, match="data.eval_path"):

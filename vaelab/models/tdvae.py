@@ -277,7 +277,7 @@ def largest_jump(config) -> int:
 def make_model(config, info):
   m = config.model
   seq_len, *obs_shape = info.image_shape
-  check_lengths(config, seq_len)
+  check_lengths(config, seq_len, "the data")
   return TDVAE(tuple(obs_shape), tuple(int(h) for h in m.frame_hidden), int(m.belief_dim),
                int(m.latent_dim), int(m.layers), tuple(int(h) for h in m.hidden),
                tuple(int(h) for h in m.decoder_hidden), m.activation, m.likelihood,
@@ -384,28 +384,32 @@ def transform_sources(config, train_source, eval_source):
                                     seq.TRAIN_SEED, f"moving_digits({train_source.name})")
     eval_source = seq.MovingDigits(eval_source, int(config.data.num_eval), t, seq.EVAL_SEED,
                                    f"moving_digits({eval_source.name})")
-  check_lengths(config, train_source.info.image_shape[0])
+  check_lengths(config, train_source.info.image_shape[0], train_source.name)
   return train_source, eval_source
 
 
-def check_lengths(config, seq_len: int, where: str = "the data's sequences") -> None:
-  """Sequences must hold the largest trained jump and the context plus the largest rollout."""
+def check_lengths(config, seq_len: int, source: str | None = None) -> None:
+  """Sequences must hold the largest trained jump, and the context plus the largest rollout.
+
+  `source` names data whose sequences have `seq_len` steps; None: the length is data.seq_len.
+  """
   l, e = config.loss, config.eval
+  have = (f"data.seq_len={seq_len}" if source is None
+          else f"the sequences of {source} have {seq_len} steps")
   if seq_len < 2:
-    raise ConfigError(f"data.seq_len={seq_len}: TD-VAE needs sequences of at least 2 steps "
-                      f"({where})")
+    raise ConfigError(f"{have}: TD-VAE needs sequences of at least 2 steps")
   jump = largest_jump(config)
   key = "loss.max_jump" if jump == int(l.max_jump) else "loss.long_jump"
   if jump > seq_len - 1:
-    raise ConfigError(f"{key}={jump}: sequences of {seq_len} steps ({where}) are shorter than "
-                      f"the largest jump + 1; use jumps of at most {seq_len - 1} or longer "
-                      f"sequences (data.seq_len)")
+    raise ConfigError(f"{key}={jump}: a jump of {jump} steps needs sequences of at least "
+                      f"{jump + 1} steps, but {have}; use {key} <= {seq_len - 1} or longer "
+                      f"sequences")
   context, far = int(e.context), max(int(j) for j in e.jumps)
   if context + far > seq_len:
-    raise ConfigError(f"eval.context={context}: a context of {context} steps and rollouts of up "
-                      f"to eval.jumps max {far} steps need {context + far} steps, but "
-                      f"sequences have {seq_len} ({where}); use eval.context <= "
-                      f"{max(seq_len - far, 0)}")
+    raise ConfigError(f"eval.context={context}: a context of {context} steps followed by "
+                      f"rollouts of up to {far} steps (eval.jumps) needs sequences of "
+                      f"{context + far} steps, but {have}; use eval.context <= "
+                      f"{max(seq_len - far, 0)} or shorter eval.jumps")
 
 
 def _positive_int(value, key: str, minimum: int = 1):
@@ -453,7 +457,7 @@ def validate(config):
     for key in ("obs_noise", "phase_noise"):
       if not float(d[key]) >= 0:
         raise ConfigError(f"data.{key}={d[key]}: must be >= 0")
-  check_lengths(config, int(d.seq_len), "data.seq_len")
+  check_lengths(config, int(d.seq_len))
 
 
 FAMILY = Family(
