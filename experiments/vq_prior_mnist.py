@@ -4,7 +4,7 @@ held-out nats per code against the uniform and unigram baselines, and sample gri
   .venv/bin/python experiments/split_npz.py ../shared/data/mnist_5k.npz \
       /tmp/mnist_train.npz /tmp/mnist_eval.npz --eval 1000
   .venv/bin/python experiments/vq_prior_mnist.py [--models vqvae,vqvae2 --steps N
-      --prior_steps N]
+      --prior_steps N --prior_set batch_size=32]
 
 Each model is two ordinary runs, i.e.
 
@@ -26,6 +26,7 @@ prepared. The last line of stdout is JSON.
 """
 from __future__ import annotations
 
+import ast
 import math
 import os
 import time
@@ -42,6 +43,9 @@ def main():
   p.add_argument("--models", default=",".join(MODELS), help=f"from {sorted(MODELS)}")
   p.add_argument("--prior_steps", type=int, default=None,
                  help="num_train_steps of the priors (default: the config's)")
+  p.add_argument("--prior_set", action="append", default=[], metavar="KEY=VALUE",
+                 help="an override of configs/vq_prior_mnist.py for every prior, e.g. "
+                      "batch_size=32 (repeatable; values are Python literals)")
   args = p.parse_args()
   common.check_data(args)
   common.setup_logging(args.verbose)
@@ -61,6 +65,9 @@ def main():
     prior_overrides = {**common.data_overrides(args), "seed": seed, "vq_workdir": vq_dir}
     if args.prior_steps is not None:
       prior_overrides["num_train_steps"] = args.prior_steps
+    for item in args.prior_set:
+      key, _, value = item.partition("=")
+      prior_overrides[key] = ast.literal_eval(value)
     prior_config = common.load_config("vq_prior_mnist", None, prior_overrides)
     prior_dir = common.workdir_for(args.workdir_root, f"{name}_prior", prior_config)
     common.note(f"  prior: training {prior_config.num_train_steps} steps in {prior_dir}")

@@ -62,26 +62,48 @@ def _losses(workdir):
     return [m["train/loss"] for m in map(json.loads, f) if "train/loss" in m]
 
 
-def test_population_members_equal_runs_alone(npz_pair, tmp_path):
-  # Different seeds: each member reads its own (stacked) batch and draws its own noise.
-  settings = [{"loss.beta": 1.0, "seed": 0},
-              {"loss.beta": 4.0, "seed": 1, "optimizer.learning_rate": 3e-3}]
-  configs = [tiny_config("vae", *npz_pair, num_train_steps=12, log_every=4, eval_every=8,
-                         checkpoint_every=6, **s) for s in settings]
+# Different seeds: each member reads its own (stacked) batch and draws its own noise.
+SETTINGS = [{"loss.beta": 1.0, "seed": 0},
+            {"loss.beta": 4.0, "seed": 1, "optimizer.learning_rate": 3e-3}]
+
+
+def _member_configs(npz_pair):
+  return [tiny_config("vae", *npz_pair, num_train_steps=12, log_every=4, eval_every=8,
+                      checkpoint_every=6, **s) for s in SETTINGS]
+
+
+@pytest.fixture(scope="module")
+def alone(npz_pair, tmp_path_factory):
+  """The members' runs alone: [(workdir, results)]."""
+  root = tmp_path_factory.mktemp("alone")
+  return [(str(root / str(i)), loop.train_and_evaluate(c, str(root / str(i))))
+          for i, c in enumerate(_member_configs(npz_pair))]
+
+
+def _params(config, workdir):
+  exp = loop.build(config)
+  return jax.device_get(loop.restore_latest(exp, workdir).params)
+
+
+@pytest.mark.parametrize("impl", ["vmap", "map"])
+def test_population_members_equal_runs_alone(npz_pair, tmp_path, alone, impl):
+  configs = _member_configs(npz_pair)
   pop_dirs = [str(tmp_path / f"pop{i}") for i in range(2)]
-  together = population.train_population(configs, pop_dirs)
-  for config, pop_dir, results in zip(configs, pop_dirs, together):
-    alone_dir = pop_dir.replace("pop", "alone")
-    alone = loop.train_and_evaluate(config, alone_dir)
-    np.testing.assert_allclose(_losses(pop_dir), _losses(alone_dir), rtol=1e-5)
-    assert results.keys() == alone.keys()
-    for k in alone:
-      assert results[k] == pytest.approx(alone[k], rel=1e-4, abs=1e-5), k
-    exp = loop.build(config)
-    p_pop = jax.device_get(loop.restore_latest(exp, pop_dir).params)
-    p_alone = jax.device_get(loop.restore_latest(exp, alone_dir).params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 p_pop, p_alone)
+  together = population.train_population(configs, pop_dirs, impl)
+  for config, pop_dir, results, (alone_dir, alone_results) in zip(configs, pop_dirs, together,
+                                                                   alone):
+    assert results.keys() == alone_results.keys()
+    p_pop, p_alone = _params(config, pop_dir), _params(config, alone_dir)
+    if impl == "map":  # members in turn inside the step: bitwise the runs alone
+      assert _losses(pop_dir) == _losses(alone_dir)
+      assert results == alone_results
+      jax.tree.map(np.testing.assert_array_equal, p_pop, p_alone)
+    else:  # batched kernels round differently
+      np.testing.assert_allclose(_losses(pop_dir), _losses(alone_dir), rtol=1e-5)
+      for k in alone_results:
+        assert results[k] == pytest.approx(alone_results[k], rel=1e-4, abs=1e-5), k
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                   p_pop, p_alone)
     assert os.path.exists(os.path.join(pop_dir, "reconstructions.png"))
   # The members learned differently: their own beta and learning rate reached the step.
   assert together[0]["eval/kl"] > together[1]["eval/kl"]

@@ -93,7 +93,8 @@ class Experiment:
     return Evaluator(self.family, self.config, self.model, self.mesh, self.eval_source)
 
 
-def build(config, sources=None, population: str | None = None) -> Experiment:
+def build(config, sources=None, population: str | None = None,
+          population_impl: str = "vmap") -> Experiment:
   """Validates the config and builds model, optimizer, data and the compiled-on-first-use step
   (`population`: the step of a population of such runs, see train/population.py)."""
   family = validation.validate(config)
@@ -106,7 +107,7 @@ def build(config, sources=None, population: str | None = None) -> Experiment:
   mesh = step_lib.make_mesh()
   train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
                                         config.data.binarize, config.nonfinite == "skip",
-                                        population)
+                                        population, population_impl)
   hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
                                       for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,

@@ -10,8 +10,7 @@ seed read one batch; otherwise each reads its own (stacked) batch, so every memb
 exactly the data and randomness it would see alone.
 
 Each member keeps its own workdir, checkpoints, metrics.jsonl, pictures and results.json,
-equal to float tolerance to those of a run alone (vmapped reductions may round differently)
-and resumable alone or in a population.
+resumable alone or in a population.
 """
 from __future__ import annotations
 
@@ -94,10 +93,12 @@ def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def train_population(configs: list, workdirs: list[str]) -> list[dict]:
+def train_population(configs: list, workdirs: list[str], impl: str = "vmap") -> list[dict]:
   """Trains the runs `configs` (each into its workdir) as one population; returns each
   one's results. All must belong to one group of `groups` and resume from the same step
-  (checkpoints of different steps: train those groups separately)."""
+  (checkpoints of different steps: train those groups separately). `impl`: "vmap"
+  (batched, fastest) or "map" (members in turn inside the one step: bitwise equal to the
+  runs alone), see step.POPULATION_IMPLS."""
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_population needs one workdir per config, and at least one")
   for c in configs:
@@ -107,7 +108,8 @@ def train_population(configs: list, workdirs: list[str]) -> list[dict]:
                      f"({ALWAYS} and the family's hyperparameters); see population.groups")
   seeds = [int(c.seed) for c in configs]
   shared = len(set(seeds)) == 1
-  lead = loop.build(configs[0], population="shared" if shared else "stacked")
+  lead = loop.build(configs[0], population="shared" if shared else "stacked",
+                    population_impl=impl)
   runs, states, starts = [], [], []
   evaluator = lead.evaluator()
   for i, (config, workdir) in enumerate(zip(configs, workdirs)):

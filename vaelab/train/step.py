@@ -19,6 +19,11 @@ from vaelab.train import optimizer
 
 AXIS = "batch"
 POPULATION_BATCHES = ("shared", "stacked")
+# How members share the step: vmap batches their operations (fast; the batched kernels
+# round differently, so a member's run drifts from its run alone by float rounding, which
+# training amplifies over hundreds of steps); map runs them one after another inside the
+# step (one compilation and dispatch, and bitwise the run alone, measured).
+POPULATION_IMPLS = ("vmap", "map")
 # Evaluation keys live apart from every training step (steps are < 2**31).
 _EVAL_STREAM = 2**32 - 1
 
@@ -55,14 +60,16 @@ def _binarized(batch, mode: str, keys):
 
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
-                    skip_nonfinite: bool = False, population: str | None = None):
+                    skip_nonfinite: bool = False, population: str | None = None,
+                    population_impl: str = "vmap"):
   """Returns jitted step(state, batch, hparams) -> (state, metrics); `state` is donated.
 
   population: None for one run. Otherwise the state, the hyperparameters and the metrics
   carry a leading member axis, and the per-device step is vmapped over it inside the same
   shard_map (one compilation for all members): "shared" when every member reads the same
   batch (the same seed orders the data), "stacked" when the batch has a member axis too,
-  (members, global batch, ...), sharded on its second axis.
+  (members, global batch, ...), sharded on its second axis. `population_impl`: one of
+  POPULATION_IMPLS.
   """
 
   def per_device(state, batch, hparams):
@@ -107,7 +114,16 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
       raise ValueError(f"population={population!r}: expected None or one of "
                        f"{POPULATION_BATCHES}")
     shared = population == "shared"
-    per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
+    if population_impl not in POPULATION_IMPLS:
+      raise ValueError(f"population_impl={population_impl!r}: expected one of "
+                       f"{POPULATION_IMPLS}")
+    if population_impl == "map":
+      one = per_device
+      per_device = lambda state, batch, hparams: lax.map(
+          lambda args: one(args[0], batch if shared else args[1], args[2]),
+          (state, None if shared else batch, hparams))
+    else:
+      per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
     batch_spec = P(AXIS) if shared else P(None, AXIS)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
                        out_specs=(P(), P()))

@@ -26,6 +26,11 @@ from vaelab import config_base
 from vaelab.errors import ConfigError
 
 
+# auto: populations batched with vmap; exact: populations whose members run in turn inside
+# the one step (bitwise the runs alone); off: every trial alone.
+POPULATION_MODES = ("auto", "exact", "off")
+
+
 class Hyper:
   """The `h` handed to `get_sweep(h)`."""
 
@@ -131,8 +136,8 @@ def run_sweep(base, config_file: str, workdir: str, population: str = "auto") ->
   from vaelab import validation
   from vaelab.train import loop
   from vaelab.train import population as population_lib
-  if population not in ("auto", "off"):
-    raise ConfigError(f"--population={population!r}: expected 'auto' or 'off'")
+  if population not in POPULATION_MODES:
+    raise ConfigError(f"--population={population!r}: expected one of {POPULATION_MODES}")
   trials = trial_configs(base, load_sweep(config_file))
   for name, _, config in trials:
     try:
@@ -157,7 +162,8 @@ def run_sweep(base, config_file: str, workdir: str, population: str = "auto") ->
       loop.train_and_evaluate(batch[0][2], dirs[0])
     else:
       logging.info("Population of %d: %s", len(batch), ", ".join(n for n, _, _ in batch))
-      population_lib.train_population([c for _, _, c in batch], dirs)
+      population_lib.train_population([c for _, _, c in batch], dirs,
+                                      "map" if population == "exact" else "vmap")
   rows = collect(workdir, trials)
   write_csv(os.path.join(workdir, "sweep.csv"), rows, sorted({k for _, o, _ in trials
                                                                for k in o}))
