@@ -141,7 +141,7 @@ class TDVAE(nn.Module):
   act: str = "relu"
   likelihood: str = "bernoulli"
   obs_sigma: float = 1.0  # scale of the gaussian likelihood
-  dt_scale: float = 4.0  # the largest trained jump: dt enters as dt / dt_scale and log dt
+  dt_scale: float = 4.0  # the largest trained jump, the scale of the dt features
 
   def setup(self):
     self.frame_encoder = nets.MLP(tuple(self.frame_hidden), self.act)
