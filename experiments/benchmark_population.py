@@ -1,6 +1,7 @@
 """Speed of populations, of the input pipeline and of compilation, measured side by side.
 
   .venv/bin/python experiments/benchmark_population.py [--steps 300] [--skip compile]
+      [--config default]
 
 1. population: configs/beta_vae_dsprites.py:runlocal's sweep (beta 1, 2, 4, 8 x seeds 0, 1:
    eight members, each its own data order) trained as one population, vmapped and
@@ -35,16 +36,17 @@ LIGHT_EVAL = {"eval.disentanglement": False, "eval.iwae_ks": (1,), "data.num_eva
               "eval.num_pictures": 8}
 
 
-def bench_population(steps: int, root: str) -> dict:
+def bench_population(steps: int, root: str, config_name: str) -> dict:
   from vaelab.train import loop, population, sweep
-  base = common.load_config("beta_vae_dsprites", "runlocal", {
+  name, _, arg = config_name.partition(":")
+  base = common.load_config(name, arg or None, {
       **LIGHT_EVAL, "num_train_steps": steps, "eval_every": 10 * steps,
       "checkpoint_every": steps, "log_every": max(steps // 4, 1)})
   trials = sweep.trial_configs(base, sweep.load_sweep(
       os.path.join(common.ROOT, "configs", "beta_vae_dsprites.py")))
   configs = [c for _, _, c in trials]
   shutil.rmtree(root, ignore_errors=True)
-  out = {"members": len(configs), "steps": steps}
+  out = {"members": len(configs), "steps": steps, "config": config_name}
   results = {}
   for impl in ("vmap", "map"):
     common.note(f"population of {len(configs)} ({impl}): {steps} steps")
@@ -146,6 +148,9 @@ def bench_compile(tmp: str) -> dict:
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--steps", type=int, default=300, help="steps of each population member")
+  p.add_argument("--config", default="beta_vae_dsprites:runlocal",
+                 help="NAME[:variant] of the members' model; the sweep is always "
+                      "beta_vae_dsprites.py's get_sweep (loss.beta x seed)")
   p.add_argument("--input_steps", type=int, default=200)
   p.add_argument("--skip", default="", help="comma-separated: population,input,compile")
   p.add_argument("--workdir_root", default="/tmp/vaelab_experiments/benchmark_population")
@@ -155,7 +160,7 @@ def main():
   skip = set(filter(None, args.skip.split(",")))
   out = {"devices": [str(d) for d in jax.devices()]}
   if "population" not in skip:
-    out["population"] = bench_population(args.steps, args.workdir_root)
+    out["population"] = bench_population(args.steps, args.workdir_root, args.config)
   if "input" not in skip:
     out["input"] = bench_input(args.input_steps)
   if "compile" not in skip:
@@ -169,7 +174,7 @@ def main():
            common.fmt(r[f"population_{impl}_s"], ".1f"),
            common.fmt(r[f"speedup_{impl}"], ".2f") + "x",
            common.fmt(r[f"max_elbo_difference_{impl}"], ".2g")] for impl in ("vmap", "map")]],
-        title=f"beta-VAE (runlocal MLP) on procedural dSprites, {r['steps']} steps each "
+        title=f"beta-VAE ({r['config']}) on procedural dSprites, {r['steps']} steps each "
               f"(goal >= 2x); eval/elbo difference to the run alone, nats")
   if "input" in out:
     r = out["input"]
