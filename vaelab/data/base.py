@@ -33,7 +33,8 @@ class ArraySource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class SourceInfo:
-  image_shape: tuple[int, int, int]
+  # The shape of one example: (H, W, C) for images, (T, H, W, C) or (T, D) for sequences.
+  image_shape: tuple[int, ...]
   has_label: bool = False
   num_classes: int | None = None
   # Number of values each ground-truth factor takes (dSprites: 1, 3, 6, 40, 32, 32).
