@@ -1,6 +1,9 @@
 """Speed of vaelab's VAE train step against a minimal hand-written `jax.jit` step.
 
-Both steps train the same MLP VAE (784-512-512-32, Bernoulli likelihood, Adam, batch 128):
+Both steps train the same MLP VAE (by default 784-512-512-32, Bernoulli likelihood, Adam,
+batch 128; `--side 64 --hidden 512,256 --latent 10 --batch_size 64` is the runlocal
+beta-VAE of configs/beta_vae_dsprites.py, whose 4.5M gradients once made vaelab's step 2x
+slower through a 1-device all-reduce):
 vaelab's is built by `vaelab.train.loop.build` (the SPMD step the trainer runs: shard_map,
 per-example keys, pmean, NaN guard, metrics); the other is the shortest jitted step a
 researcher would write by hand (flax Dense layers, one `jax.random.normal` call, softplus
@@ -9,6 +12,7 @@ timed in alternating rounds after warm-up (compile excluded) and the median roun
 so a noisy shared machine slows both alike. It also measures the machine's f32 matmul rate.
 
   .venv/bin/python experiments/benchmark_step.py [--steps 50 --rounds 5 --batch_size 128]
+      [--side 28 --hidden 512,512 --latent 32]
 
 Goals: vaelab/hand steps-per-second ratio >= 0.9, and vaelab's step GFLOP/s >= 55% of the
 measured matmul rate. The last line of stdout is one JSON object with the figures.
@@ -31,7 +35,7 @@ from vaelab.data.base import InMemorySource
 from vaelab.train import loop
 from vaelab.train import step as step_lib
 
-HIDDEN, LATENT, PIXELS = (512, 512), 32, 784
+HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
 
 
 def vaelab_step(batch_size: int):
@@ -40,7 +44,7 @@ def vaelab_step(batch_size: int):
   config_base.vae_keys(c, likelihood="bernoulli")
   c.model.hidden, c.model.latent_dim, c.batch_size = HIDDEN, LATENT, batch_size
   c.data.name, c.data.binarize = "npz", "none"
-  images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, 28, 28, 1), np.uint8)
+  images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, SIDE, SIDE, 1), np.uint8)
   src = InMemorySource("synthetic_mnist", images)
   exp = loop.build(c, sources=(src, src))
   state = step_lib.replicate(exp.mesh, exp.init_state())
@@ -57,9 +61,9 @@ class HandVAE(nn.Module):
       h = nn.relu(nn.Dense(f)(h))
     mean, logvar = jnp.split(nn.Dense(2 * LATENT)(h), 2, axis=-1)
     h = mean + jnp.exp(0.5 * logvar) * eps
-    for f in HIDDEN:
+    for f in reversed(HIDDEN):  # the decoder mirrors the encoder, as vaelab's MLP does
       h = nn.relu(nn.Dense(f)(h))
-    return nn.Dense(PIXELS)(h), mean, logvar
+    return nn.Dense(SIDE * SIDE)(h), mean, logvar
 
 
 def hand_step(image):
@@ -103,7 +107,7 @@ def matmul_timer(n: int, repeats: int = 3):
 
 def step_flops(batch_size: int, compiled) -> tuple[float, float | None]:
   """(analytic, XLA cost_analysis) FLOPs of one train step; the latter is None if missing."""
-  dims = [PIXELS, *HIDDEN, 2 * LATENT], [LATENT, *HIDDEN, PIXELS]
+  dims = [SIDE * SIDE, *HIDDEN, 2 * LATENT], [LATENT, *reversed(HIDDEN), SIDE * SIDE]
   macs = sum(a * b for d in dims for a, b in zip(d[:-1], d[1:]))
   analytic = 3 * 2 * batch_size * macs  # backward ~ 2x forward
   try:
@@ -116,12 +120,17 @@ def step_flops(batch_size: int, compiled) -> tuple[float, float | None]:
 
 
 def main():
+  global HIDDEN, LATENT, SIDE
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--steps", type=int, default=50, help="steps per timed round")
   p.add_argument("--rounds", type=int, default=5, help="alternating rounds per step")
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--matmul_n", type=int, default=2048, help="size of the square matmul")
+  p.add_argument("--side", type=int, default=SIDE, help="image side (square, 1 channel)")
+  p.add_argument("--hidden", default=",".join(map(str, HIDDEN)), help="encoder widths")
+  p.add_argument("--latent", type=int, default=LATENT)
   args = p.parse_args()
+  HIDDEN, LATENT, SIDE = tuple(int(h) for h in args.hidden.split(",")), args.latent, args.side
   t0 = time.perf_counter()
 
   v_fn, v_state, batch, exp = vaelab_step(args.batch_size)
@@ -148,7 +157,8 @@ def main():
 
   v_s, h_s = statistics.median(times["vaelab"]), statistics.median(times["hand"])
   device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}"
-  print(f"device {device}; batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps")
+  print(f"device {device}; MLP VAE {SIDE * SIDE}-{'-'.join(map(str, HIDDEN))}-{LATENT}; batch "
+        f"{args.batch_size}; {args.rounds} rounds x {args.steps} steps")
   print(f"step FLOPs: analytic {analytic / 1e9:.3f} G, XLA cost_analysis "
         f"{'n/a' if xla is None else f'{xla / 1e9:.3f} G'} -> using "
         f"{'XLA' if sane else 'analytic'}")
@@ -166,7 +176,8 @@ def main():
       "step_gflops_xla": None if xla is None else round(xla / 1e9, 4),
       "vaelab_gflops_per_sec": round(flops / v_s / 1e9, 2),
       "fraction_of_matmul_peak": round(flops / v_s / 1e9 / peak, 4),
-      "batch_size": args.batch_size, "device": device}))
+      "batch_size": args.batch_size, "side": SIDE, "hidden": list(HIDDEN), "latent": LATENT,
+      "device": device}))
 
 
 if __name__ == "__main__":
