@@ -4,8 +4,8 @@
       [--config default]
 
 1. population: configs/beta_vae_dsprites.py:runlocal's sweep (beta 1, 2, 4, 8 x seeds 0, 1:
-   eight members, each its own data order) trained as one population, vmapped and
-   mapped (members in turn inside the step), against the same eight runs one after the
+   eight members, each its own data order) trained as one population, vmapped and looped
+   (the one-run step on each member in turn), against the same eight runs one after the
    other, each `--steps` steps, with the light final evaluation of a benchmark (no
    disentanglement metrics, L_1 only). Wall time of the whole runs (compilation included:
    what a sweep costs), and the largest difference between a member's final eval/elbo and
@@ -32,6 +32,8 @@ import common
 import jax
 import numpy as np
 
+from vaelab.train import step as step_lib
+
 LIGHT_EVAL = {"eval.disentanglement": False, "eval.iwae_ks": (1,), "data.num_eval": 500,
               "eval.num_pictures": 8}
 
@@ -48,7 +50,7 @@ def bench_population(steps: int, root: str, config_name: str) -> dict:
   shutil.rmtree(root, ignore_errors=True)
   out = {"members": len(configs), "steps": steps, "config": config_name}
   results = {}
-  for impl in ("vmap", "map"):
+  for impl in step_lib.POPULATION_IMPLS:
     common.note(f"population of {len(configs)} ({impl}): {steps} steps")
     t = time.perf_counter()
     results[impl] = population.train_population(
@@ -59,7 +61,7 @@ def bench_population(steps: int, root: str, config_name: str) -> dict:
   alone = [loop.train_and_evaluate(c, os.path.join(root, "sequential", n))
            for n, _, c in trials]
   out["sequential_s"] = time.perf_counter() - t
-  for impl in ("vmap", "map"):
+  for impl in step_lib.POPULATION_IMPLS:
     out[f"speedup_{impl}"] = out["sequential_s"] / out[f"population_{impl}_s"]
     out[f"max_elbo_difference_{impl}"] = max(
         abs(a["eval/elbo"] - b["eval/elbo"]) for a, b in zip(results[impl], alone))
@@ -173,7 +175,7 @@ def main():
         *[[f"population of {r['members']} ({impl})",
            common.fmt(r[f"population_{impl}_s"], ".1f"),
            common.fmt(r[f"speedup_{impl}"], ".2f") + "x",
-           common.fmt(r[f"max_elbo_difference_{impl}"], ".2g")] for impl in ("vmap", "map")]],
+           common.fmt(r[f"max_elbo_difference_{impl}"], ".2g")] for impl in step_lib.POPULATION_IMPLS]],
         title=f"beta-VAE ({r['config']}) on procedural dSprites, {r['steps']} steps each "
               f"(goal >= 2x); eval/elbo difference to the run alone, nats")
   if "input" in out:

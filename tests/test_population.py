@@ -62,22 +62,31 @@ def _losses(workdir):
     return [m["train/loss"] for m in map(json.loads, f) if "train/loss" in m]
 
 
-# Different seeds: each member reads its own (stacked) batch and draws its own noise.
-SETTINGS = [{"loss.beta": 1.0, "seed": 0},
-            {"loss.beta": 4.0, "seed": 1, "optimizer.learning_rate": 3e-3}]
+SETTINGS = {
+    # Different seeds: each member reads its own batch and draws its own noise.
+    "stacked": [{"loss.beta": 1.0, "seed": 0},
+                {"loss.beta": 4.0, "seed": 1, "optimizer.learning_rate": 3e-3}],
+    # One seed: the members share each batch.
+    "shared": [{"loss.beta": 1.0}, {"loss.beta": 4.0, "optimizer.learning_rate": 3e-3}]}
 
 
-def _member_configs(npz_pair):
+def _member_configs(npz_pair, batches):
   return [tiny_config("vae", *npz_pair, num_train_steps=12, log_every=4, eval_every=8,
-                      checkpoint_every=6, **s) for s in SETTINGS]
+                      checkpoint_every=6, **s) for s in SETTINGS[batches]]
 
 
 @pytest.fixture(scope="module")
 def alone(npz_pair, tmp_path_factory):
-  """The members' runs alone: [(workdir, results)]."""
-  root = tmp_path_factory.mktemp("alone")
-  return [(str(root / str(i)), loop.train_and_evaluate(c, str(root / str(i))))
-          for i, c in enumerate(_member_configs(npz_pair))]
+  """alone(batches): the members' runs alone, [(workdir, results)], trained once."""
+  cache = {}
+
+  def runs(batches):
+    if batches not in cache:
+      root = tmp_path_factory.mktemp(f"alone_{batches}")
+      cache[batches] = [(str(root / str(i)), loop.train_and_evaluate(c, str(root / str(i))))
+                        for i, c in enumerate(_member_configs(npz_pair, batches))]
+    return cache[batches]
+  return runs
 
 
 def _params(config, workdir):
@@ -85,16 +94,17 @@ def _params(config, workdir):
   return jax.device_get(loop.restore_latest(exp, workdir).params)
 
 
-@pytest.mark.parametrize("impl", ["vmap", "map"])
-def test_population_members_equal_runs_alone(npz_pair, tmp_path, alone, impl):
-  configs = _member_configs(npz_pair)
+@pytest.mark.parametrize("impl,batches", [("vmap", "stacked"), ("loop", "stacked"),
+                                          ("vmap", "shared"), ("loop", "shared")])
+def test_population_members_equal_runs_alone(npz_pair, tmp_path, alone, impl, batches):
+  configs = _member_configs(npz_pair, batches)
   pop_dirs = [str(tmp_path / f"pop{i}") for i in range(2)]
   together = population.train_population(configs, pop_dirs, impl)
   for config, pop_dir, results, (alone_dir, alone_results) in zip(configs, pop_dirs, together,
-                                                                   alone):
+                                                                   alone(batches)):
     assert results.keys() == alone_results.keys()
     p_pop, p_alone = _params(config, pop_dir), _params(config, alone_dir)
-    if impl == "map":  # members in turn inside the step: bitwise the runs alone
+    if impl == "loop":  # the one-run step on each member: bitwise the runs alone
       assert _losses(pop_dir) == _losses(alone_dir)
       assert results == alone_results
       jax.tree.map(np.testing.assert_array_equal, p_pop, p_alone)

@@ -1,5 +1,5 @@
 """Command line: python -m vaelab.sweep --config=configs/NAME.py --workdir=DIR
-                 [--config.key=value ...] [--population=auto|exact|off]
+                 [--config.key=value ...] [--population=auto|vmap|loop|off]
 
 Runs every trial of the config file's get_sweep(h) in DIR/<trial name>/ (each a normal,
 resumable run; the --config overrides apply to every trial), then writes DIR/sweep.csv
@@ -7,8 +7,9 @@ resumable run; the --config overrides apply to every trial), then writes DIR/swe
 metric against each swept key). Re-running it skips finished trials and resumes the rest.
 --population=auto trains trials that differ only in numbers the step takes as arrays
 (seed, learning rate, the family's hyperparameters such as loss.beta) together as one
-vmapped population (equal to runs alone up to float rounding, which training amplifies);
-exact runs such members in turn inside the one compiled step (bitwise equal to runs
+population, one compilation for all: vmap batches the members in one step (accelerators'
+default; equal to runs alone up to float rounding, which training amplifies), loop steps
+them in turn with the one-run step (CPUs' default: faster there, and bitwise equal to runs
 alone); off trains them one by one.
 """
 from __future__ import annotations
@@ -22,9 +23,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep's trials.")
 _POPULATION = flags.DEFINE_enum(
-    "population", "auto", ["auto", "exact", "off"],
-    "auto: train compatible trials as one vmapped population; exact: as one population whose "
-    "members run in turn inside the step (bitwise equal to runs alone, slower); off: alone.")
+    "population", "auto", ["auto", "vmap", "loop", "off"],
+    "auto: train compatible trials as one population (loop on CPUs, vmap on accelerators); "
+    "vmap: members batched in one step; loop: members in turn (bitwise equal to runs "
+    "alone); off: every trial alone.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 
 import jax
@@ -10,7 +11,14 @@ import numpy as np
 from vaelab.data import pipeline
 from vaelab.evaluate import disentanglement, pictures
 from vaelab.evaluate import probe as probe_lib
+from vaelab.models import base
 from vaelab.train import step as step_lib
+
+
+def _on_one_device(tree):
+  """`tree` as arrays on this process's first device: the device copy that many small
+  jitted calls reuse (host arrays would be copied to the device again by every call)."""
+  return jax.device_put(jax.device_get(tree), jax.local_devices()[0])
 
 
 class Evaluator:
@@ -68,8 +76,8 @@ class Evaluator:
       return {}
     n = min(len(train_source), self.probe_train_size)
     train_idx = np.sort(np.random.default_rng(0).choice(len(train_source), n, replace=False))
-    variables = jax.device_get(state.variables())
-    features = jax.jit(lambda v, x: self.model.apply(v, x, method=method))
+    variables = _on_one_device(state.variables())
+    features = functools.partial(base.apply, self.model, method=method)
 
     def extract(source, idx):
       feats, pixels, labels = [], [], []
@@ -94,8 +102,8 @@ class Evaluator:
     ground_truth = disentanglement.ground_truth_from_source(self.source)
     if ground_truth is None:
       return {}
-    variables = jax.device_get(state.variables())
-    features = jax.jit(lambda v, x: self.model.apply(v, x, method=method))
+    variables = _on_one_device(state.variables())
+    features = functools.partial(base.apply, self.model, method=method)
     represent = lambda x: np.asarray(features(variables, x)).reshape(len(x), -1)
     rng = np.random.default_rng(int(self.config.seed))
     return disentanglement.disentanglement_metrics(represent, ground_truth, rng,
@@ -111,7 +119,7 @@ class Evaluator:
     # Families whose examples are not single images (code maps, sequences) draw their own.
     if hasattr(self.model, "reconstruct") and batch.get("image", np.zeros(())).ndim == 4:
       x = batch["image"]
-      recon = self.model.apply(variables, x, method="reconstruct")
+      recon = base.apply(self.model, variables, x, method="reconstruct")
       paths.append(pictures.save_reconstructions(x, np.asarray(recon),
                                                  os.path.join(workdir, "reconstructions.png")))
     if self.family.sample is not None:

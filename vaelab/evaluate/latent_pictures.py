@@ -6,6 +6,7 @@ learned manifold (Kingma & Welling 2014, Fig. 4) and the scatter of posterior me
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -19,6 +20,7 @@ from scipy import stats  # noqa: E402
 
 from vaelab.evaluate import pictures  # noqa: E402
 from vaelab.losses import kl as kl_lib  # noqa: E402
+from vaelab.models import base  # noqa: E402
 
 # Every model call runs at this batch size (the last chunk padded), so encode and generate
 # compile once each whatever the number of images a picture needs.
@@ -158,9 +160,8 @@ def save_latent_pictures(config, model, variables, workdir: str, source, *,
   if n_source == 0:
     return []
   latent_dim = int(model.latent_dim)
-  # Pass variables as an argument: closed over, they would be baked into the program.
-  encode = jax.jit(lambda v, x: model.apply(v, x, method="encode"))
-  generate = jax.jit(lambda v, z: model.apply(v, z, method="generate"))
+  encode = functools.partial(base.apply, model, method="encode")
+  generate = functools.partial(base.apply, model, method="generate")
 
   def decode(z):
     return _chunked(generate, variables, np.asarray(z, np.float32))

@@ -12,6 +12,7 @@ active units and the KL per latent dimension.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -23,7 +24,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.losses import iwae, reconstruction
 from vaelab.losses import vae as vae_losses
-from vaelab.models import nets
+from vaelab.models import base, nets
 from vaelab.models.base import Family
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -174,7 +175,7 @@ def make_final_metrics(config):
 def analyses(config, model, variables, train_source, eval_source):
   """Active units (Burda et al.): latent dimensions whose posterior mean varies over the
   evaluation images, Var_x E_q[z_d | x] > 0.01."""
-  encode = jax.jit(lambda v, x: model.apply(v, x, method=VAE.posterior_mean))
+  encode = functools.partial(base.apply, model, method=VAE.posterior_mean)
   n = min(len(eval_source), 10000)
   means = np.concatenate([
       np.asarray(encode(variables, eval_source.get(np.arange(i, min(i + 1000, n)))["image"]))

@@ -25,6 +25,7 @@ There is no `sample` here: sampling needs that prior.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -37,7 +38,7 @@ from vaelab.evaluate import pca
 from vaelab.losses import reconstruction
 from vaelab.losses import vq as vq_losses
 from vaelab.losses.ae import recon_loss_per_example
-from vaelab.models import nets
+from vaelab.models import base, nets
 from vaelab.models.base import Family
 from vaelab.models.quantizer import COLLECTION, VectorQuantizer, perplexity
 
@@ -284,7 +285,7 @@ def encode_source(model, variables, source, batch_size: int = 500, limit=None):
   What a prior trains on: `variables` of a frozen trained model (e.g.
   `loop.restore_latest(exp, workdir).variables()`), `source` a data source.
   """
-  codes = jax.jit(lambda v, x: model.apply(v, x, method="code_indices"))
+  codes = functools.partial(base.apply, model, method="code_indices")
   n = len(source) if limit is None else min(len(source), limit)
   chunks = [jax.device_get(codes(variables, source.get(np.arange(i, min(i + batch_size, n)))[
       "image"])) for i in range(0, n, batch_size)]

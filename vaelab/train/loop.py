@@ -74,6 +74,10 @@ class Experiment:
   eval_source: Any
   train_step: Any
   hparams: dict
+  # Jitted once here: eager init dispatches op by op (~10x slower for the larger models),
+  # and a jax.jit(self.model.init) made per call would compile again for every member of
+  # a population (which share this Experiment's pieces).
+  init_fn: Any = None
 
   def init_state(self) -> TrainState:
     if self.family.init_input is not None:
@@ -81,8 +85,8 @@ class Experiment:
     else:
       x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
     keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
-    # Jitted: eager init dispatches op by op, ~10x slower for the larger models.
-    variables = jax.jit(self.model.init)(jax.random.key(int(self.config.seed)), x, keys)
+    init = self.init_fn or jax.jit(self.model.init)
+    variables = init(jax.random.key(int(self.config.seed)), x, keys)
     return TrainState.create(variables, self.tx, int(self.config.seed))
 
   def batcher(self) -> pipeline.Batcher:
@@ -111,7 +115,7 @@ def build(config, sources=None, population: str | None = None,
   hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
                                       for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
-                    hparams)
+                    hparams, jax.jit(model.init))
 
 
 def _check_data(config, train_source, eval_source):
@@ -147,25 +151,40 @@ def _save_config(config, workdir: str):
     os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
 
 
+def member_of(tree, index: int | None):
+  """A population member's part of a state or metrics: the tree itself for a run alone
+  (index None), the index-th element of a "loop" population's tuple, or the index-th row
+  of a vmapped population's stacked arrays."""
+  if index is None:
+    return tree
+  if isinstance(tree, tuple):
+    return tree[index]
+  return jax.tree.map(lambda v: v[index], tree)
+
+
 class _MetricsBuffer:
   """Per-step metrics stay on device until a log point, so the host never waits each step.
 
-  `member`: the index of this run in a population's stacked metrics, or None."""
+  `member`: the index of this run in a population's metrics, or None."""
 
   def __init__(self, policy: str, member: int | None = None, name: str = ""):
     self.policy, self.items, self.skipped = policy, [], 0
     self.member, self.name = member, name
 
-  def _own(self, tree):
-    return tree if self.member is None else jax.tree.map(lambda v: v[self.member], tree)
+  def _host(self) -> list:
+    """The pending steps' metrics of this run, on the host."""
+    metrics = [m for _, m in self.items]
+    if metrics and isinstance(metrics[0], tuple):  # one device read for this member only
+      return jax.device_get([member_of(m, self.member) for m in metrics])
+    return [member_of(m, self.member) for m in jax.device_get(metrics)]
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))
 
-  def check(self):
+  def check(self, host: list | None = None):
     """Raises under the `stop` policy if any pending step was not finite."""
-    flags = self._own(jax.device_get([m["finite"] for _, m in self.items]))
-    bad = [s for (s, _), ok in zip(self.items, flags) if not bool(ok)]
+    host = self._host() if host is None else host
+    bad = [s for (s, _), m in zip(self.items, host) if not bool(m["finite"])]
     if bad and self.policy == "stop":
       raise NonFiniteError(
           f"{self.name}non-finite loss or gradient at step {bad[0]}: the update was not applied and no "
@@ -176,8 +195,8 @@ class _MetricsBuffer:
   def drain(self) -> dict[str, float]:
     if not self.items:
       return {}
-    self.skipped += len(self.check())
-    host = self._own(jax.device_get([m for _, m in self.items]))
+    host = self._host()
+    self.skipped += len(self.check(host))
     self.items = []
     good = [m for m in host if bool(m["finite"])] or host
     keys = [k for k in good[0] if k != "finite"]
@@ -222,10 +241,10 @@ class Member:
   writer: MetricsWriter
   buffer: "_MetricsBuffer"
   evaluator: Evaluator
-  index: int | None  # its position on the population's leading axis; None alone
+  index: int | None  # its position in the population; None alone
 
   def state(self, state):
-    return state if self.index is None else jax.tree.map(lambda x: x[self.index], state)
+    return member_of(state, self.index)
 
 
 def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -> list[dict]:

@@ -3,11 +3,13 @@
 Members may differ in the seed, optimizer.learning_rate (the peak rate is an array in the
 optimizer state, see optimizer.py) and any key that reaches the step only through its
 family's `hparams` (β, C_max, γ, λ, ρ, the sparsity weight, the commitment weight, ...).
-Their states, hyperparameters and metrics are stacked on a leading member axis and the
-per-device step is vmapped over it inside the one sharded train step (train/step.py): one
-compilation, and bigger, more efficient operations than N small runs. Members sharing a
-seed read one batch; otherwise each reads its own (stacked) batch, so every member sees
-exactly the data and randomness it would see alone.
+Two implementations (train/step.py, POPULATION_IMPLS): "vmap" stacks their states,
+hyperparameters and metrics on a leading member axis and vmaps the per-device step over it
+inside the one sharded train step (one compilation, bigger operations: what accelerators
+need); "loop" applies the one-run step to each member in turn (one compilation, bitwise
+the runs alone, and on a CPU, whose cores one run already keeps busy, the faster).
+`default_impl()` picks by backend. Members sharing a seed read one batch; otherwise each
+reads its own, so every member sees exactly the data and randomness it would see alone.
 
 Each member keeps its own workdir, checkpoints, metrics.jsonl, pictures and results.json,
 resumable alone or in a population.
@@ -93,12 +95,19 @@ def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def train_population(configs: list, workdirs: list[str], impl: str = "vmap") -> list[dict]:
+def default_impl() -> str:
+  """"loop" on CPUs (measured faster there, see step.POPULATION_IMPLS), else "vmap"."""
+  return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+def train_population(configs: list, workdirs: list[str], impl: str | None = None
+                     ) -> list[dict]:
   """Trains the runs `configs` (each into its workdir) as one population; returns each
   one's results. All must belong to one group of `groups` and resume from the same step
-  (checkpoints of different steps: train those groups separately). `impl`: "vmap"
-  (batched, fastest) or "map" (members in turn inside the one step: bitwise equal to the
-  runs alone), see step.POPULATION_IMPLS."""
+  (checkpoints of different steps: train those groups separately). `impl`: one of
+  step.POPULATION_IMPLS, "vmap" (batched) or "loop" (members in turn: bitwise the runs
+  alone); None: `default_impl()`."""
+  impl = impl or default_impl()
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_population needs one workdir per config, and at least one")
   for c in configs:
@@ -131,18 +140,25 @@ def train_population(configs: list, workdirs: list[str], impl: str = "vmap") -> 
       r.ckpt.close()
     raise ValueError(f"the members resume from different steps {dict(zip(workdirs, starts))}; "
                      f"train them in groups of equal steps")
-  lead = dataclasses.replace(lead, hparams=_stack([r.exp.hparams for r in runs]))
-  state = step_lib.replicate(lead.mesh, _stack(states))
+  vmapped = impl == "vmap"
+  hparams = [r.exp.hparams for r in runs]
+  lead = dataclasses.replace(lead, hparams=_stack(hparams) if vmapped else tuple(hparams))
+  state = (step_lib.replicate(lead.mesh, _stack(states)) if vmapped else
+           tuple(step_lib.replicate(lead.mesh, s) for s in states))
   num_steps = int(lead.config.num_train_steps)
   if shared:
     batcher = lead.batcher()
     batches = (step_lib.shard_batch(lead.mesh, batcher.batch(s))
                for s in range(starts[0], num_steps))
-  else:
+  elif vmapped:
     batchers = [r.exp.batcher() for r in runs]
     batches = (step_lib.shard_batch(
         lead.mesh, {k: np.stack([b[k] for b in member_batches]) for k in member_batches[0]},
         stacked=True)
         for s in range(starts[0], num_steps)
         for member_batches in [[b.batch(s) for b in batchers]])
+  else:
+    batchers = [r.exp.batcher() for r in runs]
+    batches = (tuple(step_lib.shard_batch(lead.mesh, b.batch(s)) for b in batchers)
+               for s in range(starts[0], num_steps))
   return loop.run_steps(lead, runs, state, batches, starts[0])

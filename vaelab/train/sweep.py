@@ -26,9 +26,11 @@ from vaelab import config_base
 from vaelab.errors import ConfigError
 
 
-# auto: populations batched with vmap; exact: populations whose members run in turn inside
-# the one step (bitwise the runs alone); off: every trial alone.
-POPULATION_MODES = ("auto", "exact", "off")
+# How trials that can share a step train: as populations of the backend's default
+# implementation (auto: loop on CPUs, vmap on accelerators), of a given one (vmap: batched,
+# equal to the runs alone up to float rounding; loop: members in turn, bitwise equal), or
+# every trial alone (off). See train/step.py, POPULATION_IMPLS.
+POPULATION_MODES = ("auto", "vmap", "loop", "off")
 
 
 class Hyper:
@@ -163,7 +165,7 @@ def run_sweep(base, config_file: str, workdir: str, population: str = "auto") ->
     else:
       logging.info("Population of %d: %s", len(batch), ", ".join(n for n, _, _ in batch))
       population_lib.train_population([c for _, _, c in batch], dirs,
-                                      "map" if population == "exact" else "vmap")
+                                      None if population == "auto" else population)
   rows = collect(workdir, trials)
   write_csv(os.path.join(workdir, "sweep.csv"), rows, sorted({k for _, o, _ in trials
                                                                for k in o}))
