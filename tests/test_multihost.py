@@ -5,6 +5,7 @@ Each process loads only its half of every global batch, the step's pmean crosses
 processes, process 0 alone writes logs, results and pictures, and both write the orbax
 checkpoint together. The two runs must agree step by step.
 """
+import csv
 import json
 import os
 import socket
@@ -38,14 +39,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(workdir, npz_pair, *extra):
+def _start(workdir, npz_pair, *extra, module="vaelab.main", flags=FLAGS):
   train, evalp = npz_pair
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.Popen(
-      [sys.executable, "-m", "vaelab.main", *FLAGS, f"--config.data.train_path={train}",
+      [sys.executable, "-m", module, *flags, f"--config.data.train_path={train}",
        f"--config.data.eval_path={evalp}", f"--workdir={workdir}", *extra],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _cluster(process_id: int, port: int) -> list[str]:
+  return [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+          f"--process_id={process_id}"]
 
 
 def _finish(procs, timeout=240):
@@ -87,8 +93,8 @@ def runs(npz_pair, tmp_path_factory):
   """(1-process workdir, 2-process workdir, their logs), all three processes at once."""
   base = tmp_path_factory.mktemp("multihost")
   one, two = str(base / "one"), str(base / "two")
-  cluster = [f"--coordinator_address=127.0.0.1:{_free_port()}", "--num_processes=2"]
-  procs = [_start(one, npz_pair)] + [_start(two, npz_pair, *cluster, f"--process_id={i}")
+  port = _free_port()
+  procs = [_start(one, npz_pair)] + [_start(two, npz_pair, *_cluster(i, port))
                                      for i in range(2)]
   logs = _finish(procs)
   return one, two, logs
@@ -143,3 +149,28 @@ def test_no_flags_and_no_cluster_is_one_process(monkeypatch):
   monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # Open MPI 5: JAX cannot find the coordinator
   with pytest.raises(ConfigError, match="--coordinator_address"):
     distributed.detected_cluster()
+
+
+def test_a_sweep_of_two_processes_gives_the_table_of_one(npz_pair, tmp_path):
+  """vaelab.sweep joins the processes too; its population (both members at once) runs on
+  both, and process 0 alone writes the table."""
+  config = tmp_path / "two_betas.py"
+  config.write_text("from configs.vae_mnist import get_config\n\n\n"
+                    "def get_sweep(h):\n  return h.sweep('loss.beta', [1.0, 4.0])\n")
+  flags = [f"--config={config}:runlocal", *FLAGS[1:]]
+  one, two = tmp_path / "one", tmp_path / "two"
+  port = _free_port()
+  _finish([_start(one, npz_pair, module="vaelab.sweep", flags=flags)] +
+          [_start(two, npz_pair, *_cluster(i, port), module="vaelab.sweep", flags=flags)
+           for i in range(2)])
+  with open(one / "sweep.csv") as f:
+    expected = list(csv.DictReader(f))
+  with open(two / "sweep.csv") as f:
+    got = list(csv.DictReader(f))
+  assert [r["loss.beta"] for r in got] == ["1.0", "4.0"]
+  for e, g in zip(expected, got):
+    assert g.keys() == e.keys()
+    for k in e:
+      if k.startswith("eval/"):
+        assert float(g[k]) == pytest.approx(float(e[k]), rel=1e-5, abs=1e-6), k
+  assert float(got[0]["eval/kl"]) > float(got[1]["eval/kl"])  # beta reached each member

@@ -1,14 +1,32 @@
-"""What the command-line entry points (vaelab.main, vaelab.sweep) share: a console without
-orbax's per-save chatter, and the exit codes of a stopped or refused run."""
+"""What the command-line entry points (vaelab.main, vaelab.sweep) share: the multi-process
+flags, a console without orbax's per-save chatter, and the exit codes of a stopped or
+refused run."""
 from __future__ import annotations
 
 import contextlib
 import logging as py_logging
 import sys
 
-from absl import logging
+from absl import flags, logging
 
 from vaelab.errors import CheckpointError, ConfigError, DataError
+
+# Several processes (hosts, or GPUs with one process each): give all three, or none where the
+# environment describes the cluster (Cloud TPU VM, Slurm, Open MPI); see train/distributed.py.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for a multi-process run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes of a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index in [0, num_processes).")
+
+
+def start_processes():
+  """Joins the multi-process run the flags or the environment describe (nothing for one
+  process). Call it before anything touches a JAX backend: backends read the cluster when
+  they start."""
+  from vaelab.train import distributed
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 class QuietCheckpointing(py_logging.Filter):

@@ -19,24 +19,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
-# Several processes (hosts, or GPUs with one process each): give all three, or none where the
-# environment describes the cluster (Cloud TPU VM, Slurm, Open MPI); see train/distributed.py.
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, for a multi-process run.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Number of processes of a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's index in [0, num_processes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from vaelab.train import distributed, loop
+  from vaelab.train import loop
   with cli.reporting_errors():
-    # Before anything touches a JAX backend: the backends read the cluster when they start.
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    cli.start_processes()
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":

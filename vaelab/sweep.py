@@ -10,7 +10,9 @@ metric against each swept key). Re-running it skips finished trials and resumes 
 population, one compilation for all: vmap batches the members in one step (accelerators'
 default; equal to runs alone up to float rounding, which training amplifies), loop steps
 them in turn with the one-run step (CPUs' default: faster there, and bitwise equal to runs
-alone); off trains them one by one.
+alone); off trains them one by one. Several processes: the multi-process flags of
+vaelab.main (--coordinator_address, --num_processes, --process_id), or none on a cluster
+that describes itself; every trial then runs on all processes.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from vaelab.train import sweep
   with cli.reporting_errors():
+    cli.start_processes()
     rows = sweep.run_sweep(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]),
                            _WORKDIR.value, _POPULATION.value)
   print(f"{len(rows)} trials; {_WORKDIR.value}/sweep.csv")

@@ -280,7 +280,7 @@ def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -
       if done % config.checkpoint_every == 0 or done == num_steps:
         for r in runs:
           r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
-          r.ckpt.save(r.state(state))
+          _save(r, state, runs)
   out = []
   for r in runs:
     results = _final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
@@ -291,6 +291,15 @@ def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -
   return out
 
 
+def _save(run: Member, state, runs: list[Member], force: bool = False):
+  run.ckpt.save(run.state(state), force=force)
+  if len(runs) > 1 and jax.process_count() > 1:
+    # Orbax's cross-process barriers of concurrent saves by several managers collide
+    # ("ArrayMetadata Store contains metadata from just one process"): a multi-process
+    # population writes its members' checkpoints one at a time.
+    run.ckpt.wait()
+
+
 def _stop_for_preemption(signum, done, state, runs: list[Member]):
   """Logs the pending metrics, checkpoints the state at `done` and raises Preempted."""
   for r in runs:
@@ -299,7 +308,7 @@ def _stop_for_preemption(signum, done, state, runs: list[Member]):
       scalars["train/skipped_steps"] = r.buffer.skipped
       r.writer.write(done, scalars)
   for r in runs:
-    r.ckpt.save(r.state(state), force=True)
+    _save(r, state, runs, force=True)
   for r in runs:
     r.ckpt.wait()
   logging.warning("%s received at step %d: checkpoint written", signal.Signals(signum).name,

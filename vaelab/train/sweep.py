@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 
+import jax
 from absl import logging
 
 from vaelab import config_base
@@ -166,6 +167,8 @@ def run_sweep(base, config_file: str, workdir: str, population: str = "auto") ->
       logging.info("Population of %d: %s", len(batch), ", ".join(n for n, _, _ in batch))
       population_lib.train_population([c for _, _, c in batch], dirs,
                                       None if population == "auto" else population)
+  if jax.process_index() != 0:  # process 0 writes the results that the table reads
+    return []
   rows = collect(workdir, trials)
   write_csv(os.path.join(workdir, "sweep.csv"), rows, sorted({k for _, o, _ in trials
                                                                for k in o}))
