@@ -8,9 +8,12 @@ checkpoint together. The two runs must agree step by step.
 import csv
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -174,3 +177,41 @@ def test_a_sweep_of_two_processes_gives_the_table_of_one(npz_pair, tmp_path):
       if k.startswith("eval/"):
         assert float(g[k]) == pytest.approx(float(e[k]), rel=1e-5, abs=1e-6), k
   assert float(got[0]["eval/kl"]) > float(got[1]["eval/kl"])  # beta reached each member
+
+
+def test_a_preemption_notice_to_one_process_stops_both_at_one_step(npz_pair, tmp_path):
+  """SIGTERM to process 1 alone: JAX's preemption service names one step, both processes
+  checkpoint it and exit with 128 + SIGTERM, and the same commands resume from it."""
+  workdir = tmp_path / "run"
+  long_run = [f for f in FLAGS if not f.startswith(("--config.num_train_steps",
+                                                      "--config.log_every",
+                                                      "--config.checkpoint_every"))]
+  flags = [*long_run, "--config.num_train_steps=100000", "--config.log_every=50",
+           "--config.checkpoint_every=100000"]
+  port = _free_port()
+  procs = [_start(workdir, npz_pair, *_cluster(i, port), flags=flags) for i in range(2)]
+  try:
+    deadline = time.time() + 120
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").stat().st_size:
+      assert time.time() < deadline and all(p.poll() is None for p in procs), "no training"
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, logs[0][-2000:]
+  steps = [int(re.search(r"stopped at step (\d+)", log).group(1)) for log in logs]
+  assert steps[0] == steps[1]
+  assert os.listdir(workdir / "checkpoints") == [str(steps[0])]
+  # Resumed by both, to 20 steps past the stop.
+  end = steps[0] + 20
+  resumed = [f"--config.num_train_steps={end}" if f.startswith("--config.num_train_steps")
+             else f for f in flags]
+  port = _free_port()
+  logs = _finish([_start(workdir, npz_pair, *_cluster(i, port), flags=resumed)
+                  for i in range(2)])
+  assert f"Resuming from the checkpoint at step {steps[0]}" in logs[0]
+  with open(workdir / "results.json") as f:
+    assert np.isfinite(json.load(f)["eval/elbo"])

@@ -48,9 +48,11 @@ def _preemption_signals():
   """Turns SIGTERM (a preemption notice) and SIGINT (Ctrl-C) into a flag the loop checks
   between steps, so the run stops at a step boundary with a checkpoint instead of dying
   mid-step. Handlers can only be installed from the main thread (notebooks may train in
-  another one: there the signals keep their defaults)."""
+  another one: there the signals keep their defaults). In a multi-process run they are
+  left to JAX's preemption service (see `_preempted`)."""
   received: list[int] = []
-  if threading.current_thread() is not threading.main_thread():
+  if (threading.current_thread() is not threading.main_thread()
+      or jax.process_count() > 1):
     yield received
     return
   handler = lambda signum, frame: received.append(signum)
@@ -263,8 +265,9 @@ def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -
       for r in runs:
         r.buffer.add(step, metrics)
       done = step + 1
-      if signals:
-        _stop_for_preemption(signals[0], done, state, runs)
+      signum = _preempted(signals, done)
+      if signum:
+        _stop_for_preemption(signum, done, state, runs)
       if done % config.log_every == 0 or done == num_steps:
         rate = progress.rate(done)
         for r in runs:
@@ -289,6 +292,18 @@ def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -
     r.ckpt.close()
     out.append(results)
   return out
+
+
+def _preempted(signals: list[int], done: int) -> int | None:
+  """The signal to stop for after step `done`, or None. Alone, the first one received. With
+  several processes a preemption notice may reach only some, which would then stop while
+  the others wait for them in the next collective: there JAX's preemption service (on by
+  default after jax.distributed.initialize; it listens for SIGTERM itself) spreads the
+  notice and names one step at which every process stops together."""
+  if jax.process_count() == 1:
+    return signals[0] if signals else None
+  from jax.experimental import multihost_utils
+  return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(done) else None
 
 
 def _save(run: Member, state, runs: list[Member], force: bool = False):
