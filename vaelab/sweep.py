@@ -40,7 +40,8 @@ def main(argv):
     cli.start_processes()
     rows = sweep.run_sweep(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]),
                            _WORKDIR.value, _POPULATION.value)
-  print(f"{len(rows)} trials; {_WORKDIR.value}/sweep.csv")
+  if rows:  # process 0's; the other processes of a multi-process sweep write no table
+    print(f"{len(rows)} trials; {_WORKDIR.value}/sweep.csv")
 
 
 if __name__ == "__main__":
