@@ -70,7 +70,7 @@ def bench_population(steps: int, root: str, config_name: str) -> dict:
 
 
 def bench_input(steps: int) -> dict:
-  from vaelab.train import loop, step as step_lib
+  from vaelab.train import loop
   from vaelab.data import pipeline
   config = common.load_config("beta_vae_dsprites", "runlocal", LIGHT_EVAL)
   exp = loop.build(config)
@@ -106,7 +106,7 @@ def _random_npz(path: str, shape, n: int = 64) -> str:
 
 
 def bench_compile(tmp: str) -> dict:
-  from vaelab.train import checkpoint, loop, step as step_lib
+  from vaelab.train import checkpoint, loop
   from vaelab.data import TFDS_NAMES
   shapes = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
             "dsprites": (64, 64, 1), "shapes3d": (64, 64, 3)}

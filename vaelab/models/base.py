@@ -36,6 +36,13 @@ def apply(model: nn.Module, variables, *args, method):
   return model.apply(variables, *args, method=method)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def init(model: nn.Module, *args):
+  """`model.init(*args)`, jitted once per (model, shapes), as `apply` is: eager init runs op by
+  op (~10x slower for the larger models), and every population member shares the compile."""
+  return model.init(*args)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   name: str

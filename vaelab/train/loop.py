@@ -20,6 +20,7 @@ from vaelab import validation
 from vaelab.data import make_sources, pipeline
 from vaelab.errors import ConfigError
 from vaelab.evaluate.evaluator import Evaluator
+from vaelab.models import base
 from vaelab.models.base import Family
 from vaelab.train import checkpoint as checkpoint_lib
 from vaelab.train import optimizer as optimizer_lib
@@ -76,10 +77,6 @@ class Experiment:
   eval_source: Any
   train_step: Any
   hparams: dict
-  # Jitted once here: eager init dispatches op by op (~10x slower for the larger models),
-  # and a jax.jit(self.model.init) made per call would compile again for every member of
-  # a population (which share this Experiment's pieces).
-  init_fn: Any = None
 
   def init_state(self) -> TrainState:
     if self.family.init_input is not None:
@@ -87,8 +84,7 @@ class Experiment:
     else:
       x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
     keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
-    init = self.init_fn or jax.jit(self.model.init)
-    variables = init(jax.random.key(int(self.config.seed)), x, keys)
+    variables = base.init(self.model, jax.random.key(int(self.config.seed)), x, keys)
     return TrainState.create(variables, self.tx, int(self.config.seed))
 
   def batcher(self) -> pipeline.Batcher:
@@ -117,7 +113,7 @@ def build(config, sources=None, population: str | None = None,
   hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
                                       for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
-                    hparams, jax.jit(model.init))
+                    hparams)
 
 
 def _check_data(config, train_source, eval_source):
