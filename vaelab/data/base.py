@@ -7,7 +7,7 @@ global batch, so a source never shuffles and never knows about devices.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,6 +29,19 @@ class ArraySource(Protocol):
 
   def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     ...
+
+
+class DeviceForm(NamedTuple):
+  """A source as the train step can read it on the device (`source.device_form()`).
+
+  arrays: dict of numpy arrays, placed once on every device (replicated) by the pipeline.
+  get:    pure jax function (arrays, int32 indices (n,)) -> the dict `source.get(indices)`
+          returns on the host: same keys, dtypes, shapes and values. Traced inside the step,
+          so a batch costs the host nothing but the step's dispatch.
+  A source without a device form (None) keeps the host path, prefetched in a thread.
+  """
+  arrays: dict
+  get: Callable[[dict, Any], dict]
 
 
 @dataclasses.dataclass(frozen=True)

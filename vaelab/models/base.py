@@ -88,3 +88,8 @@ class Family:
   # Whether make_model honours `config.dtype` (activations in bfloat16/float16, parameters
   # and objective in float32); a family that does not is refused any dtype but float32.
   mixed_precision: bool = False
+  # The string-valued config keys that change what the train step computes, each with all
+  # its allowed values ({"loss.objective": ("elbo", "capacity", "iwae")}): the contract tests
+  # (tests/test_contract.py) run every value through the device, population and resume
+  # invariances, so a new option is covered without new tests.
+  options: dict = dataclasses.field(default_factory=dict)
