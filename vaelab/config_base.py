@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "test"
   c.data.num_eval = 10000  # held-out sample size of procedural sets
   c.data.binarize = "none"  # none | threshold | dynamic
+  # Where batches are made: auto (on the devices when the source has a device form that
+  # fits: in-memory arrays, procedural dSprites) | device | host (a prefetching thread).
+  c.data.placement = "auto"
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "vae"

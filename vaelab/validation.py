@@ -5,16 +5,20 @@ Family-specific keys are checked by the family's own `validate`.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 
 from vaelab import data as data_lib
 from vaelab import models
-from vaelab.data.binarize import MODES as BINARIZE_MODES
+from vaelab.data import pipeline
 from vaelab.errors import ConfigError
 from vaelab.models import nets
-from vaelab.train import optimizer
+from vaelab.spmd import BINARIZE_MODES
 
 NONFINITE_POLICIES = ("stop", "skip")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 def _positive_int(config, key: str, minimum: int = 1):
@@ -25,9 +29,43 @@ def _positive_int(config, key: str, minimum: int = 1):
     raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
 
 
+def _leaves(node, prefix=""):
+  for key, value in node.items():
+    if hasattr(value, "items"):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _refuse_nonfinite(config):
+  """No config number may be inf or NaN: a weight of inf passes every `>= 0` check and
+  turns the objective into NaN at the first step."""
+  for key, value in _leaves(config):
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{key}={value!r}: must be a finite number")
+
+
+def validate_optimizer(opt_cfg) -> None:
+  if opt_cfg.name not in OPTIMIZERS:
+    raise ConfigError(f"optimizer.name={opt_cfg.name!r}: expected one of {OPTIMIZERS}")
+  if opt_cfg.schedule not in SCHEDULES:
+    raise ConfigError(f"optimizer.schedule={opt_cfg.schedule!r}: expected one of {SCHEDULES}")
+  if not float(opt_cfg.learning_rate) > 0:
+    raise ConfigError(f"optimizer.learning_rate={opt_cfg.learning_rate}: must be > 0")
+  for key in ("b1", "b2"):
+    if not 0 <= float(opt_cfg[key]) < 1:
+      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be in [0, 1)")
+  for key in ("weight_decay", "grad_clip_norm", "warmup_steps"):
+    if float(opt_cfg[key]) < 0:
+      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be >= 0")
+
+
 def validate(config, num_devices: int | None = None):
   """Raises ConfigError for the first bad value; returns the family on success."""
   num_devices = num_devices or jax.device_count()
+  _refuse_nonfinite(config)
   for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "checkpoint_every",
               "keep_checkpoints", "eval.batch_size"):
     _positive_int(config, key)
@@ -51,7 +89,10 @@ def validate(config, num_devices: int | None = None):
   if config.dtype not in nets.DTYPES:
     raise ConfigError(f"dtype={config.dtype!r}: expected one of {nets.DTYPES} (the dtype of "
                       f"activations; parameters stay float32)")
-  optimizer.validate(config.optimizer)
+  if config.data.placement not in pipeline.PLACEMENTS:
+    raise ConfigError(f"data.placement={config.data.placement!r}: expected one of "
+                      f"{pipeline.PLACEMENTS}")
+  validate_optimizer(config.optimizer)
   family = models.get_family(config.model.name)
   if config.dtype != "float32" and not family.mixed_precision:
     raise ConfigError(f"dtype={config.dtype!r}: model.name={config.model.name!r} computes in "

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, NamedTuple, Protocol
 
+import jax.numpy as jnp
 import numpy as np
+
+from vaelab import spmd
 
 
 class ArraySource(Protocol):
@@ -81,6 +84,18 @@ class InMemorySource:
       out["image"] = out["image"].astype(np.float32) / 255.0
     return out
 
+  def device_form(self) -> DeviceForm:
+    """The arrays as they are (uint8 images stay uint8: a quarter of the device memory) and
+    the same gather and scaling on the device; x / 255 in float32 rounds like numpy's."""
+
+    def get(arrays, indices):
+      out = {k: jnp.take(v, indices, axis=0) for k, v in arrays.items()}
+      if out["image"].dtype == jnp.uint8:
+        out["image"] = out["image"].astype(jnp.float32) / 255.0
+      return out
+
+    return DeviceForm(dict(self._arrays), get)
+
 
 class SubsetSource:
   """A fixed subset of another source (e.g. a held-out sample of a procedural set)."""
@@ -96,3 +111,30 @@ class SubsetSource:
 
   def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return self._source.get(self._indices[indices])
+
+  def device_form(self) -> DeviceForm | None:
+    parent = self._source.device_form() if hasattr(self._source, "device_form") else None
+    if parent is None:
+      return None
+    get = lambda arrays, indices: parent.get(arrays["parent"],
+                                             jnp.take(arrays["indices"], indices))
+    return DeviceForm({"parent": parent.arrays, "indices": self._indices.astype(np.int32)}, get)
+
+
+class ModelInputSource:
+  """A source whose images are those the model is fed (`spmd.model_input`, with the
+  evaluation's fixed draw of dynamic binarization, keyed by each example's index), for the
+  paths outside the step that encode a split: probes, analyses, code extraction."""
+
+  def __init__(self, source, binarize_mode: str, seed: int):
+    self._source, self.mode, self.seed = source, binarize_mode, int(seed)
+    self.name, self.info = source.name, source.info
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    out = self._source.get(indices)
+    if "image" in out:
+      out["image"] = spmd.eval_input(self.mode, self.seed, out["image"], indices)
+    return out

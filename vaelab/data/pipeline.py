@@ -1,16 +1,40 @@
-"""Global batches whose content is a pure function of (seed, step).
+"""Global batches whose content is a pure function of (seed, step), on the host or on the device.
 
 Example position p = step * batch_size + row walks through epochs; epoch e visits the
 source in the order of a permutation seeded by (seed, e). A resumed run therefore sees
 exactly the batches an uninterrupted run would, on any number of devices or processes.
-Each process materializes only its own rows of the global batch.
+
+Two paths give those batches, bitwise the same:
+  host:   `Batcher.batch(step)`: each process materializes its own rows of the global batch,
+          which are sharded onto its devices; a thread prefetches them (`prefetch`).
+  device: a source with a device form (`source.device_form()`: in-memory arrays,
+          procedural dSprites, ...) small enough for the devices is placed on every device
+          once; per step one jitted gather, from the data and a table of two epochs'
+          permutations (replaced at epoch boundaries), computes each device's rows'
+          indices from the step number and gathers or renders them into the same sharded
+          batch (`DeviceFeed`). The host does nothing per step but two dispatches.
+`data.placement` chooses: auto (device when the source has a device form that fits), device
+(refused naming the reason when it cannot), host.
 """
 from __future__ import annotations
 
 import queue
 import threading
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jax.sharding import PartitionSpec as P
+
+from vaelab import spmd
+from vaelab.errors import ConfigError
+
+AXIS = spmd.AXIS
+PLACEMENTS = ("auto", "device", "host")
+# The most bytes of source arrays `auto` puts on each device: every device holds a replica.
+_CPU_BUDGET = 2 << 30
+_ACCELERATOR_FRACTION = 0.25
 
 
 class Batcher:
@@ -26,7 +50,8 @@ class Batcher:
         global_batch // process_count)
     self._perms: dict[int, np.ndarray] = {}
 
-  def _perm(self, epoch: int) -> np.ndarray:
+  def perm(self, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the source."""
     if epoch not in self._perms:
       if len(self._perms) > 2:
         self._perms.pop(min(self._perms))
@@ -41,7 +66,7 @@ class Batcher:
     out = np.empty_like(pos)
     for e in np.unique(epochs):
       sel = epochs == e
-      out[sel] = self._perm(int(e))[within[sel]]
+      out[sel] = self.perm(int(e))[within[sel]]
     return out
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
@@ -49,6 +74,129 @@ class Batcher:
     # "index" is the row in the global batch: with the step it keys each example's randomness.
     b["index"] = self.local_rows.astype(np.int32)
     return b
+
+
+# ---------------------------------------------------------------- the device path
+
+
+def _nbytes(tree) -> int:
+  return sum(np.asarray(a).nbytes for a in jax.tree.leaves(tree))
+
+
+def _budget() -> int:
+  device = jax.local_devices()[0]
+  if device.platform == "cpu":
+    return _CPU_BUDGET
+  limit = (device.memory_stats() or {}).get("bytes_limit")
+  return int(limit * _ACCELERATOR_FRACTION) if limit else _CPU_BUDGET
+
+
+def device_form(source, placement: str, global_batch: int | None = None):
+  """The source's DeviceForm if the device path applies under `placement`, else None.
+  `global_batch`: a training batch, which must not span more than two epochs."""
+  if placement not in PLACEMENTS:
+    raise ConfigError(f"data.placement={placement!r}: expected one of {PLACEMENTS}")
+  if placement == "host":
+    return None
+  form = source.device_form() if hasattr(source, "device_form") else None
+  why = None
+  if form is None:
+    why = f"source {source.name!r} has no device form"
+  elif global_batch is not None and global_batch > len(source):
+    why = (f"batch_size={global_batch} is larger than the {len(source)} examples of "
+           f"{source.name!r}")
+  elif _nbytes(form.arrays) > _budget():
+    why = (f"source {source.name!r} needs {_nbytes(form.arrays) / 2**20:.0f} MiB per device, "
+           f"over the {_budget() / 2**20:.0f} MiB the device path may use")
+  if why is None:
+    return form
+  if placement == "device":
+    raise ConfigError(f"data.placement='device': {why}; use 'auto' or 'host'")
+  return None
+
+
+class DeviceFeed:
+  """The device path's batches: the source's arrays placed on every device once, and a
+  permutation table of the two epochs a step's rows fall in (rebuilt only when the steps
+  move past it, from the same `Batcher.perm`). `batch(step)` dispatches one jitted gather
+  (or render) whose output is the sharded global batch the host path would have made:
+  the train step is the same executable on both paths, so their runs are bitwise equal.
+
+  Several batchers (population members with their own seeds) share the data: `stacked`
+  gives their batches a leading member axis (a vmapped step); otherwise, with
+  `per_member`, `batch` returns a tuple of one run's batch per member."""
+
+  def __init__(self, batchers: list, form, mesh, stacked: bool = False,
+               per_member: bool = False):
+    self.batchers, self.mesh, self.stacked = batchers, mesh, stacked
+    self.per_member = per_member and not stacked
+    self.n, self.global_batch = len(batchers[0].source), batchers[0].global_batch
+    self.data = spmd.replicate(mesh, form.arrays)
+    self._gather = _train_gather(form.get, self.n, self.global_batch, mesh, stacked)
+    self._first_epoch, self._tables = None, None
+
+  def _table(self, batcher, step: int, first: int) -> dict:
+    # Positions relative to the table's first epoch stay below 2n: int32 on the device for
+    # any run length.
+    return {"perm": np.stack([batcher.perm(first), batcher.perm(first + 1)]).astype(np.int32),
+            "s0": np.int32(step), "offset0": np.int32(step * self.global_batch - first * self.n)}
+
+  def batch(self, step: int):
+    first = step * self.global_batch // self.n
+    last = ((step + 1) * self.global_batch - 1) // self.n
+    if self._first_epoch is None or not (
+        self._first_epoch <= first and last <= self._first_epoch + 1):
+      self._first_epoch = first
+      tables = [self._table(b, step, first) for b in self.batchers]
+      if self.stacked:
+        tables = [jax.tree.map(lambda *xs: np.stack(xs), *tables)]
+      self._tables = [spmd.replicate(self.mesh, t) for t in tables]
+    out = tuple(self._gather(self.data, t, np.int32(step)) for t in self._tables)
+    return out if self.per_member else out[0]
+
+
+def _train_gather(get, num_examples: int, global_batch: int, mesh, stacked: bool):
+  """jitted (data, table, step) -> the sharded global batch at `step`: each device computes
+  its rows' source indices and gathers them."""
+
+  def per_device(data, table, step):
+    rows = spmd.local_rows(global_batch)
+    rel = table["offset0"] + (step - table["s0"]) * global_batch + rows
+    second = (rel >= num_examples).astype(jnp.int32)
+    index = table["perm"][second, rel - second * num_examples]
+    return {**get(data, index), "index": rows}
+
+  out_spec = P(AXIS)
+  if stacked:
+    per_device = jax.vmap(per_device, in_axes=(None, 0, None))
+    out_spec = P(None, AXIS)
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()),
+                               out_specs=out_spec))
+
+
+class DeviceEvalFeed:
+  """The evaluation set placed on the devices once; `batches()` yields the sharded batches
+  `eval_batches` makes on the host (rows padded past the end and masked), one dispatch each."""
+
+  def __init__(self, form, num_examples: int, global_batch: int, mesh):
+    self.n, self.global_batch = num_examples, global_batch
+    self.data = spmd.replicate(mesh, form.arrays)
+
+    def per_device(data, start):
+      pos = start + spmd.local_rows(global_batch)
+      mask = pos < num_examples
+      batch = form.get(data, jnp.where(mask, pos, 0))
+      return {**batch, "index": pos, "mask": mask.astype(jnp.float32)}
+
+    self._gather = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()),
+                                         out_specs=P(AXIS)))
+
+  def batches(self):
+    for start in range(0, self.n, self.global_batch):
+      yield self._gather(self.data, np.int32(start))
+
+
+# ---------------------------------------------------------------- the host path
 
 
 def eval_batches(source, global_batch: int, process_index: int = 0, process_count: int = 1):

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vaelab.data.base import SourceInfo
-from vaelab.data.binarize import binarize
+from vaelab import spmd
+from vaelab.data.base import DeviceForm, ModelInputSource, SourceInfo
 from vaelab.errors import ConfigError
 
 # The families whose models have `code_indices` / `decode_indices` and `LEVELS`.
@@ -159,20 +159,21 @@ class CodeSource:
   def codes(self, key: str) -> np.ndarray:
     return self._arrays[key]
 
+  def device_form(self) -> DeviceForm:
+    get = lambda arrays, indices: {k: jnp.take(v, indices, axis=0) for k, v in arrays.items()}
+    return DeviceForm(dict(self._arrays), get)
+
 
 def encode(frozen: FrozenVQ, source, batch_size: int = 500) -> CodeSource:
-  """Every image of `source` as code maps of `frozen`, binarized as its run was (fixed draws
-  for dynamic binarization, like its evaluation)."""
-  from vaelab.train.step import example_keys
-  mode = frozen.config.data.binarize
-  seed = int(frozen.config.seed)
-  codes_fn = jax.jit(lambda v, x, i: frozen.model.apply(
-      v, binarize(mode, x, example_keys(seed, 2**32 - 1, i)), method="code_indices"))
+  """Every image of `source` as code maps of `frozen`, fed as its run's evaluation feeds it
+  (`ModelInputSource`: binarized, with the evaluation's fixed draws)."""
+  inputs = ModelInputSource(source, frozen.config.data.binarize, int(frozen.config.seed))
   chunks, labels = [], []
   for start in range(0, len(source), batch_size):
     idx = np.arange(start, min(start + batch_size, len(source)))
-    b = source.get(idx)
-    chunks.append(jax.device_get(codes_fn(frozen.variables, b["image"], idx.astype(np.int32))))
+    b = inputs.get(idx)
+    chunks.append(jax.device_get(spmd.apply(frozen.model, frozen.variables, b["image"],
+                                            method="code_indices")))
     if "label" in b:
       labels.append(b["label"])
   codes = {code_key(level): np.concatenate([c[i] for c in chunks]).astype(np.int32)

@@ -1,4 +1,10 @@
-"""Evaluation over a whole split with the sharded eval step, plus the pictures of a run."""
+"""Evaluation over a whole split with the sharded eval step, plus the pictures of a run.
+
+Every path that feeds the model here (the eval step, features for the probe and the
+disentanglement metrics, the families' analyses) gives it images as training did: through
+`spmd.model_input` / `spmd.eval_input`, with the evaluation's fixed draw for dynamic
+binarization (`model_source`).
+"""
 from __future__ import annotations
 
 import copy
@@ -8,11 +14,11 @@ import os
 import jax
 import numpy as np
 
+from vaelab import spmd
 from vaelab.data import pipeline
+from vaelab.data.base import ModelInputSource
 from vaelab.evaluate import disentanglement, pictures
 from vaelab.evaluate import probe as probe_lib
-from vaelab.models import base
-from vaelab.train import step as step_lib
 
 
 def _on_one_device(tree):
@@ -33,12 +39,19 @@ class Evaluator:
         "num_eval": int(e.disentanglement_num_eval),
         "batch_size": int(e.disentanglement_batch_size),
         "num_variance_estimate": int(e.disentanglement_num_variance_estimate)}
-    self._step = step_lib.make_eval_step(family.make_eval_metrics(config), model, mesh,
-                                         config.data.binarize)
+    self.batch_size = int(e.batch_size)
+    form = pipeline.device_form(eval_source, config.data.placement)
+    # The evaluation set placed on the devices once: each batch costs one dispatch.
+    self._feed = None if form is None else pipeline.DeviceEvalFeed(
+        form, len(eval_source), self.batch_size, mesh)
+    stats, self._reduce = (None, None) if family.make_eval_stats is None else \
+        family.make_eval_stats(config)
+    make = functools.partial(spmd.make_eval_step, model=model, mesh=mesh,
+                             binarize_mode=config.data.binarize)
+    self._step = make(family.make_eval_metrics(config), stats_fn=stats)
     self._final_step = None
     if family.make_final_metrics is not None:
-      self._final_step = step_lib.make_eval_step(family.make_final_metrics(config), model, mesh,
-                                                 config.data.binarize)
+      self._final_step = make(family.make_final_metrics(config))
 
   def for_config(self, config) -> "Evaluator":
     """This evaluator for a population member's config (its seed, ...); the compiled eval
@@ -48,7 +61,8 @@ class Evaluator:
     return other
 
   def __call__(self, state, hparams, final: bool = False) -> dict[str, float]:
-    """Means over the evaluation split of the family's per-example metrics, as eval/<name>.
+    """Means over the evaluation split of the family's per-example metrics, as eval/<name>,
+    and the family's set-level metrics.
 
     `final` adds the family's costly final metrics (one pass over the split each).
     """
@@ -57,33 +71,58 @@ class Evaluator:
       out.update(self._means(self._final_step, state, hparams))
     return out
 
+  def _inputs(self):
+    if self._feed is not None:
+      return self._feed.batches()
+    batches = pipeline.eval_batches(self.source, self.batch_size, jax.process_index(),
+                                     jax.process_count())
+    return (spmd.shard_batch(self.mesh, b) for b in batches)
+
   def _means(self, step, state, hparams) -> dict[str, float]:
     variables = state.variables()
-    sums, count = None, 0.0
-    batches = pipeline.eval_batches(self.source, self.config.eval.batch_size,
-                                     jax.process_index(), jax.process_count())
-    for b in batches:
-      s, c = step(variables, state.seed, step_lib.shard_batch(self.mesh, b), hparams)
-      sums = s if sums is None else jax.tree.map(lambda a, x: a + x, sums, s)
-      count += c
-    sums, count = jax.device_get((sums, count))
-    return {f"eval/{k}": float(v) / float(count) for k, v in sums.items()}
+    total = None
+    for inputs in self._inputs():
+      out = step(variables, state.seed, inputs, hparams)
+      total = out if total is None else jax.tree.map(lambda a, x: a + x, total, out)
+    sums, count, stats = jax.device_get(total)
+    out = {f"eval/{k}": float(v) / float(count) for k, v in sums.items()}
+    if stats:
+      out.update({f"eval/{k}": float(v) for k, v in self._reduce(stats).items()})
+    return out
+
+  def model_source(self, source):
+    """`source` as the model sees it: images through the evaluation's input transform."""
+    return ModelInputSource(source, self.config.data.binarize, int(self.config.seed))
+
+  def _features(self, state):
+    """represent(x) -> codes (n, d) of the family's features, on model inputs."""
+    variables = _on_one_device(state.variables())
+    features = functools.partial(spmd.apply, self.model, method=self.family.features)
+    mode, seed = self.config.data.binarize, int(self.config.seed)
+
+    def represent(x):
+      x = spmd.eval_input(mode, seed, x, np.arange(len(x)))
+      return np.asarray(features(variables, x)).reshape(len(x), -1)
+
+    return represent
 
   def probe(self, state, train_source) -> dict[str, float]:
     """Linear-probe test error on the family's features and on raw pixels, where labels exist."""
-    method = self.family.features
-    if method is None or not (train_source.info.has_label and self.source.info.has_label):
+    if self.family.features is None or not (train_source.info.has_label and
+                                            self.source.info.has_label):
       return {}
     n = min(len(train_source), self.probe_train_size)
     train_idx = np.sort(np.random.default_rng(0).choice(len(train_source), n, replace=False))
     variables = _on_one_device(state.variables())
-    features = functools.partial(base.apply, self.model, method=method)
+    features = functools.partial(spmd.apply, self.model, method=self.family.features)
 
     def extract(source, idx):
       feats, pixels, labels = [], [], []
+      model_inputs = self.model_source(source)
       for i in range(0, len(idx), 1000):
         b = source.get(idx[i:i + 1000])
-        feats.append(np.asarray(features(variables, b["image"])).reshape(len(b["image"]), -1))
+        x = model_inputs.get(idx[i:i + 1000])["image"]
+        feats.append(np.asarray(features(variables, x)).reshape(len(x), -1))
         pixels.append(b["image"].reshape(len(b["image"]), -1))
         labels.append(b["label"])
       return np.concatenate(feats), np.concatenate(pixels), np.concatenate(labels)
@@ -96,17 +135,13 @@ class Evaluator:
   def disentanglement(self, state) -> dict[str, float]:
     """The four disentanglement scores of the family's features, where the evaluation data
     has ground-truth factors (observations are drawn from the whole factor grid)."""
-    method = self.family.features
-    if method is None or self.disentanglement_sizes is None:
+    if self.family.features is None or self.disentanglement_sizes is None:
       return {}
     ground_truth = disentanglement.ground_truth_from_source(self.source)
     if ground_truth is None:
       return {}
-    variables = _on_one_device(state.variables())
-    features = functools.partial(base.apply, self.model, method=method)
-    represent = lambda x: np.asarray(features(variables, x)).reshape(len(x), -1)
     rng = np.random.default_rng(int(self.config.seed))
-    return disentanglement.disentanglement_metrics(represent, ground_truth, rng,
+    return disentanglement.disentanglement_metrics(self._features(state), ground_truth, rng,
                                                    self.disentanglement_sizes)
 
   def save_pictures(self, state, workdir: str) -> list[str]:
@@ -115,12 +150,13 @@ class Evaluator:
     variables = jax.device_get(state.variables())
     paths = []
     # Spread over the split: sources are often ordered by class or factor.
-    batch = self.source.get(np.linspace(0, len(self.source) - 1, n).astype(int))
+    rows = np.linspace(0, len(self.source) - 1, n).astype(int)
+    batch = self.source.get(rows)
     # Families whose examples are not single images (code maps, sequences) draw their own.
     if hasattr(self.model, "reconstruct") and batch.get("image", np.zeros(())).ndim == 4:
-      x = batch["image"]
-      recon = base.apply(self.model, variables, x, method="reconstruct")
-      paths.append(pictures.save_reconstructions(x, np.asarray(recon),
+      x = self.model_source(self.source).get(rows)["image"]
+      recon = spmd.apply(self.model, variables, x, method="reconstruct")
+      paths.append(pictures.save_reconstructions(batch["image"], np.asarray(recon),
                                                  os.path.join(workdir, "reconstructions.png")))
     if self.family.sample is not None:
       key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 2**31 - 1)

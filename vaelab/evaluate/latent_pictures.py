@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from vaelab import spmd  # noqa: E402
 from vaelab.evaluate import pictures  # noqa: E402
 from vaelab.losses import kl as kl_lib  # noqa: E402
-from vaelab.models import base  # noqa: E402
 
 # Every model call runs at this batch size (the last chunk padded), so encode and generate
 # compile once each whatever the number of images a picture needs.
@@ -86,11 +86,9 @@ def _chunked(fn, variables, x: np.ndarray):
 
 
 def _model_inputs(config, images: np.ndarray) -> np.ndarray:
-  # A model trained on thresholded pixels should be shown thresholded ones; dynamic
-  # binarization's expectation is the grey image itself.
-  if config.data.binarize == "threshold":
-    return (images > 0.5).astype(images.dtype)
-  return images
+  # The evaluation's input transform: a model trained on binarized pixels is shown them.
+  return spmd.eval_input(config.data.binarize, int(config.seed), images,
+                         np.arange(len(images)))
 
 
 def _save_labelled_rows(images, ncols: int, row_labels, path: str, title: str) -> str:
@@ -160,8 +158,8 @@ def save_latent_pictures(config, model, variables, workdir: str, source, *,
   if n_source == 0:
     return []
   latent_dim = int(model.latent_dim)
-  encode = functools.partial(base.apply, model, method="encode")
-  generate = functools.partial(base.apply, model, method="generate")
+  encode = functools.partial(spmd.apply, model, method="encode")
+  generate = functools.partial(spmd.apply, model, method="generate")
 
   def decode(z):
     return _chunked(generate, variables, np.asarray(z, np.float32))

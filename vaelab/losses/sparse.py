@@ -7,7 +7,8 @@ active on a fraction rho of the inputs.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
+
+from vaelab import spmd
 
 # rho_hat of a saturated sigmoid can round to exactly 0 or 1 in float32; the KL would be inf.
 _EPS = 1e-6

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from vaelab import spmd
 from vaelab.losses import kl as kl_lib
 from vaelab.losses import reconstruction
 
@@ -32,6 +33,8 @@ def capacity_loss(nll, kl, gamma, target):
   """Batch mean of -log p(x|z) + gamma * |KL - C| (Burgess et al. 2017).
 
   The constraint is on the batch-mean KL, as in the paper's experiments: the encoder may
-  spend more nats on some images and fewer on others as long as the average meets C.
+  spend more nats on some images and fewer on others as long as the average meets C. It is
+  the GLOBAL batch's mean KL: |.| of a shard's mean, averaged over devices, would be
+  another objective on every device count.
   """
-  return nll.mean() + gamma * jnp.abs(kl.mean() - target)
+  return nll.mean() + gamma * jnp.abs(spmd.global_mean(kl.mean()) - target)

@@ -6,7 +6,10 @@ in `vaelab/models/` that defines `FAMILY`, and its objective in `vaelab/losses/`
 
 Conventions shared by all functions below:
   variables: {"params": ..., <other collections>: ...}
-  batch:     dict of per-device arrays; "image" float (B, H, W, C) in [0, 1]
+  batch:     dict of ONE DEVICE'S SHARD of the global batch; "image" float (B, H, W, C) in
+             [0, 1]. A loss runs per device: a statistic of the whole batch inside an
+             objective must be reduced with vaelab.spmd.global_mean / global_sum /
+             global_gather, or the run changes with the device count
   keys:      per-example PRNG keys, shape (B,), derived from (seed, step, example index)
              so that a run does not depend on how the batch is split over devices
   hparams:   dict of scalar arrays (beta, ...) that enter the step as arguments; in the
@@ -15,39 +18,22 @@ Conventions shared by all functions below:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Optional
 
-import flax.linen as nn
-import jax
+from vaelab import spmd
 
 Metrics = dict[str, Any]
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="method")
-def apply(model: nn.Module, variables, *args, method):
-  """`model.apply(variables, *args, method=method)`, jitted once per (model, method, shapes).
-
-  Modules are hashable and equal by their fields, so every evaluation pass, picture and
-  population member of one architecture shares one compilation, where a
-  `jax.jit(lambda ...)` made per call compiles again each time (about 50 ms each, dozens
-  per run). The variables are arguments, not constants baked into the program.
-  """
-  return model.apply(variables, *args, method=method)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def init(model: nn.Module, *args):
-  """`model.init(*args)`, jitted once per (model, shapes), as `apply` is: eager init runs op by
-  op (~10x slower for the larger models), and every population member shares the compile."""
-  return model.init(*args)
+# The jitted model application shared by every layer lives on the ground floor.
+apply, init = spmd.apply, spmd.init
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
   name: str
   # (config, SourceInfo) -> nn.Module whose __call__(x, keys) is used for init.
-  make_model: Callable[..., nn.Module]
+  make_model: Callable[..., Any]
   # Every model also has a method `reconstruct(x)` -> images in [0, 1], used for pictures.
   # config -> loss_fn(model, params, model_state, batch, keys, hparams)
   #           -> (loss, (metrics, new_model_state)).
@@ -57,6 +43,13 @@ class Family:
   # config -> fn(model, variables, batch, keys, hparams) -> {name: per-example array (B,)};
   # averaged over the evaluation set and written as eval/<name>.
   make_eval_metrics: Callable[[Any], Callable[..., Metrics]]
+  # config -> (stats_fn, reduce_fn), or None: metrics of the whole evaluation set that are not
+  # means of per-example values (a codebook's perplexity over the set, an MMD). stats_fn(model,
+  # variables, batch, keys, hparams, mask) -> {name: array} of sums over the masked examples
+  # of one batch (one device's shard); they are added over devices and batches, and
+  # reduce_fn({name: host array}) -> {name: float} turns the totals into eval/<name>, in
+  # periodic and final evaluations alike.
+  make_eval_stats: Optional[Callable[[Any], tuple]] = None
   # Like make_eval_metrics, for metrics too costly for every periodic evaluation (exact
   # Jacobian norms, importance-weighted bounds): computed only in the final evaluation
   # and by --mode=eval.

@@ -17,11 +17,7 @@ from vaelab.losses import reconstruction, sparse
 from vaelab.models import ae
 from vaelab.models.base import Family
 
-# The mesh axis of the train step (vaelab.train.step.AXIS); the loss runs under shard_map.
-AXIS = "batch"
-
-
-def make_loss(config, axis_name: str | None = AXIS):
+def make_loss(config):
   recon_loss = config.model.recon_loss
 
   def loss(model, params, model_state, batch, keys, hparams):
@@ -30,7 +26,7 @@ def make_loss(config, axis_name: str | None = AXIS):
     code = model.apply(variables, x, method="encode")
     logits = model.apply(variables, code, method="decode")
     recon = ae.recon_loss_per_example(recon_loss, logits, x).mean()
-    rho_hat = sparse.mean_activation(code, axis_name)
+    rho_hat = sparse.mean_activation(code)
     penalty = sparse.sparsity_penalty(hparams["rho"], rho_hat)
     value = recon + hparams["sparsity_weight"] * penalty
     metrics = {"recon": recon, "sparsity_kl": penalty, "mean_activation": rho_hat.mean(),

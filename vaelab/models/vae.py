@@ -24,7 +24,8 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.losses import iwae, reconstruction
 from vaelab.losses import vae as vae_losses
-from vaelab.models import base, nets
+from vaelab import spmd
+from vaelab.models import nets
 from vaelab.models.base import Family
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -98,13 +99,22 @@ def _log_weights(config, model, variables, x, keys, num_samples: int, chunk: int
   return iwae.log_weights(decode_nll, keys, mean, logvar, num_samples, chunk)
 
 
-def _objective_value(config, nll, kl, hparams):
+def _iwae_keys(keys):
+  """The IWAE objective's samples, apart from the ELBO's (which feed the metrics)."""
+  return jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+
+
+def _objective_value(config, model, variables, x, keys, nll, kl, hparams):
   """Per-example value of the configured objective, for eval/loss.
 
-  The capacity objective constrains the batch-mean KL, so it has no per-example form
-  (gamma * |KL_i - C| of single images is thousands of nats and means nothing): it reports
-  the negative ELBO, beside which eval/kl shows how close the KL is to C_max.
+  iwae: -L_K with K = loss.iwae_k, the bound being trained. The capacity objective
+  constrains the batch-mean KL, so it has no per-example form (gamma * |KL_i - C| of single
+  images is thousands of nats and means nothing): it reports the negative ELBO, beside
+  which eval/kl shows how close the KL is to C_max.
   """
+  if config.loss.objective == "iwae":
+    k = int(config.loss.iwae_k)
+    return -iwae.log_mean_exp(_log_weights(config, model, variables, x, _iwae_keys(keys), k, k))
   if config.loss.objective == "capacity":
     return nll + kl
   return nll + hparams["beta"] * kl
@@ -126,10 +136,8 @@ def make_loss(config):
       value = vae_losses.capacity_loss(nll, kl, hparams["gamma"], target)
       metrics["capacity"] = target
     elif objective == "iwae":
-      # Separate samples from the ELBO's (which only feeds the metrics) via fold_in.
-      iw_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-      value = iwae.iwae_loss(_log_weights(config, model, variables, x, iw_keys, train_k,
-                                          train_k))
+      value = iwae.iwae_loss(_log_weights(config, model, variables, x, _iwae_keys(keys),
+                                          train_k, train_k))
       metrics[f"iwae_k{train_k}"] = -value
     else:
       value = vae_losses.vae_loss(nll, kl, hparams["beta"])
@@ -143,7 +151,8 @@ def make_eval_metrics(config):
     x = batch["image"]
     nll, kl, kl_dims = _terms(config, model, variables, x, keys)
     recon = model.apply(variables, x, method=VAE.reconstruct)
-    out = {"loss": _objective_value(config, nll, kl, hparams), "elbo": -(nll + kl), "kl": kl,
+    out = {"loss": _objective_value(config, model, variables, x, keys, nll, kl, hparams),
+           "elbo": -(nll + kl), "kl": kl,
            "recon": nll,
            # Against the image before binarization: the decoder mean estimates its intensities.
            "recon_sse": reconstruction.sse(recon, batch.get("image_raw", x))}
@@ -175,7 +184,7 @@ def make_final_metrics(config):
 def analyses(config, model, variables, train_source, eval_source):
   """Active units (Burda et al.): latent dimensions whose posterior mean varies over the
   evaluation images, Var_x E_q[z_d | x] > 0.01."""
-  encode = functools.partial(base.apply, model, method=VAE.posterior_mean)
+  encode = functools.partial(spmd.apply, model, method=VAE.posterior_mean)
   n = min(len(eval_source), 10000)
   means = np.concatenate([
       np.asarray(encode(variables, eval_source.get(np.arange(i, min(i + 1000, n)))["image"]))
@@ -236,4 +245,5 @@ FAMILY = Family(
     sample=sample,
     features="posterior_mean",
     mixed_precision=True,
+    options={"loss.objective": OBJECTIVES, "model.likelihood": LIKELIHOODS},
 )

@@ -1,14 +1,18 @@
 """The training loop: `train_and_evaluate(config, workdir)` and friends.
 
-This is the Python API that `vaelab.main` (and notebooks) call; it knows no family by name.
+This is the Python API that `vaelab.main`, `vaelab.api` (notebooks) and populations call;
+it knows no family by name. A run with `workdir=None` trains in memory: no checkpoints, no
+files, its metrics kept in `MetricsWriter.history`.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
@@ -16,11 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from vaelab import validation
+from vaelab import spmd, validation
 from vaelab.data import make_sources, pipeline
 from vaelab.errors import ConfigError
 from vaelab.evaluate.evaluator import Evaluator
-from vaelab.models import base
 from vaelab.models.base import Family
 from vaelab.train import checkpoint as checkpoint_lib
 from vaelab.train import optimizer as optimizer_lib
@@ -45,14 +48,15 @@ class Preempted(Exception):
 
 
 @contextlib.contextmanager
-def _preemption_signals():
+def _preemption_signals(enabled: bool = True):
   """Turns SIGTERM (a preemption notice) and SIGINT (Ctrl-C) into a flag the loop checks
   between steps, so the run stops at a step boundary with a checkpoint instead of dying
   mid-step. Handlers can only be installed from the main thread (notebooks may train in
-  another one: there the signals keep their defaults). In a multi-process run they are
-  left to JAX's preemption service (see `_preempted`)."""
+  another one: there the signals keep their defaults), and a run without a workdir has
+  nowhere to checkpoint. In a multi-process run they are left to JAX's preemption service
+  (see `_preempted`)."""
   received: list[int] = []
-  if (threading.current_thread() is not threading.main_thread()
+  if (not enabled or threading.current_thread() is not threading.main_thread()
       or jax.process_count() > 1):
     yield received
     return
@@ -75,16 +79,13 @@ class Experiment:
   mesh: Any
   train_source: Any
   eval_source: Any
-  train_step: Any
+  train_step: step_lib.TrainStep
   hparams: dict
+  # The training source's device form when the step reads its batches on the device.
+  train_form: Any = None
 
   def init_state(self) -> TrainState:
-    if self.family.init_input is not None:
-      x = self.family.init_input(self.model, self.train_source)
-    else:
-      x = jnp.zeros((1, *self.train_source.info.image_shape), jnp.float32)
-    keys = step_lib.example_keys(int(self.config.seed), 0, jnp.zeros((1,), jnp.int32))
-    variables = base.init(self.model, jax.random.key(int(self.config.seed)), x, keys)
+    variables = init_variables(self.family, self.model, self.train_source, int(self.config.seed))
     return TrainState.create(variables, self.tx, int(self.config.seed))
 
   def batcher(self) -> pipeline.Batcher:
@@ -93,6 +94,39 @@ class Experiment:
 
   def evaluator(self) -> Evaluator:
     return Evaluator(self.family, self.config, self.model, self.mesh, self.eval_source)
+
+  def step_inputs(self, batchers: list, start: int, stacked: bool = False,
+                  per_member: bool = False):
+    """The train step's inputs for steps [start, num_train_steps): from one batcher (a run,
+    or members sharing batches) or one per member, stacked on a member axis (a vmapped
+    population) or as a tuple per step (`per_member`, members stepped in turn)."""
+    steps = range(start, int(self.config.num_train_steps))
+    if self.train_form is not None:
+      feed = pipeline.DeviceFeed(batchers, self.train_form, self.mesh, stacked, per_member)
+      return (feed.batch(s) for s in steps)
+    shard = lambda b, **kw: spmd.shard_batch(self.mesh, b, **kw)
+    if stacked:
+      batches = (shard({k: np.stack([b[k] for b in member]) for k in member[0]}, stacked=True)
+                 for s in steps for member in [[b.batch(s) for b in batchers]])
+    elif per_member:
+      batches = (tuple(shard(b.batch(s)) for b in batchers) for s in steps)
+    else:
+      batches = (shard(batchers[0].batch(s)) for s in steps)
+    return pipeline.prefetch(batches)
+
+
+def init_variables(family: Family, model, train_source, seed: int) -> dict:
+  if family.init_input is not None:
+    x = family.init_input(model, train_source)
+  else:
+    x = jnp.zeros((1, *train_source.info.image_shape), jnp.float32)
+  keys = spmd.example_keys(seed, 0, jnp.zeros((1,), jnp.int32))
+  return spmd.init(model, jax.random.key(seed), x, keys)
+
+
+def hparams_of(family: Family, config, mesh) -> dict:
+  return spmd.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
+                               for k, v in family.hparams(config).items()})
 
 
 def build(config, sources=None, population: str | None = None,
@@ -106,14 +140,14 @@ def build(config, sources=None, population: str | None = None,
     train_source, eval_source = family.transform_sources(config, train_source, eval_source)
   model = family.make_model(config, train_source.info)
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
-  mesh = step_lib.make_mesh()
+  mesh = spmd.make_mesh()
+  batch_size = int(config.batch_size)
+  form = pipeline.device_form(train_source, config.data.placement, batch_size)
   train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
                                         config.data.binarize, config.nonfinite == "skip",
                                         population, population_impl)
-  hparams = step_lib.replicate(mesh, {k: jnp.asarray(v, jnp.float32)
-                                      for k, v in family.hparams(config).items()})
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
-                    hparams)
+                    hparams_of(family, config, mesh), form)
 
 
 def _check_data(config, train_source, eval_source):
@@ -142,6 +176,14 @@ def _probe_workdir(workdir: str):
     raise OSError(f"workdir {workdir!r} is not writable: {e}") from e
 
 
+def _saved_config(workdir: str) -> dict | None:
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def _save_config(config, workdir: str):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
@@ -161,20 +203,20 @@ def member_of(tree, index: int | None):
 
 
 class _MetricsBuffer:
-  """Per-step metrics stay on device until a log point, so the host never waits each step.
+  """Per-step metrics (one packed vector per step) stay on device until a log point, so the
+  host never waits each step.
 
   `member`: the index of this run in a population's metrics, or None."""
 
   def __init__(self, policy: str, member: int | None = None, name: str = ""):
     self.policy, self.items, self.skipped = policy, [], 0
     self.member, self.name = member, name
+    self.unpack = None  # the step's TrainStep.unpack, set by the loop
 
-  def _host(self) -> list:
+  def _host(self) -> list[dict]:
     """The pending steps' metrics of this run, on the host."""
-    metrics = [m for _, m in self.items]
-    if metrics and isinstance(metrics[0], tuple):  # one device read for this member only
-      return jax.device_get([member_of(m, self.member) for m in metrics])
-    return [member_of(m, self.member) for m in jax.device_get(metrics)]
+    vectors = jax.device_get([member_of(m, self.member) for _, m in self.items])
+    return [self.unpack(np.asarray(v)) for v in vectors]
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))
@@ -185,8 +227,8 @@ class _MetricsBuffer:
     bad = [s for (s, _), m in zip(self.items, host) if not bool(m["finite"])]
     if bad and self.policy == "stop":
       raise NonFiniteError(
-          f"{self.name}non-finite loss or gradient at step {bad[0]}: the update was not applied and no "
-          f"checkpoint after it was written. Lower optimizer.learning_rate or set "
+          f"{self.name}non-finite loss or gradient at step {bad[0]}: the update was not applied "
+          f"and no checkpoint after it was written. Lower optimizer.learning_rate or set "
           f"nonfinite='skip' to skip such updates.")
     return bad
 
@@ -203,39 +245,63 @@ class _MetricsBuffer:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates, writes results.json."""
-  exp = build(config)
+  return train(config, workdir, evaluate=True)[1]
+
+
+def train(config, workdir: str | None, evaluate: bool = True, sources=None):
+  """Trains one run; returns (experiment, host state, final results or None, metrics history).
+  `workdir=None`: in memory, from scratch, without checkpoints or files."""
+  exp = build(config, sources)
   ckpt, state, start = open_run(exp, workdir)
   run = Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
                _MetricsBuffer(config.nonfinite), exp.evaluator(), None)
   run.buffer.skipped = int(jax.device_get(state.skipped_steps))
-  batcher = exp.batcher()
-  batches = (step_lib.shard_batch(exp.mesh, batcher.batch(s))
-             for s in range(start, int(config.num_train_steps)))
-  return run_steps(exp, [run], step_lib.replicate(exp.mesh, state), batches, start)[0]
+  inputs = exp.step_inputs([exp.batcher()], start)
+  state, results = run_steps(exp, [run], spmd.replicate(exp.mesh, state), inputs, start,
+                             evaluate)
+  return exp, jax.device_get(state), results[0], run.writer.history
 
 
-def open_run(exp: Experiment, workdir: str):
-  """(checkpointer, host state, start step) of the run in `workdir`: its latest usable
+def open_run(exp: Experiment, workdir: str | None):
+  """(checkpointer or None, host state, start step) of the run in `workdir`: its latest usable
   checkpoint, or a fresh state; the workdir is probed for writing and gets the config."""
+  fresh = exp.init_state()  # also the template that restore fills
+  if workdir is None:
+    return None, fresh, 0
   _probe_workdir(workdir)
   ckpt = checkpoint_lib.Checkpointer(workdir, int(exp.config.keep_checkpoints))
-  fresh = exp.init_state()  # also the template that restore fills
   state = ckpt.restore(fresh) or fresh
   start = int(jax.device_get(state.step))
   if start:
     logging.info("Resuming from the checkpoint at step %d in %s", start, ckpt.directory)
+    _warn_changed_length(exp.config, workdir, start)
   state = state.replace(opt_state=optimizer_lib.with_learning_rate(
       state.opt_state, float(exp.config.optimizer.learning_rate)))
   _save_config(exp.config, workdir)
   return ckpt, state, start
 
 
+def _warn_changed_length(config, workdir: str, start: int):
+  """A resumed run whose num_train_steps differs from the one it started with follows the new
+  length from here on: schedules stretched over it (a cosine learning rate, k-sparse's k)
+  change their course, which the log must say."""
+  saved = _saved_config(workdir)
+  old = None if saved is None else saved.get("num_train_steps")
+  new = int(config.num_train_steps)
+  if old is not None and int(old) != new:
+    logging.warning(
+        "num_train_steps changed from %d (the run in %s was trained with) to %d, resuming at "
+        "step %d: every schedule over the run's length (optimizer.schedule=%s, k-sparse's k, "
+        "...) now follows %d steps, so the run differs from one trained with either length "
+        "throughout.", int(old), workdir, new, start, config.optimizer.schedule, new)
+
+
 @dataclasses.dataclass
 class Member:
   """One run's own pieces: alone, or one member of a population sharing a step."""
   exp: Experiment  # its config, optimizer and hyperparameters
-  workdir: str
-  ckpt: checkpoint_lib.Checkpointer
+  workdir: str | None
+  ckpt: checkpoint_lib.Checkpointer | None
   writer: MetricsWriter
   buffer: "_MetricsBuffer"
   evaluator: Evaluator
@@ -245,49 +311,65 @@ class Member:
     return member_of(state, self.index)
 
 
-def run_steps(exp: Experiment, runs: list[Member], state, batches, start: int) -> list[dict]:
+def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
+              evaluate: bool = True):
   """The training loop from `start` and the final evaluation, for one run or a population
-  (`exp.train_step` then updates every member at once); returns each run's results."""
+  (`exp.train_step` then updates every member at once); returns the final (device) state
+  and each run's results (None each without `evaluate`)."""
   num_steps, config = int(exp.config.num_train_steps), exp.config
-  batches = pipeline.prefetch(batches)
   progress = Progress(start, num_steps)
+  log_every, eval_every = int(config.log_every), int(config.eval_every)
+  checkpoint_every = int(config.checkpoint_every)
+  began = time.perf_counter()
   with contextlib.ExitStack() as stack:
-    signals = stack.enter_context(_preemption_signals())
+    signals = stack.enter_context(_preemption_signals(runs[0].ckpt is not None))
     for r in runs:
       stack.callback(r.writer.flush)
-      stack.callback(r.ckpt.wait)
-    for step in range(start, num_steps):
-      state, metrics = exp.train_step(state, next(batches), exp.hparams)
+      if r.ckpt is not None:
+        stack.callback(r.ckpt.wait)
+    for step, step_inputs in zip(range(start, num_steps), inputs):
+      state, metrics = exp.train_step(state, step_inputs, exp.hparams)
       for r in runs:
         r.buffer.add(step, metrics)
       done = step + 1
       signum = _preempted(signals, done)
       if signum:
         _stop_for_preemption(signum, done, state, runs)
-      if done % config.log_every == 0 or done == num_steps:
+      if done % log_every == 0 or done == num_steps:
         rate = progress.rate(done)
         for r in runs:
+          r.buffer.unpack = exp.train_step.unpack
           scalars = r.buffer.drain()
           scalars["steps_per_sec"] = rate
           scalars["train/skipped_steps"] = r.buffer.skipped
           r.writer.write(done, scalars)
           logging.info(("" if r.index is None else f"[{r.index}] ") +
                        progress.line(done, rate, scalars))
-      if done % config.eval_every == 0 and done != num_steps:
+      if done % eval_every == 0 and done != num_steps:
         for r in runs:
           r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams))
-      if done % config.checkpoint_every == 0 or done == num_steps:
+      if done % checkpoint_every == 0 or done == num_steps:
         for r in runs:
+          r.buffer.unpack = exp.train_step.unpack
           r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
           _save(r, state, runs)
+  jax.block_until_ready(state)
+  trained = time.perf_counter()
   out = []
   for r in runs:
-    results = _final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
-    r.writer.write(num_steps, results)
+    results = None
+    if evaluate:
+      results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
+      r.writer.write(num_steps, results)
+    if start < num_steps or evaluate:
+      # Where a run's time goes (the default job's split, experiments/benchmark_loop.py).
+      r.writer.write(num_steps, {"time/train_s": trained - began,
+                                 "time/eval_s": time.perf_counter() - trained})
     r.writer.close()
-    r.ckpt.close()
+    if r.ckpt is not None:
+      r.ckpt.close()
     out.append(results)
-  return out
+  return state, out
 
 
 def _preempted(signals: list[int], done: int) -> int | None:
@@ -303,6 +385,8 @@ def _preempted(signals: list[int], done: int) -> int | None:
 
 
 def _save(run: Member, state, runs: list[Member], force: bool = False):
+  if run.ckpt is None:
+    return
   run.ckpt.save(run.state(state), force=force)
   if len(runs) > 1 and jax.process_count() > 1:
     # Orbax's cross-process barriers of concurrent saves by several managers collide
@@ -327,19 +411,37 @@ def _stop_for_preemption(signum, done, state, runs: list[Member]):
   raise Preempted(signum, done, runs[0].workdir)
 
 
-def _final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str):
+def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str | None):
+  """The final evaluation of a run: the family's metrics over the evaluation split (final
+  ones included), analyses, baselines, probe and disentanglement; with a workdir, also
+  results.json and the pictures."""
+  timings, t = {}, time.perf_counter()
+
+  def lap(name):
+    nonlocal t
+    now = time.perf_counter()
+    timings[name], t = now - t, now
+
   results = evaluator(state, exp.hparams, final=True)
+  lap("metrics")
   if exp.family.analyses is not None:
     results.update(exp.family.analyses(exp.config, exp.model, jax.device_get(state.variables()),
-                                       exp.train_source, exp.eval_source))
+                                       evaluator.model_source(exp.train_source),
+                                       evaluator.model_source(exp.eval_source)))
+  lap("analyses")
   if exp.family.baselines is not None:
     results.update(exp.family.baselines(exp.config, exp.train_source, exp.eval_source))
+  lap("baselines")
   results.update(evaluator.probe(state, exp.train_source))
+  lap("probe")
   results.update(evaluator.disentanglement(state))
-  if jax.process_index() == 0:
+  lap("disentanglement")
+  if workdir is not None and jax.process_index() == 0:
     write_json(os.path.join(workdir, "results.json"), results)
     evaluator.save_pictures(state, workdir)
-  logging.info("Final evaluation: %s", results)
+  lap("pictures")
+  logging.info("Final evaluation (%s): %s",
+               ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), results)
   return results
 
 
@@ -350,26 +452,34 @@ def restore_latest(exp: Experiment, workdir: str):
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
                             f"first (--mode=train)")
-  return step_lib.replicate(exp.mesh, state)
+  return spmd.replicate(exp.mesh, state)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """`--mode=eval`: recomputes results.json and the pictures from the latest checkpoint."""
   exp = build(config)
   state = restore_latest(exp, workdir)
-  return _final_evaluation(exp, state, exp.evaluator(), workdir)
+  return final_evaluation(exp, state, exp.evaluator(), workdir)
 
 
 def sample_checkpoint(config, workdir: str, num: int = 64) -> str:
-  """`--mode=sample`: a grid of samples from the latest checkpoint's prior."""
+  """`--mode=sample`: a grid of samples from the latest checkpoint's prior, timed."""
   from vaelab.evaluate import pictures
   exp = build(config)
   if exp.family.sample is None:
     raise ConfigError(f"model.name={config.model.name!r} has no prior to sample from")
   state = jax.device_get(restore_latest(exp, workdir))
   key = jax.random.fold_in(jax.random.key(int(config.seed)), 2**31 - 2)
-  images = exp.family.sample(exp.model, state.variables(), key, num)
+  t = time.perf_counter()
+  images = np.asarray(exp.family.sample(exp.model, state.variables(), key, num))
+  first = time.perf_counter() - t
+  # Again, compiled: the time a sampler takes, apart from its compilation.
+  t = time.perf_counter()
+  np.asarray(exp.family.sample(exp.model, state.variables(), key, num))
+  took = time.perf_counter() - t
+  logging.info("Sampled %d images in %.3f s (%.2f ms per image; the first call, with "
+               "compilation, %.1f s)", num, took, 1e3 * took / num, first)
   path = os.path.join(workdir, "samples.png")
   if jax.process_index() == 0:  # every process drew the same samples; one writes them
-    pictures.save_grid(np.asarray(images), path)
+    pictures.save_grid(images, path)
   return path

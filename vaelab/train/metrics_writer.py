@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 
 import jax
@@ -16,14 +17,16 @@ def _scalar(v):
 
 
 class MetricsWriter:
-  """Writes only on process 0, so a multi-host run logs once."""
+  """Writes only on process 0, so a multi-host run logs once; `workdir=None` (a run in
+  memory) writes no file. Every record is also kept in `history`."""
 
-  def __init__(self, workdir: str, resume_step: int = 0):
-    self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+  def __init__(self, workdir: str | None, resume_step: int = 0):
+    self.enabled = workdir is not None and jax.process_index() == 0
+    self.history: list[dict] = []
     self._tb = None
     if not self.enabled:
       return
+    self.path = os.path.join(workdir, "metrics.jsonl")
     os.makedirs(workdir, exist_ok=True)
     self._truncate_after(resume_step)
     from tensorboardX import SummaryWriter
@@ -48,9 +51,10 @@ class MetricsWriter:
     os.replace(tmp, self.path)
 
   def write(self, step: int, scalars: dict):
+    record = {"step": int(step), **{k: _scalar(v) for k, v in scalars.items()}}
+    self.history.append(record)
     if not self.enabled:
       return
-    record = {"step": int(step), **{k: _scalar(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in record.items():
@@ -82,9 +86,18 @@ class Progress:
   def line(self, step: int, rate: float, scalars: dict) -> str:
     eta = (self.last_step - step) / rate if rate > 0 else float("inf")
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
-    shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in scalars.items()
-                     if k in ("train/loss", "train/elbo", "train/kl", "train/recon_sse"))
+    shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in sorted(
+        scalars.items(), key=lambda kv: kv[0] != "train/loss") if _shown(k))
     return f"step {step}/{self.last_step} {shown} | {rate:.1f} steps/s | ETA {eta_s}"
+
+
+# The console line shows the family's own training terms, not the step's bookkeeping or
+# per-dimension breakdowns (metrics.jsonl and TensorBoard hold everything).
+_NOT_SHOWN = re.compile(r"^train/(grad_norm|learning_rate|skipped_steps)$|_(dim|q)\d+$")
+
+
+def _shown(key: str) -> bool:
+  return key.startswith("train/") and not _NOT_SHOWN.search(key)
 
 
 def write_json(path: str, obj) -> None:

@@ -4,10 +4,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from vaelab.errors import ConfigError
-
-NAMES = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
 def make_schedule(opt_cfg, num_steps: int, peak: float | None = None):
@@ -63,18 +59,3 @@ def with_learning_rate(opt_state, learning_rate: float):
 def current_learning_rate(opt_state):
   """The step size of the last update: peak learning rate times the schedule's factor."""
   return opt_state.hyperparams["learning_rate"] * opt_state.hyperparams["schedule"]
-
-
-def validate(opt_cfg) -> None:
-  if opt_cfg.name not in NAMES:
-    raise ConfigError(f"optimizer.name={opt_cfg.name!r}: expected one of {NAMES}")
-  if opt_cfg.schedule not in SCHEDULES:
-    raise ConfigError(f"optimizer.schedule={opt_cfg.schedule!r}: expected one of {SCHEDULES}")
-  if not float(opt_cfg.learning_rate) > 0:
-    raise ConfigError(f"optimizer.learning_rate={opt_cfg.learning_rate}: must be > 0")
-  for key in ("b1", "b2"):
-    if not 0 <= float(opt_cfg[key]) < 1:
-      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be in [0, 1)")
-  for key in ("weight_decay", "grad_clip_norm", "warmup_steps"):
-    if float(opt_cfg[key]) < 0:
-      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be >= 0")

@@ -2,14 +2,24 @@
 
 Members may differ in the seed, optimizer.learning_rate (the peak rate is an array in the
 optimizer state, see optimizer.py) and any key that reaches the step only through its
-family's `hparams` (β, C_max, γ, λ, ρ, the sparsity weight, the commitment weight, ...).
-Two implementations (train/step.py, POPULATION_IMPLS): "vmap" stacks their states,
-hyperparameters and metrics on a leading member axis and vmaps the per-device step over it
-inside the one sharded train step (one compilation, bigger operations: what accelerators
-need); "loop" applies the one-run step to each member in turn (one compilation, bitwise
-the runs alone, and on a CPU, whose cores one run already keeps busy, the faster).
-`default_impl()` picks by backend. Members sharing a seed read one batch; otherwise each
-reads its own, so every member sees exactly the data and randomness it would see alone.
+family's `hparams` (beta, C_max, gamma, lambda, rho, the sparsity weight, the commitment
+weight, ...). Two implementations (train/step.py, POPULATION_IMPLS): "vmap" stacks their
+states, hyperparameters and metrics on a leading member axis and vmaps the per-device step
+over it inside the one sharded train step (one compilation, bigger operations: what
+accelerators need); "loop" applies the one-run step to each member in turn (one
+compilation, bitwise the runs alone, and on a CPU, whose cores one run already keeps busy,
+the faster). `default_impl()` picks by backend. Members sharing a seed read one batch;
+otherwise each reads its own, so every member sees exactly the data and randomness it
+would see alone.
+
+Grouping is sound by construction. A population is built from its first member's config,
+so two configs may share one only if everything that is not a step argument is identical:
+configs are first grouped by their keys (all equal but population keys), then each group is
+split by what the configs actually build: the model (Flax modules compare by their fields)
+and the traced programs of the objective and of the evaluation metrics, with the
+hyperparameters as arguments. A key that also feeds something static (TD-VAE's jump
+lengths set its model's dt features) changes the model or a program, and its configs train
+apart.
 
 Each member keeps its own workdir, checkpoints, metrics.jsonl, pictures and results.json,
 resumable alone or in a population.
@@ -23,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaelab import config_base, models, validation
+from vaelab import config_base, models, spmd, validation
+from vaelab.data import make_sources
 from vaelab.train import loop
 from vaelab.train import optimizer as optimizer_lib
-from vaelab.train import step as step_lib
 from vaelab.train.metrics_writer import MetricsWriter
 
 # Keys a population may vary besides the family's hyperparameters.
@@ -45,8 +55,9 @@ def _with(config, overrides: dict):
 
 
 def is_population_key(config, key: str) -> bool:
-  """Whether `key` reaches the step only as an array: the seed, the learning rate, or a
-  number that changes the family's `hparams` when it changes."""
+  """Whether `key` may reach the step as an array: the seed, the learning rate, or a number
+  that changes the family's `hparams` when it changes. (Whether it reaches anything
+  static as well is what `groups` checks on the programs.)"""
   if key in ALWAYS:
     return True
   value = _get(config, key)
@@ -65,14 +76,59 @@ def _structure(flat: dict, keys) -> str:
 def groups(configs: list) -> list[list[int]]:
   """Indices of `configs` grouped into populations (a group of one trains alone): configs
   that are equal once the keys that differ between them, all population keys, are set
-  aside."""
+  aside, and that build the same model and the same objective and evaluation programs."""
   flat = [dict(_leaves(c.to_dict())) for c in configs]
   differing = sorted({k for f in flat for k in f if any(g.get(k) != f.get(k) for g in flat)})
   keys = [k for k in differing if all(_has(c, k) and is_population_key(c, k) for c in configs)]
-  out: dict[str, list[int]] = {}
+  by_keys: dict[str, list[int]] = {}
   for i, f in enumerate(flat):
-    out.setdefault(_structure(f, keys), []).append(i)
+    by_keys.setdefault(_structure(f, keys), []).append(i)
+  out = []
+  for group in by_keys.values():
+    out.extend(_split_by_program(configs, group) if len(group) > 1 else [group])
+  return out
+
+
+def _split_by_program(configs: list, group: list[int]) -> list[list[int]]:
+  """`group` split by the signature of what each config builds (module docstring)."""
+  first = configs[group[0]]
+  # The group's configs share every data key, so one set of sources serves them all.
+  family = validation.validate(first)
+  sources = make_sources(first.data)
+  if family.transform_sources is not None:
+    sources = family.transform_sources(first, *sources)
+  out: dict[str, list[int]] = {}
+  for i in group:
+    out.setdefault(program_signature(configs[i], sources), []).append(i)
   return list(out.values())
+
+
+def program_signature(config, sources) -> str:
+  """What a population shares with this config's run alone, as text: the model and the
+  jaxprs of the family's objective and evaluation metrics (hyperparameters as arguments,
+  constants included)."""
+  family = models.get_family(config.model.name)
+  train_source, _ = sources
+  model = family.make_model(config, train_source.info)
+  variables = jax.eval_shape(lambda: loop.init_variables(family, model, train_source,
+                                                         int(config.seed)))
+  batch = train_source.get(np.arange(2))
+  batch = {**batch, "index": np.arange(2, dtype=np.int32), "mask": np.ones(2, np.float32)}
+  batch = spmd.model_input(batch, config.data.binarize, spmd.example_keys(0, 0, jnp.arange(2)))
+  keys = spmd.example_keys(0, 0, jnp.arange(2))
+  hparams = {k: jnp.float32(v) for k, v in family.hparams(config).items()}
+  params, model_state = variables["params"], {k: v for k, v in variables.items()
+                                              if k != "params"}
+  loss = family.make_loss(config)
+  programs = [jax.make_jaxpr(lambda p, s, b, h: loss(model, p, s, b, keys, h))(
+      params, model_state, batch, {**hparams, "step": jnp.int32(0)})]
+  for make in (family.make_eval_metrics, family.make_final_metrics):
+    if make is not None:
+      fn = make(config)
+      programs.append(jax.make_jaxpr(lambda v, b, h: fn(model, v, b, keys, h))(
+          variables, batch, hparams))
+  consts = [np.asarray(c).tobytes().hex() for p in programs for c in p.consts]
+  return json.dumps([repr(model), [str(p.jaxpr) for p in programs], consts])
 
 
 def _leaves(d, prefix=""):
@@ -114,7 +170,8 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
     validation.validate(c)
   if len(groups(configs)) != 1:
     raise ValueError("these configs differ in more than population keys "
-                     f"({ALWAYS} and the family's hyperparameters); see population.groups")
+                     f"({ALWAYS} and the family's hyperparameters), or build different "
+                     f"models or programs; see population.groups")
   seeds = [int(c.seed) for c in configs]
   shared = len(set(seeds)) == 1
   lead = loop.build(configs[0], population="shared" if shared else "stacked",
@@ -125,8 +182,7 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
     exp = dataclasses.replace(
         lead, config=config,
         tx=optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps)),
-        hparams=step_lib.replicate(lead.mesh, {k: jnp.asarray(v, jnp.float32) for k, v in
-                                               lead.family.hparams(config).items()}))
+        hparams=loop.hparams_of(lead.family, config, lead.mesh))
     ckpt, state, start = loop.open_run(exp, workdir)
     run = loop.Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
                       loop._MetricsBuffer(config.nonfinite, i, f"{workdir}: "),
@@ -143,22 +199,9 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
   vmapped = impl == "vmap"
   hparams = [r.exp.hparams for r in runs]
   lead = dataclasses.replace(lead, hparams=_stack(hparams) if vmapped else tuple(hparams))
-  state = (step_lib.replicate(lead.mesh, _stack(states)) if vmapped else
-           tuple(step_lib.replicate(lead.mesh, s) for s in states))
-  num_steps = int(lead.config.num_train_steps)
-  if shared:
-    batcher = lead.batcher()
-    batches = (step_lib.shard_batch(lead.mesh, batcher.batch(s))
-               for s in range(starts[0], num_steps))
-  elif vmapped:
-    batchers = [r.exp.batcher() for r in runs]
-    batches = (step_lib.shard_batch(
-        lead.mesh, {k: np.stack([b[k] for b in member_batches]) for k in member_batches[0]},
-        stacked=True)
-        for s in range(starts[0], num_steps)
-        for member_batches in [[b.batch(s) for b in batchers]])
-  else:
-    batchers = [r.exp.batcher() for r in runs]
-    batches = (tuple(step_lib.shard_batch(lead.mesh, b.batch(s)) for b in batchers)
-               for s in range(starts[0], num_steps))
-  return loop.run_steps(lead, runs, state, batches, starts[0])
+  state = (spmd.replicate(lead.mesh, _stack(states)) if vmapped else
+           tuple(spmd.replicate(lead.mesh, s) for s in states))
+  batchers = [lead.batcher()] if shared else [r.exp.batcher() for r in runs]
+  inputs = lead.step_inputs(batchers, starts[0], stacked=vmapped and not shared,
+                            per_member=not vmapped and not shared)
+  return loop.run_steps(lead, runs, state, inputs, starts[0])[1]

@@ -1,12 +1,20 @@
-"""The one SPMD train step and its evaluation twin, shared by every family and machine.
+"""The one SPMD train step, shared by every family and machine.
 
-Both are written as per-device code over a shard of the global batch and mapped over a
-1-D mesh with `jax.shard_map` under `jax.jit`: gradients and metrics are averaged with
+Written as per-device code over a shard of the global batch and mapped over a 1-D mesh with
+`jax.shard_map` under `jax.jit`: gradients and metrics are averaged with
 `lax.pmean(..., "batch")`. On 8 devices or a pod the same code runs unchanged. On a
-1-device mesh the train step leaves the gradient all-reduce out: XLA:CPU still executes
-it there, at a cost that grows with the gradients' size: the runlocal beta-VAE's step (4.5M
+1-device mesh the step leaves the gradient all-reduce out: XLA:CPU still executes it there,
+at a cost that grows with the gradients' size: the runlocal beta-VAE's step (4.5M
 parameters) went from 21 ms to 14 ms, against 12 ms for a hand-written jit step
 (experiments/benchmark_step.py --side 64 --hidden 512,256 --latent 10 --batch_size 64).
+
+Input: a sharded global batch, made on the host (prefetched in a thread) or on the devices
+by a jitted gather from data placed there once (data/pipeline.py); both paths feed this
+same executable the same arrays, so their runs are bitwise equal.
+
+Metrics leave the step packed into one float32 vector (`step.metric_names` names its
+entries once traced): the loop keeps one small device array per step until a log point,
+instead of one per metric.
 """
 from __future__ import annotations
 
@@ -15,15 +23,14 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from vaelab.data.binarize import binarize
+from vaelab import spmd
 from vaelab.train import optimizer
 
-AXIS = "batch"
+AXIS = spmd.AXIS
 POPULATION_BATCHES = ("shared", "stacked")
 # How members share the step. vmap batches their operations in one sharded step: what an
 # accelerator that one small run leaves idle needs; the batched kernels round differently,
@@ -35,65 +42,60 @@ POPULATION_BATCHES = ("shared", "stacked")
 # default model 13 vs 8 ms; the caches hold one member's Adam moments, not eight), so loop
 # is the CPU's default (population.default_impl).
 POPULATION_IMPLS = ("vmap", "loop")
-# Evaluation keys live apart from every training step (steps are < 2**31).
-_EVAL_STREAM = 2**32 - 1
 
 
-def make_mesh(devices=None) -> Mesh:
-  # Mesh(...) gives Auto axes; jax.make_mesh's Explicit axes reject shard_map over an
-  # unsharded (replicated) state.
-  # Ordered by process: process p's devices then hold rows [p, p+1) * B / P of the global
-  # batch, the rows its Batcher loads (data/pipeline.py).
-  if devices is None:
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-  return Mesh(np.asarray(devices), (AXIS,))
+class TrainStep:
+  """step(state, batch, hparams) -> (state, packed metrics); jitted, `state` donated.
 
+  `metric_names` lists the packed vector's entries; it is known once the step has been
+  traced (its first call), and `unpack` turns a host vector back into a dict.
+  """
 
-def example_keys(seed, stream, index):
-  """One key per example from (seed, step or eval stream, example index): device-count free."""
-  base = jax.random.fold_in(jax.random.key(seed), stream)
-  return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+  def __init__(self, fn, names: list):
+    self._fn, self._names = fn, names
 
+  def __call__(self, state, batch, hparams):
+    return self._fn(state, batch, hparams)
 
-def _split(keys):
-  """Separate streams for binarization and for the model's own sampling."""
-  fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
-  return fold(keys, 0), fold(keys, 1)
+  def trace(self, *args):
+    return self._fn.trace(*args)
 
+  @property
+  def metric_names(self) -> tuple[str, ...]:
+    if not self._names:
+      raise RuntimeError("the step's metric names are known once it has been traced")
+    return tuple(self._names[0])
 
-def _binarized(batch, mode: str, keys):
-  """The batch with its "image" binarized; the image before binarization stays available as
-  "image_raw" (a decoder mean estimates intensities). Batches without images (code maps
-  of a prior) pass through."""
-  if "image" not in batch:
-    return batch
-  return {**batch, "image": binarize(mode, batch["image"], keys), "image_raw": batch["image"]}
+  def unpack(self, vector) -> dict:
+    return dict(zip(self.metric_names, vector))
 
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                     skip_nonfinite: bool = False, population: str | None = None,
                     population_impl: str = "vmap"):
-  """Returns jitted step(state, batch, hparams) -> (state, metrics); `state` is donated.
+  """Returns the jitted `TrainStep` step(state, batch, hparams) -> (state, metrics).
 
   population: None for one run; otherwise "shared" when every member reads the same batch
   (the same seed orders the data), "stacked" when each reads its own. `population_impl`
   (one of POPULATION_IMPLS): under "vmap" the state, the hyperparameters and the metrics
   carry a leading member axis, and the per-device step is vmapped over it inside the same
-  shard_map (one compilation for all members); a stacked batch is (members, global batch,
-  ...), sharded on its second axis. Under "loop" they are tuples of one run's state,
+  shard_map (one compilation for all members); a stacked batch is (members, global
+  batch, ...), sharded on its second axis. Under "loop" they are tuples of one run's state,
   hyperparameters and metrics per member (and of batches, when stacked), and the one-run
   step is applied to each member in turn.
   """
 
   # One device: no collective (see the module docstring) and so no varying/invariant
-  # bookkeeping either; the families' own small collectives (a sparsity pmean, the
+  # bookkeeping either; the families' own small collectives (spmd.global_mean, the
   # quantizer's psum) stay, bound to the same axis.
   single = mesh.devices.size == 1
   mean = (lambda x: x) if single else (lambda x: lax.pmean(x, AXIS))
+  names: list = []
 
   def per_device(state, batch, hparams):
-    bin_keys, model_keys = _split(example_keys(state.seed, state.step, batch["index"]))
-    batch = _binarized(batch, binarize_mode, bin_keys)
+    bin_keys, model_keys = spmd.split_keys(spmd.example_keys(state.seed, state.step,
+                                                             batch["index"]))
+    batch = spmd.model_input(batch, binarize_mode, bin_keys)
     # Schedules inside an objective (k-sparse's k, a capacity C) read the step from here.
     hparams = {**hparams, "step": state.step}
 
@@ -125,7 +127,10 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
     metrics.update(grad_norm=grad_norm, finite=finite,
                    learning_rate=optimizer.current_learning_rate(opt_state))
-    return new_state, metrics
+    keys = sorted(metrics)
+    if not names:
+      names.append(keys)
+    return new_state, jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in keys])
 
   batch_spec = P(AXIS)
   if population is not None:
@@ -138,12 +143,12 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                        f"{POPULATION_IMPLS}")
     if population_impl == "loop":
       one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite)
-      return functools.partial(_member_loop, one, shared)
+      return TrainStep(functools.partial(_member_loop, one, shared), one._names)
     per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
     batch_spec = P(AXIS) if shared else P(None, AXIS)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
                        out_specs=(P(), P()), check_vma=not single)
-  return jax.jit(step, donate_argnums=0)
+  return TrainStep(jax.jit(step, donate_argnums=0), names)
 
 
 def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
@@ -152,29 +157,3 @@ def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
   out = [step(s, b, h) for s, b, h in zip(states, batches, hparams)]
   return tuple(s for s, _ in out), tuple(m for _, m in out)
 
-
-def make_eval_step(eval_fn, model, mesh: Mesh, binarize_mode: str):
-  """Returns jitted fn(variables, seed, batch, hparams) -> (masked sums of metrics, count)."""
-
-  def per_device(variables, seed, batch, hparams):
-    bin_keys, model_keys = _split(example_keys(seed, _EVAL_STREAM, batch["index"]))
-    batch = _binarized(batch, binarize_mode, bin_keys)
-    per_example = eval_fn(model, variables, batch, model_keys, hparams)
-    mask = batch["mask"]
-    sums = {k: lax.psum(jnp.sum(v * mask), AXIS) for k, v in per_example.items()}
-    return sums, lax.psum(mask.sum(), AXIS)
-
-  step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P()),
-                       out_specs=(P(), P()))
-  return jax.jit(step)
-
-
-def shard_batch(mesh: Mesh, batch: dict, stacked: bool = False) -> dict:
-  """This process's rows of the global batch as arrays sharded over the mesh's batch axis
-  (`stacked`: batches of population members, (members, rows, ...), sharded on the rows)."""
-  sharding = NamedSharding(mesh, P(None, AXIS) if stacked else P(AXIS))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def replicate(mesh: Mesh, tree):
-  return jax.device_put(tree, NamedSharding(mesh, P()))
