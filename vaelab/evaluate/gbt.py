@@ -62,7 +62,7 @@ _RAND_R_MAX = 2**31 - 1  # sklearn.tree._utils.RAND_R_MAX
 _EPSILON = np.finfo(np.float64).eps  # sklearn.tree._tree.EPSILON
 _FEATURE_THRESHOLD = np.float32(1e-7)  # a float32 constant in sklearn: float32 sums
 # Elements per gathered (segments, features, positions) block of the split search.
-_BLOCK = 1 << 21
+_BLOCK = 1 << 16  # small enough for the caches
 
 
 # ---------------------------------------------------------------- sklearn's splitter RNG
@@ -256,53 +256,91 @@ def fit(x: np.ndarray, y: np.ndarray, random_state=None, n_stages: int = N_STAGE
 
   random_state: None (numpy's global RandomState, as sklearn), an int or a RandomState.
   """
+  return fit_many(x, [y], [random_state], n_stages)[0]
+
+
+class _Target:
+  """One classification problem of `fit_many`: its loss, prior and raw predictions."""
+
+  def __init__(self, x32, y, random_state):
+    n = len(x32)
+    self.classes, y_int = np.unique(np.asarray(y), return_inverse=True)
+    y_int = y_int.reshape(-1)
+    if len(y_int) != n:
+      raise ValueError(f"y has {len(y_int)} labels for {n} rows of x")
+    if len(self.classes) < 2:
+      raise ValueError(f"y has {len(self.classes)} class; boosting needs at least 2")
+    self.num_classes = len(self.classes)
+    self.num_k = 1 if self.num_classes == 2 else self.num_classes
+    self.y = y_int.astype(np.float64)  # sklearn's encoded labels, as floats
+    self.rng = check_random_state(random_state)
+    weights = np.ones(n)
+    self.loss = (HalfBinomialLoss(sample_weight=weights) if self.num_k == 1 else
+                 HalfMultinomialLoss(sample_weight=weights, n_classes=self.num_classes))
+    prior = DummyClassifier(strategy="prior").fit(x32, y_int)
+    self.raw = _init_raw_predictions(x32, prior, self.loss, True).astype(np.float64)
+    self.targets = (self.y[:, None] if self.num_k == 1 else
+                    (y_int[:, None] == np.arange(self.num_k)[None, :]).astype(np.float64))
+
+  def neg_gradient(self) -> np.ndarray:
+    raw = self.raw if self.num_k > 1 else self.raw[:, 0]
+    grad = self.loss.gradient(y_true=self.y, raw_prediction=raw, sample_weight=None)
+    return -grad.reshape(len(self.y), self.num_k)
+
+
+def fit_many(x: np.ndarray, ys, random_states, n_stages: int = N_STAGES
+             ) -> list[BoostedTrees]:
+  """One `fit` per label vector in `ys`, all on the same features `x` (DCI's case: one
+  classifier per factor): each stage grows every target's class trees together, which
+  shares the presort and the per-stage work. Each target draws its own trees' seeds from
+  its own random state, so the result is that of separate fits.
+  """
   x32 = np.ascontiguousarray(x, dtype=np.float32)
   if x32.ndim != 2:
     raise ValueError(f"x must be (n, d), got shape {x32.shape}")
+  if len(ys) != len(random_states):
+    raise ValueError(f"{len(ys)} label vectors but {len(random_states)} random states")
   n, d = x32.shape
-  classes, y_int = np.unique(np.asarray(y), return_inverse=True)
-  y_int = y_int.reshape(-1)
-  if len(y_int) != n:
-    raise ValueError(f"y has {len(y_int)} labels for {n} rows of x")
-  if len(classes) < 2:
-    raise ValueError(f"y has {len(classes)} class; boosting needs at least 2")
-  num_k = 1 if len(classes) == 2 else len(classes)
-  y_float = y_int.astype(np.float64)
-  rng = check_random_state(random_state)
-
-  weights = np.ones(n)
-  loss = (HalfBinomialLoss(sample_weight=weights) if num_k == 1 else
-          HalfMultinomialLoss(sample_weight=weights, n_classes=len(classes)))
-  prior = DummyClassifier(strategy="prior").fit(x32, y_int)
-  raw = _init_raw_predictions(x32, prior, loss, True).astype(np.float64)
-  init_raw = raw[0].copy()
-  targets = (y_float[:, None] if num_k == 1 else
-             (y_int[:, None] == np.arange(num_k)[None, :]).astype(np.float64))
+  jobs = [_Target(x32, y, r) for y, r in zip(ys, random_states)]
+  init_raw = [job.raw[0].copy() for job in jobs]
+  cols = np.cumsum([0] + [job.num_k for job in jobs])
+  num_trees = int(cols[-1])
+  targets = np.concatenate([job.targets for job in jobs], axis=1)  # (n, trees)
+  multinomial = np.concatenate([np.full(job.num_k, job.num_k > 1) for job in jobs])
+  factor = np.concatenate([np.full(job.num_k, (job.num_classes - 1) / job.num_classes)
+                           for job in jobs])
 
   order = np.argsort(x32, axis=0, kind="stable").T.copy()  # (d, n): the presort
   x64 = x32.astype(np.float64)
-  feature = np.full((n_stages, num_k, _HEAP), -1, np.int64)
-  threshold = np.zeros((n_stages, num_k, _HEAP))
-  value = np.zeros((n_stages, num_k, _HEAP))
-  per_tree_importance = []
+  x_sorted = np.take_along_axis(x32.T, order, axis=1)  # (d, n) each feature's sorted values
+  feature = np.full((n_stages, num_trees, _HEAP), -1, np.int64)
+  threshold = np.zeros((n_stages, num_trees, _HEAP))
+  value = np.zeros((n_stages, num_trees, _HEAP))
+  per_tree = [[] for _ in jobs]
+  owner = np.repeat(np.arange(len(jobs)), [job.num_k for job in jobs])
   for s in range(n_stages):
-    neg_grad = -loss.gradient(y_true=y_float, raw_prediction=raw if num_k > 1 else raw[:, 0],
-                              sample_weight=None)
-    neg_grad = neg_grad.reshape(n, num_k)
-    seeds = rng.randint(0, _RAND_R_MAX, size=num_k)
-    stage = _Stage(x32, x64, order, neg_grad, seeds)
+    neg_grad = np.concatenate([job.neg_gradient() for job in jobs], axis=1)
+    seeds = np.concatenate([job.rng.randint(0, _RAND_R_MAX, size=job.num_k) for job in jobs])
+    stage = _Stage(x32, x64, order, x_sorted, neg_grad, seeds)
     stage.grow()
     feature[s], threshold[s] = stage.feature, stage.threshold
-    value[s] = stage.leaf_values(targets, num_k, len(classes))
-    leaf_of = stage.node_of
-    raw += LEARNING_RATE * np.take_along_axis(value[s], leaf_of, axis=1).T
-    per_tree_importance += stage.importances()
-  if per_tree_importance:
-    mean = np.mean(per_tree_importance, axis=0, dtype=np.float64)
-    importances = mean / np.sum(mean)
-  else:
-    importances = np.zeros(d)
-  return BoostedTrees(classes, init_raw, feature, threshold, value, importances)
+    value[s] = stage.leaf_values(targets, multinomial, factor)
+    update = LEARNING_RATE * np.take_along_axis(value[s], stage.node_of, axis=1).T
+    for j, job in enumerate(jobs):
+      job.raw += update[:, cols[j]:cols[j + 1]]
+    for t, imp in stage.importances():
+      per_tree[owner[t]].append(imp)
+  out = []
+  for j, job in enumerate(jobs):
+    if per_tree[j]:
+      mean = np.mean(per_tree[j], axis=0, dtype=np.float64)
+      importances = mean / np.sum(mean)
+    else:  # every tree is a single leaf
+      importances = np.zeros(d)
+    sl = slice(cols[j], cols[j + 1])
+    out.append(BoostedTrees(job.classes, init_raw[j], feature[:, sl].copy(),
+                            threshold[:, sl].copy(), value[:, sl].copy(), importances))
+  return out
 
 
 # DFS preorder of the nodes that may be split (depth < 3), as sklearn's builder pops them.
@@ -312,8 +350,9 @@ _SPLITTABLE_PREORDER = (0, 1, 3, 4, 2, 5, 6)
 class _Stage:
   """The K class trees of one boosting stage, grown together level by level."""
 
-  def __init__(self, x32, x64, order, neg_grad, seeds):
+  def __init__(self, x32, x64, order, x_sorted, neg_grad, seeds):
     self.x32, self.x64, self.order, self.g = x32, x64, order, neg_grad
+    self.x_sorted = x_sorted
     n, d = x32.shape
     k = neg_grad.shape[1]
     self.n, self.d, self.k = n, d, k
@@ -408,6 +447,12 @@ class _Stage:
         self.feature[t, node] = win
         self.split_pos[t, node] = self.best_pos[t, node, win]
 
+  def _members(self, level, trees, feats, positions):
+    """Sample ids at `positions` of the level's layout (node-grouped, feature-sorted)."""
+    perm = self.layout[level][0]
+    ranks = positions if perm is None else perm[trees, feats, positions]
+    return self.order[feats, ranks]
+
   def _search(self, level: int):
     """Best split position and proxy for every (tree, node, feature) searched at a level."""
     base, width = 2**level - 1, 2**level
@@ -415,41 +460,58 @@ class _Stage:
     searched = self.searched[:, ids]  # (K, width)
     if not searched.any():
       return
-    local = self.node_of - base
-    in_level = (local >= 0) & (local < width)
-    key = np.where(in_level, local, width)
-    key = np.where(in_level & searched[np.arange(self.k)[:, None], np.clip(local, 0, width - 1)],
-                   key, width).astype(np.int16)
-    keyed = key[:, self.order]  # (K, d, n): node of each sample along each feature's order
-    perm = np.argsort(keyed, axis=2, kind="stable")
-    # (K, d, n): each tree's samples grouped by node, in feature order within a node.
-    grouped = np.take_along_axis(np.broadcast_to(self.order, perm.shape), perm, axis=2)
-    counts = np.where(searched, self.count[:, ids], 0)
-    offsets = np.concatenate([np.zeros((self.k, 1), np.int64), np.cumsum(counts, 1)[:, :-1]], 1)
-    self.layout[level] = (grouped, offsets)
+    n, d = self.n, self.d
+    if level == 0:
+      perm = None  # one node holding every sample: the presort itself
+      offsets = np.zeros((self.k, 1), np.int64)
+    else:
+      local = self.node_of - base
+      in_level = (local >= 0) & (local < width)
+      take = in_level & searched[np.arange(self.k)[:, None], np.clip(local, 0, width - 1)]
+      key = np.where(take, local, width).astype(np.int16)
+      keyed = key[:, self.order]  # (K, d, n): node of each sample along each feature's order
+      # Ranks (positions in the presort) grouped by node, in feature order within a node
+      # (a stable sort of small integers: numpy's radix sort).
+      perm = np.argsort(keyed, axis=2, kind="stable")
+      counts = np.where(searched, self.count[:, ids], 0)
+      offsets = np.concatenate([np.zeros((self.k, 1), np.int64), np.cumsum(counts, 1)[:, :-1]],
+                               1)
+    self.layout[level] = (perm, offsets)
 
     trees, slots = np.nonzero(searched)
     nodes = ids[slots]
     lengths = self.count[trees, nodes]
-    feats = np.arange(self.d)
-    for group, longest in _chunks(lengths, self.d):
+    feats = np.arange(d)[None, :, None]
+    g_flat = self.g.T.reshape(-1)
+    for group, longest in _chunks(lengths, d):
       tr, nd, ln = trees[group], nodes[group], lengths[group]
       steps = np.arange(longest)
-      idx = np.minimum(offsets[tr, nd - base][:, None] + steps, self.n - 1)  # (C, L)
-      members = grouped[tr[:, None, None], feats[None, :, None], idx[:, None, :]]  # (C, d, L)
-      inside = steps[None, None, :] < ln[:, None, None]
-      resid = np.where(inside, self.g[members, tr[:, None, None]], 0.0)
-      xs = self.x32[members, feats[None, :, None]]
-      left_sum = np.cumsum(resid, axis=2)[:, :, :-1]  # left sums for left counts 1..L-1
+      pos = np.minimum(offsets[tr, slots[group]][:, None] + steps, n - 1)[:, None, :]  # (C,1,L)
+      if perm is None:
+        ranks = np.broadcast_to(pos, (len(tr), d, longest))
+      else:
+        ranks = perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
+      flat = feats * n + ranks
+      members = self.order.reshape(-1).take(flat)  # (C, d, L)
+      xs = self.x_sorted.reshape(-1).take(flat)
+      resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
+      # Values past a segment's end are never summed into a valid position.
+      left = np.cumsum(resid, axis=2)  # left sums for left counts 1..L-1
+      right = self.total[tr, nd][:, None, None] - left
       n_left = np.arange(1, longest, dtype=np.float64)
       n_right = ln[:, None, None] - n_left
-      right_sum = self.total[tr, nd][:, None, None] - left_sum
       with np.errstate(divide="ignore", invalid="ignore"):
-        proxy = left_sum * left_sum / n_left + right_sum * right_sum / n_right
-      valid = (n_right > 0) & (xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD)
-      proxy = np.where(valid, proxy, -np.inf)
-      arg = np.argmax(proxy, axis=2)  # first maximum: sklearn's strict >
-      self.best_proxy[tr, nd] = np.take_along_axis(proxy, arg[..., None], 2)[..., 0]
+        # proxy_impurity_improvement: sl*sl/nl + sr*sr/nr, in sklearn's operation order.
+        left *= left
+        left /= n_left
+        right *= right
+        right /= n_right
+        left += right
+      valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
+      valid &= n_right > 0
+      np.copyto(left, -np.inf, where=~valid)
+      arg = np.argmax(left, axis=2)  # first maximum: sklearn's strict >
+      self.best_proxy[tr, nd] = np.take_along_axis(left, arg[..., None], 2)[..., 0]
       self.best_pos[tr, nd] = arg + 1
 
   def _split(self, node: int):
@@ -460,23 +522,23 @@ class _Stage:
     if not len(trees):
       return
     base = 2**level - 1
-    grouped, offsets = self.layout[level]
+    offsets = self.layout[level][1][trees, node - base]
     lengths = self.count[trees, node]
     seg, pos, starts = _segment_index(lengths)
     by = self.arranged_by[trees, node]
     # The node's sample order before the partition: sorted by the last feature the
     # splitter sorted (the search layout has it), or the order the node started with.
     node_start = self.start[trees, node]
-    sorted_members = grouped[trees[seg], np.maximum(by, 0)[seg],
-                             offsets[trees, node - base][seg] + pos]
+    sorted_members = self._members(level, trees[seg], np.maximum(by, 0)[seg],
+                                   offsets[seg] + pos)
     initial = self.samples[trees[seg], node_start[seg] + pos]
     arranged = np.where(by[seg] >= 0, sorted_members, initial)
 
     feat = self.feature[trees, node]
     left_count = self.split_pos[trees, node]
     # Threshold between the two sorted values around the split (sum of halves, float64).
-    below = grouped[trees, feat, offsets[trees, node - base] + left_count - 1]
-    above = grouped[trees, feat, offsets[trees, node - base] + left_count]
+    below = self._members(level, trees, feat, offsets + left_count - 1)
+    above = self._members(level, trees, feat, offsets + left_count)
     thr = (self.x64[below, feat] / 2.0) + (self.x64[above, feat] / 2.0)
     goes_left = self.x64[arranged, feat[seg]] <= thr[seg]
     final = _partition(arranged, goes_left, lengths)
@@ -537,33 +599,30 @@ class _Stage:
 
   # -------------------------------------------------------------- after growth
 
-  def leaf_values(self, targets, num_k, num_classes) -> np.ndarray:
+  def leaf_values(self, targets, multinomial, factor) -> np.ndarray:
     """sklearn's _update_terminal_regions: one Newton step per leaf, with np.average's
     sums over the leaf's samples in index order."""
     values = np.zeros((self.k, _HEAP))
-    factor = (num_classes - 1) / num_classes
+    order = np.argsort(self.node_of, axis=1, kind="stable")
     for t in range(self.k):
-      order = np.argsort(self.node_of[t], kind="stable")
-      leaves, first = np.unique(self.node_of[t][order], return_index=True)
+      leaves, first = np.unique(self.node_of[t][order[t]], return_index=True)
       bounds = np.append(first, self.n)
       g, y = self.g[:, t], targets[:, t]
-      for leaf, a, b in zip(leaves, bounds[:-1], bounds[1:]):
-        idx = order[a:b]
+      for leaf, a, b in zip(leaves.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
+        idx = order[t, a:b]
         ng = g[idx]
         prob = y[idx] - ng
         num = ng.sum() / (b - a)
-        if num_k > 1:
-          num *= factor
+        if multinomial[t]:
+          num *= factor[t]  # sklearn's (K - 1) / K
         den = (prob * (1 - prob)).sum() / (b - a)
         values[t, leaf] = 0.0 if abs(den) < 1e-150 else float(num) / float(den)
     return values
 
-  def importances(self) -> list[np.ndarray]:
-    """compute_feature_importances(normalize=False) of each tree with a split."""
+  def importances(self) -> list[tuple[int, np.ndarray]]:
+    """(tree, compute_feature_importances(normalize=False)) of each tree with a split."""
     out = []
-    for t in range(self.k):
-      if self.feature[t, 0] < 0:
-        continue
+    for t in np.flatnonzero(self.feature[:, 0] >= 0):
       imp = np.zeros(self.d)
       for node in _SPLITTABLE_PREORDER:
         f = self.feature[t, node]
@@ -573,5 +632,5 @@ class _Stage:
         imp[f] += (self.count[t, node] * self.impurity[t, node]
                    - self.count[t, l] * self.impurity[t, l]
                    - self.count[t, r] * self.impurity[t, r])
-      out.append(imp / self.n)
+      out.append((int(t), imp / self.n))
     return out
