@@ -46,7 +46,10 @@ feature draws and one loop over leaves.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import os
 
 import numpy as np
 from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
@@ -131,6 +134,11 @@ class _Splitter:
 # ---------------------------------------------------------------- segment helpers
 
 
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+
+
 def _chunks(lengths: np.ndarray, width: int):
   """Index groups of segments, longest first, each group padded to its longest member
   and holding about _BLOCK / width elements (little padding, bounded memory)."""
@@ -188,12 +196,12 @@ def _partition(arranged: np.ndarray, left: np.ndarray, lengths: np.ndarray) -> n
 
   hole = (~left) & (pos < m_el)
   donor = left & (pos >= m_el)
-  hole_rank = rank(hole)
-  donor_rank = rank(donor, reverse=True)
-  # The r-th hole (ascending) receives the r-th donor from the right.
-  donor_at = np.empty((len(lengths), max(int(lengths.max()), 1)), np.int64)
-  donor_at[seg[donor], donor_rank[donor]] = arranged[donor]
-  out[hole] = donor_at[seg[hole], hole_rank[hole]]
+  # The r-th hole (ascending) receives the r-th donor from the right; segment-local
+  # ranks index a flat scratch array at the segment's start.
+  base = starts[seg]
+  scratch = np.empty_like(arranged)
+  scratch[base[donor] + rank(donor, reverse=True)[donor]] = arranged[donor]
+  out[hole] = scratch[base[hole] + rank(hole)[hole]]
 
   # Right part.
   nxt_left = np.zeros_like(left)
@@ -201,16 +209,12 @@ def _partition(arranged: np.ndarray, left: np.ndarray, lengths: np.ndarray) -> n
   last = pos == lengths[seg] - 1
   in_right = pos >= m_el
   top = in_right & (last | nxt_left)
-  plain = in_right & ~top
-  out[np.flatnonzero(plain)] = arranged[np.flatnonzero(plain) + 1]
+  plain = np.flatnonzero(in_right & ~top)
+  out[plain] = arranged[plain + 1]
   # Hole list per segment: the holes ascending, then the split position if it goes right.
-  tail = in_right & (pos == m_el) & ~left
-  listed = hole | tail
-  list_rank = rank(listed)
-  hole_list = np.empty_like(donor_at)
-  hole_list[seg[listed], list_rank[listed]] = arranged[listed]
-  top_rank = rank(top, reverse=True)
-  out[top] = hole_list[seg[top], top_rank[top]]
+  listed = hole | (in_right & (pos == m_el) & ~left)
+  scratch[base[listed] + rank(listed)[listed]] = arranged[listed]
+  out[top] = scratch[base[top] + rank(top, reverse=True)[top]]
   return out
 
 
@@ -353,6 +357,8 @@ class _Stage:
   def __init__(self, x32, x64, order, x_sorted, neg_grad, seeds):
     self.x32, self.x64, self.order, self.g = x32, x64, order, neg_grad
     self.x_sorted = x_sorted
+    # Splittable positions of the root (values that differ by more than the tolerance).
+    self.valid_root = x_sorted[:, 1:] > x_sorted[:, :-1] + _FEATURE_THRESHOLD
     n, d = x32.shape
     k = neg_grad.shape[1]
     self.n, self.d, self.k = n, d, k
@@ -483,18 +489,22 @@ class _Stage:
     lengths = self.count[trees, nodes]
     feats = np.arange(d)[None, :, None]
     g_flat = self.g.T.reshape(-1)
-    for group, longest in _chunks(lengths, d):
+    g_t = self.g.T
+
+    def score(group, longest):
       tr, nd, ln = trees[group], nodes[group], lengths[group]
-      steps = np.arange(longest)
-      pos = np.minimum(offsets[tr, slots[group]][:, None] + steps, n - 1)[:, None, :]  # (C,1,L)
-      if perm is None:
-        ranks = np.broadcast_to(pos, (len(tr), d, longest))
+      if perm is None:  # the root: every tree's members in the presort order
+        resid = g_t[tr[:, None, None], self.order[None, :, :-1]]
+        valid = np.broadcast_to(self.valid_root, resid.shape)
       else:
+        pos = np.minimum(offsets[tr, slots[group]][:, None] + np.arange(longest),
+                         n - 1)[:, None, :]
         ranks = perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
-      flat = feats * n + ranks
-      members = self.order.reshape(-1).take(flat)  # (C, d, L)
-      xs = self.x_sorted.reshape(-1).take(flat)
-      resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
+        flat = feats * n + ranks
+        members = self.order.reshape(-1).take(flat)  # (C, d, L)
+        xs = self.x_sorted.reshape(-1).take(flat)
+        resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
+        valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
       # Values past a segment's end are never summed into a valid position.
       left = np.cumsum(resid, axis=2)  # left sums for left counts 1..L-1
       right = self.total[tr, nd][:, None, None] - left
@@ -507,12 +517,14 @@ class _Stage:
         right *= right
         right /= n_right
         left += right
-      valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
-      valid &= n_right > 0
+      valid = valid & (n_right > 0)
       np.copyto(left, -np.inf, where=~valid)
       arg = np.argmax(left, axis=2)  # first maximum: sklearn's strict >
       self.best_proxy[tr, nd] = np.take_along_axis(left, arg[..., None], 2)[..., 0]
       self.best_pos[tr, nd] = arg + 1
+
+    # numpy releases the GIL in these array operations: chunks run on all cores.
+    list(_pool().map(lambda job: score(*job), _chunks(lengths, d)))
 
   def _split(self, node: int):
     """Partitions the samples of `node` in every tree that splits it, and sets up the
