@@ -613,21 +613,23 @@ class _Stage:
 
   def leaf_values(self, targets, multinomial, factor) -> np.ndarray:
     """sklearn's _update_terminal_regions: one Newton step per leaf, with np.average's
-    sums over the leaf's samples in index order."""
+    (pairwise) sums over the leaf's samples in index order."""
     values = np.zeros((self.k, _HEAP))
-    order = np.argsort(self.node_of, axis=1, kind="stable")
+    order = np.argsort(self.node_of, axis=1, kind="stable")  # per tree: by leaf, then index
+    leaf_sorted = np.take_along_axis(self.node_of, order, axis=1)
+    ng = np.take_along_axis(self.g.T, order, axis=1)
+    prob = np.take_along_axis(targets.T, order, axis=1) - ng
+    hess = prob * (1 - prob)
     for t in range(self.k):
-      leaves, first = np.unique(self.node_of[t][order[t]], return_index=True)
-      bounds = np.append(first, self.n)
-      g, y = self.g[:, t], targets[:, t]
-      for leaf, a, b in zip(leaves.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-        idx = order[t, a:b]
-        ng = g[idx]
-        prob = y[idx] - ng
-        num = ng.sum() / (b - a)
-        if multinomial[t]:
-          num *= factor[t]  # sklearn's (K - 1) / K
-        den = (prob * (1 - prob)).sum() / (b - a)
+      # Contiguous slices of a row sum exactly as sklearn's gathered copies do.
+      leaves, first = np.unique(leaf_sorted[t], return_index=True)
+      bounds = np.append(first, self.n).tolist()
+      g_row, h_row, scale = ng[t], hess[t], factor[t] if multinomial[t] else None
+      for leaf, a, b in zip(leaves.tolist(), bounds[:-1], bounds[1:]):
+        num = g_row[a:b].sum() / (b - a)
+        if scale is not None:
+          num *= scale  # sklearn's (K - 1) / K
+        den = h_row[a:b].sum() / (b - a)
         values[t, leaf] = 0.0 if abs(den) < 1e-150 else float(num) / float(den)
     return values
 
