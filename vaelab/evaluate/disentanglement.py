@@ -29,16 +29,19 @@ batches, the last one padded, so a jitted encoder compiles once.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import types
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import scipy.stats
 from sklearn import metrics as sk_metrics
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from vaelab.data import dsprites
+from vaelab.evaluate import gbt
 
 _log = logging.getLogger(__name__)
 
@@ -200,7 +203,9 @@ class TableGroundTruth:
     return self._factors[rng.integers(0, len(self._factors), n)].astype(np.int32)
 
   def _images(self, rows: np.ndarray) -> np.ndarray:
-    return np.asarray(self._source.get(rows)["image"], np.float32)
+    x = np.asarray(self._source.get(rows)["image"])
+    # float64 observations are codes (`codes_ground_truth`): kept exact.
+    return x if x.dtype == np.float64 else x.astype(np.float32)
 
   def _key(self, factors: np.ndarray):
     return factors.astype(np.int64) @ self._strides
@@ -433,8 +438,10 @@ def factorvae_score(represent: Represent, ground_truth: GroundTruth, rng: np.ran
 # ---------------------------------------------------------------- MIG
 
 
-def _histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
-  """Bin index of each code value, bins of equal width over each dimension's range."""
+def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
+  """disentanglement_lib's `_histogram_discretize`: per code dimension, `num_bins` bins
+  of equal width over its range (bin indices 1..num_bins)."""
+  codes = np.asarray(codes)
   out = np.empty(codes.shape, np.int64)
   for i in range(codes.shape[1]):
     edges = np.histogram_bin_edges(codes[:, i], num_bins)
@@ -443,13 +450,82 @@ def _histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
   return out
 
 
+def quantile_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
+  """Equal-mass bins: per code dimension, bin b holds the values between its b/num_bins
+  and (b+1)/num_bins quantiles (ties stay together), so an outlier cannot empty all bins
+  but one as it does with equal widths."""
+  codes = np.asarray(codes)
+  out = np.empty(codes.shape, np.int64)
+  qs = np.linspace(0, 1, num_bins + 1)[1:-1]
+  for i in range(codes.shape[1]):
+    out[:, i] = np.searchsorted(np.quantile(codes[:, i], qs), codes[:, i], side="right")
+  return out
+
+
+DISCRETIZERS = {"histogram": histogram_discretize, "quantile": quantile_discretize}
+
+
+def _discretizer(discretizer):
+  if callable(discretizer):
+    return discretizer
+  if discretizer not in DISCRETIZERS:
+    raise ValueError(f"discretizer={discretizer!r}: expected one of {sorted(DISCRETIZERS)} "
+                     "or a function (codes (n, d), num_bins) -> integer bins (n, d)")
+  return DISCRETIZERS[discretizer]
+
+
 def _scored_factors(factors: np.ndarray, candidates: Sequence[int]) -> list[int]:
   return [k for k in candidates if np.unique(factors[:, k]).size > 1]
 
 
+def _check_codes_factors(codes, factors, what):
+  codes, factors = np.asarray(codes, np.float64), np.asarray(factors)
+  if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors):
+    raise ValueError(f"{what}: codes must be (n, d) and factors (n, F) with the same n, got "
+                     f"{codes.shape} and {factors.shape}")
+  if not np.isfinite(codes).all():
+    raise NonFiniteCodesError(f"{what}: the codes are not finite")
+  return codes, factors
+
+
+@dataclasses.dataclass
+class MIGResult:
+  """MIG and what it is made of. Per-factor arrays have one entry per factor column
+  (NaN for a factor that does not vary, which no score includes)."""
+  mig: float
+  per_factor: np.ndarray  # (F,) (largest - second largest MI) / H(factor)
+  mutual_information: np.ndarray  # (d, F) MI in nats between binned code i and factor j
+  factor_entropy: np.ndarray  # (F,) in nats
+  scored_factors: tuple[int, ...]
+
+
+def mig_from_codes(codes: np.ndarray, factors: np.ndarray, *, discretizer="histogram",
+                   num_bins: int = 20, candidates: Sequence[int] | None = None) -> MIGResult:
+  """MIG of precomputed codes (n, d) and their integer factors (n, F), as
+  disentanglement_lib's `_compute_mig(mus.T, ys.T)` (its histogram discretizer with 20
+  bins by default; `discretizer="quantile"` or a function for another binning)."""
+  codes, factors = _check_codes_factors(codes, factors, "mig")
+  num_f = factors.shape[1]
+  keep = _scored_factors(factors, range(num_f) if candidates is None else candidates)
+  if not keep:
+    raise ValueError("mig: no factor varies in the sample")
+  binned = _discretizer(discretizer)(codes, num_bins)
+  mi = np.full((codes.shape[1], num_f), np.nan)
+  entropy = np.full(num_f, np.nan)
+  for k in keep:
+    mi[:, k] = [sk_metrics.mutual_info_score(factors[:, k], binned[:, i])
+                for i in range(codes.shape[1])]
+    entropy[k] = sk_metrics.mutual_info_score(factors[:, k], factors[:, k])
+  top = -np.sort(-mi[:, keep], axis=0)
+  second = top[1] if len(top) > 1 else np.zeros_like(top[0])
+  per_factor = np.full(num_f, np.nan)
+  per_factor[keep] = (top[0] - second) / entropy[keep]
+  return MIGResult(float(np.mean(per_factor[keep])), per_factor, mi, entropy, tuple(keep))
+
+
 def mig(represent: Represent, ground_truth: GroundTruth, rng: np.random.Generator, *,
-        num_train: int = 10000, num_bins: int = 20, represent_batch_size: int = 256
-        ) -> dict[str, float]:
+        num_train: int = 10000, num_bins: int = 20, represent_batch_size: int = 256,
+        discretizer="histogram") -> dict[str, float]:
   """Mutual information gap (Chen et al. 2018), discretised as disentanglement_lib.
 
   Per factor: (largest - second largest) mutual information between a code
@@ -457,55 +533,102 @@ def mig(represent: Represent, ground_truth: GroundTruth, rng: np.random.Generato
   the factor's entropy; the mean over factors. Returns {"mig"}.
   """
   factors, codes = _sample_codes(represent, ground_truth, num_train, rng, represent_batch_size)
-  keep = _scored_factors(factors, varying_factors(ground_truth))
-  if not keep:
-    raise ValueError("mig: no factor varies in the sample")
-  binned = _histogram_discretize(codes, num_bins)
-  mi = np.array([[sk_metrics.mutual_info_score(factors[:, k], binned[:, i]) for k in keep]
-                 for i in range(codes.shape[1])])  # (d, F') in nats
-  entropy = np.array([sk_metrics.mutual_info_score(factors[:, k], factors[:, k]) for k in keep])
-  top = -np.sort(-mi, axis=0)
-  second = top[1] if len(top) > 1 else np.zeros_like(top[0])
-  return {"mig": float(np.mean((top[0] - second) / entropy))}
+  result = mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins,
+                          candidates=varying_factors(ground_truth))
+  return {"mig": result.mig}
 
 
 # ---------------------------------------------------------------- DCI
 
-
-def _importance_model(kind: str):
-  if kind == "gbt":
-    # disentanglement_lib's exact model. One regression tree per class per stage
-    # makes it slow for many-valued factors: ~25 s for dSprites' 32 positions at
-    # 1000 points on 2 cores, minutes at the default 10000.
-    return GradientBoostingClassifier()
-  if kind == "forest":
-    # The default: bagged CART trees on all features (max_features=None; a feature
-    # subsample forces splits on irrelevant codes and spreads importance over
-    # them), leaves of >= 0.75% of the points so that trees stop before fitting
-    # noise with irrelevant codes. Impurity importances, like the boosted trees'.
-    # Chosen against "gbt" on noisy and rotated synthetic codes at 1000 and 4000
-    # points: DCI within ~0.05 of it on average (0.10 at worst), ~20x faster.
-    # Unrestricted leaves fall 0.1-0.3 below it, 10-stage boosting overshoots by
-    # up to 0.17 and is still 10x slower.
-    return RandomForestClassifier(n_estimators=20, max_features=None, min_samples_leaf=0.0075,
-                                  n_jobs=-1, random_state=0)
-  raise ValueError(f"importance={kind!r}: expected 'forest' or 'gbt'")
+DCI_IMPORTANCE = ("gbt", "forest")
 
 
-def _weighted_one_minus_entropy(importance: np.ndarray) -> float:
-  """sum_i rho_i (1 - H_K(P_i)) over rows i; P_i = row i normalised, K = #columns."""
+def _forest():
+  # Bagged CART trees on all features (max_features=None; a feature subsample forces
+  # splits on irrelevant codes and spreads importance over them), leaves of >= 0.75% of
+  # the points so that trees stop before fitting noise with irrelevant codes. Impurity
+  # importances, like the boosted trees'. Not disentanglement_lib's model: DCI within
+  # ~0.05 of it on average (0.10 at worst) on noisy and rotated synthetic codes.
+  return RandomForestClassifier(n_estimators=20, max_features=None, min_samples_leaf=0.0075,
+                                n_jobs=-1, random_state=0)
+
+
+def _weighted_one_minus_entropy(importance: np.ndarray) -> tuple[float, np.ndarray]:
+  """(sum_i rho_i (1 - H_K(P_i)), the per-row 1 - H_K(P_i)); P_i = row i normalised,
+  K = #columns, rho_i = row i's share of the total (uniform when the total is 0)."""
   if importance.shape[1] == 1:
-    return 1.0  # one column: every row's distribution is trivially concentrated
+    # One column: every row is trivially concentrated (disentanglement_lib divides by
+    # log 1 = 0 here and returns NaN).
+    return 1.0, np.ones(len(importance))
   per_row = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
   total = importance.sum()
   weights = importance.sum(1) / total if total > 0 else np.full(len(importance),
                                                                 1 / len(importance))
-  return float(np.sum(per_row * weights))
+  return float(np.sum(per_row * weights)), per_row
+
+
+@dataclasses.dataclass
+class DCIResult:
+  """DCI and what it is made of (per-factor arrays: NaN for a factor that does not vary)."""
+  disentanglement: float
+  completeness: float
+  informativeness_train: float  # mean accuracy over factors (disentanglement_lib's)
+  informativeness_test: float
+  importance: np.ndarray  # (d, F) importance of code i for predicting factor j
+  per_code_disentanglement: np.ndarray  # (d,) 1 - H_F(row i of importance)
+  per_factor_completeness: np.ndarray  # (F,) 1 - H_d(column j of importance)
+  per_factor_accuracy_train: np.ndarray  # (F,)
+  per_factor_accuracy_test: np.ndarray  # (F,)
+  scored_factors: tuple[int, ...]
+
+
+def dci_from_codes(codes_train: np.ndarray, factors_train: np.ndarray,
+                   codes_test: np.ndarray, factors_test: np.ndarray, *,
+                   importance: str = "gbt", random_state=0,
+                   candidates: Sequence[int] | None = None) -> DCIResult:
+  """DCI of precomputed codes, as disentanglement_lib's `_compute_dci(mus_train.T,
+  ys_train.T, mus_test.T, ys_test.T)`.
+
+  importance="gbt" (the default) is disentanglement_lib's model,
+  `GradientBoostingClassifier()` per factor, through `vaelab.evaluate.gbt`: the same
+  trees as sklearn's with `random_state=random_state` (disentanglement_lib leaves it
+  unseeded), many times faster. "forest" is a 20-tree random forest: faster still, not
+  the reference (DCI up to ~0.1 away from it).
+  """
+  codes_train, factors_train = _check_codes_factors(codes_train, factors_train, "dci")
+  codes_test, factors_test = _check_codes_factors(codes_test, factors_test, "dci")
+  if importance not in DCI_IMPORTANCE:
+    raise ValueError(f"importance={importance!r}: expected one of {DCI_IMPORTANCE}")
+  num_f = factors_train.shape[1]
+  keep = _scored_factors(factors_train,
+                         range(num_f) if candidates is None else candidates)
+  if not keep:
+    raise ValueError("dci_disentanglement: no factor varies in the sample")
+  if importance == "gbt":
+    models = gbt.fit_many(codes_train, [factors_train[:, k] for k in keep],
+                          [random_state] * len(keep))
+  else:
+    models = [_forest().fit(codes_train, factors_train[:, k]) for k in keep]
+  r = np.zeros((codes_train.shape[1], len(keep)))
+  acc_train, acc_test = np.full(num_f, np.nan), np.full(num_f, np.nan)
+  for j, (k, model) in enumerate(zip(keep, models)):
+    r[:, j] = np.abs(model.feature_importances_)
+    acc_train[k] = np.mean(model.predict(codes_train) == factors_train[:, k])
+    acc_test[k] = np.mean(model.predict(codes_test) == factors_test[:, k])
+  disentanglement, per_code = _weighted_one_minus_entropy(r)
+  completeness, per_factor = _weighted_one_minus_entropy(r.T)
+  importance_full = np.full((codes_train.shape[1], num_f), np.nan)
+  importance_full[:, keep] = r
+  completeness_full = np.full(num_f, np.nan)
+  completeness_full[keep] = per_factor
+  return DCIResult(disentanglement, completeness, float(np.nanmean(acc_train)),
+                   float(np.nanmean(acc_test)), importance_full, per_code, completeness_full,
+                   acc_train, acc_test, tuple(keep))
 
 
 def dci_disentanglement(represent: Represent, ground_truth: GroundTruth,
                         rng: np.random.Generator, *, num_train: int = 10000,
-                        num_test: int = 5000, importance: str = "forest",
+                        num_test: int = 5000, importance: str = "gbt",
                         represent_batch_size: int = 256) -> dict[str, float]:
   """DCI (Eastwood & Williams 2018) from tree-ensemble feature importances.
 
@@ -514,66 +637,239 @@ def dci_disentanglement(represent: Represent, ground_truth: GroundTruth,
   with P_i = R_i / sum_j R_ij and rho_i = sum_j R_ij / sum R; completeness is the
   same over factors. Returns {"dci_disentanglement", "dci_completeness",
   "dci_informativeness_train", "dci_informativeness_test"} (informativeness is
-  the mean classification accuracy, as disentanglement_lib reports it).
+  the mean classification accuracy, as disentanglement_lib reports it). The boosted
+  trees' seed is drawn from `rng`.
   """
+  if importance not in DCI_IMPORTANCE:
+    raise ValueError(f"importance={importance!r}: expected one of {DCI_IMPORTANCE}")
   f_train, z_train = _sample_codes(represent, ground_truth, num_train, rng, represent_batch_size)
   f_test, z_test = _sample_codes(represent, ground_truth, num_test, rng, represent_batch_size)
-  keep = _scored_factors(f_train, varying_factors(ground_truth))
-  if not keep:
-    raise ValueError("dci_disentanglement: no factor varies in the sample")
-  r = np.zeros((z_train.shape[1], len(keep)))
-  acc_train, acc_test = [], []
-  for j, k in enumerate(keep):
-    model = _importance_model(importance).fit(z_train, f_train[:, k])
-    r[:, j] = np.abs(model.feature_importances_)
-    acc_train.append(np.mean(model.predict(z_train) == f_train[:, k]))
-    acc_test.append(np.mean(model.predict(z_test) == f_test[:, k]))
-  return {"dci_disentanglement": _weighted_one_minus_entropy(r),
-          "dci_completeness": _weighted_one_minus_entropy(r.T),
-          "dci_informativeness_train": float(np.mean(acc_train)),
-          "dci_informativeness_test": float(np.mean(acc_test))}
+  result = dci_from_codes(z_train, f_train, z_test, f_test, importance=importance,
+                          random_state=int(rng.integers(2**31 - 1)),
+                          candidates=varying_factors(ground_truth))
+  return {"dci_disentanglement": result.disentanglement,
+          "dci_completeness": result.completeness,
+          "dci_informativeness_train": result.informativeness_train,
+          "dci_informativeness_test": result.informativeness_test}
 
 
 # ---------------------------------------------------------------- all four
 
+METRICS = ("betavae", "factorvae", "mig", "dci")
 
-def disentanglement_metrics(represent: Represent, ground_truth: GroundTruth,
-                            rng: np.random.Generator, sizes: dict | None = None
-                            ) -> dict[str, float]:
-  """All four scores (and their by-products) as a flat dict of `eval/` floats.
 
-  `sizes` overrides entries of `default_sizes()` (an unknown key is an error, as
-  a misspelled config key is). Each metric draws from its own child generator,
-  so shrinking one metric's sample does not change the others' draws. A model
-  whose codes are not finite gets NaN scores instead of an exception.
-  """
+def _checked_sizes(sizes):
   s = default_sizes()
   unknown = set(sizes or {}) - set(s)
   if unknown:
     raise ValueError(f"unknown disentanglement sizes {sorted(unknown)}; expected keys of "
                      f"{sorted(s)}")
   s.update({k: int(v) for k, v in (sizes or {}).items()})
+  return s
+
+
+def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance):
+  """Per metric, a function of its generator giving its structured result."""
   rb = s["represent_batch_size"]
-  calls = {
-      "betavae_score": lambda r: betavae_score(
+
+  def mig_call(r):
+    factors, codes = _sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    return mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins,
+                          candidates=varying_factors(ground_truth))
+
+  def dci_call(r):
+    f_train, z_train = _sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    f_test, z_test = _sample_codes(represent, ground_truth, s["num_eval"], r, rb)
+    return dci_from_codes(z_train, f_train, z_test, f_test, importance=dci_importance,
+                          random_state=int(r.integers(2**31 - 1)),
+                          candidates=varying_factors(ground_truth))
+
+  return {
+      "betavae": lambda r: betavae_score(
           represent, ground_truth, r, num_train=s["num_train"], num_eval=s["num_eval"],
           batch_size=s["batch_size"], represent_batch_size=rb),
-      "factorvae_score": lambda r: factorvae_score(
+      "factorvae": lambda r: factorvae_score(
           represent, ground_truth, r, num_train=s["num_train"], num_eval=s["num_eval"],
           batch_size=s["batch_size"], num_variance_estimate=s["num_variance_estimate"],
           represent_batch_size=rb),
-      "mig": lambda r: mig(represent, ground_truth, r, num_train=s["num_train"],
-                           represent_batch_size=rb),
-      "dci_disentanglement": lambda r: dci_disentanglement(
-          represent, ground_truth, r, num_train=s["num_train"], num_test=s["num_eval"],
-          represent_batch_size=rb),
+      "mig": mig_call,
+      "dci": dci_call,
   }
+
+
+@dataclasses.dataclass
+class Scores:
+  """The four scores with their parts: `betavae` / `factorvae` are the dicts of
+  `betavae_score` / `factorvae_score`; `mig` and `dci` hold the per-factor values and
+  the (d, F) mutual-information and importance matrices. A metric not asked for (or
+  whose codes were not finite) is None."""
+  betavae: dict | None = None
+  factorvae: dict | None = None
+  mig: MIGResult | None = None
+  dci: DCIResult | None = None
+  factor_names: tuple[str, ...] | None = None
+
+  def as_dict(self) -> dict[str, float]:
+    """The flat floats `disentanglement_metrics` reports (without the eval/ prefix)."""
+    out = dict(self.betavae or {})
+    out.update(self.factorvae or {})
+    if self.mig is not None:
+      out["mig"] = self.mig.mig
+    if self.dci is not None:
+      out.update({"dci_disentanglement": self.dci.disentanglement,
+                  "dci_completeness": self.dci.completeness,
+                  "dci_informativeness_train": self.dci.informativeness_train,
+                  "dci_informativeness_test": self.dci.informativeness_test})
+    return {k: float(v) for k, v in out.items()}
+
+
+class _CodeSource:
+  """A table whose observations are codes: the source behind `codes_ground_truth`."""
+
+  def __init__(self, codes, factors, factor_names):
+    self.name = "codes"
+    self._codes, self._factors = codes, factors
+    self.info = types.SimpleNamespace(factor_sizes=None, factor_names=factor_names)
+
+  def __len__(self) -> int:
+    return len(self._codes)
+
+  def get(self, rows):
+    return {"image": self._codes[rows], "factors": self._factors[rows]}
+
+
+def codes_ground_truth(codes: np.ndarray, factors: np.ndarray,
+                       factor_names: Sequence[str] | None = None) -> TableGroundTruth:
+  """A ground truth whose observations are precomputed codes (n, d) with their factors
+  (n, F) (any labels; each column is re-indexed 0..m-1): with the identity as
+  representation, BetaVAE and FactorVAE score fixed data, drawing their groups among
+  the rows that share a factor value."""
+  codes, factors = _check_codes_factors(codes, factors, "codes_ground_truth")
+  indexed = np.stack([np.unique(col, return_inverse=True)[1].reshape(-1)
+                      for col in factors.T], axis=1)
+  names = tuple(factor_names) if factor_names is not None else None
+  return TableGroundTruth(_CodeSource(codes, indexed, names), factors=indexed)
+
+
+def _identity(x):
+  return x
+
+
+def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None,
+           codes_test: np.ndarray | None = None, factors_test: np.ndarray | None = None,
+           represent: Represent | None = None, ground_truth: GroundTruth | None = None,
+           rng: np.random.Generator | int | None = None, metrics: Sequence[str] = METRICS,
+           discretizer="histogram", num_bins: int = 20, dci_importance: str = "gbt",
+           train_fraction: float = 2 / 3, sizes: dict | None = None,
+           factor_names: Sequence[str] | None = None) -> Scores:
+  """Disentanglement scores of any representation, with their parts.
+
+  Either precomputed `codes` (n, d) and `factors` (n, F) (disentanglement_lib's
+  `compute_*_on_fixed_data`), or a `represent` function (a batch of observations ->
+  (batch, d) codes) and a `ground_truth` (`ProceduralGroundTruth`, `TableGroundTruth`,
+  `ground_truth_from_source(source)`) to sample from with disentanglement_lib's
+  protocols and sample sizes (`sizes` overrides `default_sizes()`).
+
+  On fixed data, MIG uses every row; DCI trains on `codes_test`/`factors_test`'s
+  complement: the rows given as `codes`, tested on `codes_test`, or, without them, on
+  the first `train_fraction` of the rows, tested on the rest (dlib's split_train_test);
+  BetaVAE and FactorVAE draw their groups among the rows (`codes_ground_truth`).
+  `discretizer` ("histogram", dlib's equal widths; "quantile", equal mass; or a function
+  (codes, num_bins) -> bins) and `num_bins` are MIG's; `dci_importance` is "gbt"
+  (dlib's boosted trees, exact) or "forest". `rng` (a Generator or a seed) drives all
+  sampling and the trees' seed; each metric gets its own child generator.
+
+  Example, scoring codes computed elsewhere::
+
+    from vaelab.evaluate import disentanglement
+    s = disentanglement.scores(codes=z, factors=y)       # z (n, d) float, y (n, F) int
+    s.mig.mig, s.mig.per_factor, s.mig.mutual_information  # float, (F,), (d, F)
+    s.dci.disentanglement, s.dci.importance                # float, (d, F)
+    s.dci.per_code_disentanglement, s.dci.per_factor_completeness
+    s.betavae["betavae_score"], s.factorvae["factorvae_score"]
+    disentanglement.scores(codes=z, factors=y, metrics=("mig",), discretizer="quantile")
+
+  and a model's encoder on procedural dSprites::
+
+    gt = disentanglement.ground_truth_from_source(vaelab.data.dsprites.DSpritesSource())
+    s = disentanglement.scores(represent=lambda x: np.asarray(encode(x)), ground_truth=gt,
+                               sizes={"num_train": 2000, "num_eval": 1000})
+  """
+  unknown = set(metrics) - set(METRICS)
+  if unknown:
+    raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
+                     f"{METRICS}")
+  fixed = codes is not None or factors is not None
+  if fixed == (represent is not None or ground_truth is not None):
+    raise ValueError("scores: give either codes= and factors= (fixed data) or represent= "
+                     "and ground_truth= (sampled), not both or neither")
+  rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(
+      0 if rng is None else rng)
+  s = _checked_sizes(sizes)
+  children = dict(zip(METRICS, rng.spawn(len(METRICS))))
+  out = Scores(factor_names=tuple(factor_names) if factor_names is not None else
+               getattr(ground_truth, "factor_names", None))
+  if not fixed:
+    if represent is None or ground_truth is None:
+      raise ValueError("scores: represent= and ground_truth= go together")
+    calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
+    for name in metrics:
+      setattr(out, name, calls[name](children[name]))
+    return out
+
+  if codes is None or factors is None:
+    raise ValueError("scores: codes= and factors= go together")
+  codes, factors = _check_codes_factors(codes, factors, "scores")
+  if "mig" in metrics:
+    out.mig = mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins)
+  if "dci" in metrics:
+    if (codes_test is None) != (factors_test is None):
+      raise ValueError("scores: codes_test= and factors_test= go together")
+    if codes_test is None:
+      if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction={train_fraction}: expected a number in (0, 1)")
+      pivot = int(len(codes) * train_fraction)
+      split = codes[:pivot], factors[:pivot], codes[pivot:], factors[pivot:]
+    else:
+      split = (codes, factors) + _check_codes_factors(codes_test, factors_test, "scores")
+    out.dci = dci_from_codes(*split, importance=dci_importance,
+                             random_state=int(children["dci"].integers(2**31 - 1)))
+  table = [m for m in ("betavae", "factorvae") if m in metrics]
+  if table:
+    gt = codes_ground_truth(codes, factors, factor_names)
+    calls = _metric_calls(_identity, gt, s, discretizer, num_bins, dci_importance)
+    for name in table:
+      setattr(out, name, calls[name](children[name]))
+  return out
+
+
+def disentanglement_metrics(represent: Represent, ground_truth: GroundTruth,
+                            rng: np.random.Generator, sizes: dict | None = None, *,
+                            dci_importance: str = "gbt", discretizer="histogram",
+                            num_bins: int = 20) -> dict[str, float]:
+  """All four scores (and their by-products) as a flat dict of `eval/` floats.
+
+  `sizes` overrides entries of `default_sizes()` (an unknown key is an error, as
+  a misspelled config key is). Each metric draws from its own child generator,
+  so shrinking one metric's sample does not change the others' draws. A model
+  whose codes are not finite gets NaN scores instead of an exception.
+  `dci_importance` ("gbt": disentanglement_lib's boosted trees, the default; "forest")
+  and MIG's `discretizer` / `num_bins` are as in `scores`, which also returns the
+  per-factor values and matrices behind these numbers.
+  """
+  if dci_importance not in DCI_IMPORTANCE:
+    raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
+  _discretizer(discretizer)
+  s = _checked_sizes(sizes)
+  calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
+  main = {"betavae": "betavae_score", "factorvae": "factorvae_score", "mig": "mig",
+          "dci": "dci_disentanglement"}
   out = {}
   for (name, call), child in zip(calls.items(), rng.spawn(len(calls))):
     try:
-      scores = call(child)
+      result = Scores(**{name: call(child)}).as_dict()
     except NonFiniteCodesError:
-      _log.warning("%s: the representation is not finite; reporting NaN", name)
-      scores = {name: float("nan")}
-    out.update({f"eval/{k}": float(v) for k, v in scores.items()})
+      _log.warning("%s: the representation is not finite; reporting NaN", main[name])
+      result = {main[name]: float("nan")}
+    out.update({f"eval/{k}": float(v) for k, v in result.items()})
   return out
