@@ -73,10 +73,13 @@ def test_codes_are_the_frozen_models_indices_of_every_image(npz_pair, vq_workdir
 
 def test_a_short_run_beats_the_uniform_and_unigram_baselines(prior_run):
   config, workdir, results = prior_run
-  assert results["eval/uniform_nll"] == pytest.approx(math.log(16))
+  assert results["eval/prior_uniform_nll"] == pytest.approx(math.log(16))
   assert results["eval/vq_step"] == 40
-  assert results["eval/prior_nll"] < results["eval/unigram_nll"] - 0.1, results
-  assert results["eval/unigram_nll"] < results["eval/uniform_nll"], results
+  assert results["eval/prior_nll"] < results["eval/prior_unigram_nll"] - 0.1, results
+  assert results["eval/prior_unigram_nll"] < results["eval/prior_uniform_nll"], results
+  # The names of earlier runs, beside the fixed ones.
+  for name in ("uniform_nll", "unigram_nll", "uniform_bits_per_code"):
+    assert results[f"eval/{name}"] == results[f"eval/prior_{name}"]
   assert results["eval/prior_bits_per_code"] == pytest.approx(
       results["eval/prior_nll"] / math.log(2), rel=1e-5)
   with open(os.path.join(workdir, "results.json")) as f:
@@ -105,10 +108,20 @@ def test_samples_are_valid_codes_and_decode_to_images(prior_run):
   codes, = vq_prior.sample_codes(exp.model, variables, key, 5)
   assert codes.shape == (5, 4, 4) and codes.dtype == jnp.int32
   assert int(codes.min()) >= 0 and int(codes.max()) < 16
+  assert exp.model.sampler == "cached"
   again, = vq_prior.sample_codes(exp.model, variables, key, 5)
   np.testing.assert_array_equal(codes, again)
+  full, = vq_prior.sample_codes(exp.model, variables, key, 5, sampler="full")
+  np.testing.assert_array_equal(codes, full)
   images = np.asarray(vq_prior.sample(exp.model, variables, key, 5))
   assert images.shape == (5, 8, 8, 1) and images.min() >= 0 and images.max() <= 1
+  # The one compiled program decodes the codes sample_codes draws.
+  frozen = vq_codes.load_frozen(config.vq_workdir, (8, 8, 1))
+  np.testing.assert_allclose(images, frozen.decode((codes,)), atol=1e-6)
+  # A config passed in overrides the model's eval.* settings: at T = 0 every map is the mode.
+  cold = set_overrides(config.copy_and_resolve_references(), {"eval.temperature": 0.0})
+  argmax = np.asarray(vq_prior.sample(exp.model, variables, jax.random.key(9), 5, cold))
+  np.testing.assert_array_equal(argmax, np.broadcast_to(argmax[:1], argmax.shape))
   # --mode=sample goes through the same function.
   assert loop.sample_checkpoint(config, workdir, num=4).endswith("samples.png")
 
@@ -138,6 +151,16 @@ def test_vqvae2_bottom_prior_sees_the_top_codes_and_the_top_prior_not_the_bottom
   assert not np.allclose(logits(other_top, bottom)[1], bottom_logits)
   codes = vq_prior.sample_codes(exp.model, variables, jax.random.key(0), 2)
   assert [c.shape for c in codes] == [(2, 2, 2), (2, 4, 4)]
+  full = vq_prior.sample_codes(exp.model, variables, jax.random.key(0), 2, sampler="full")
+  for c, f in zip(codes, full):
+    np.testing.assert_array_equal(c, f)
+  base = vq_prior.baselines(config, exp.train_source, exp.eval_source)
+  for level in ("top", "bottom"):
+    assert base[f"eval/prior_unigram_nll_{level}"] == base[f"eval/unigram_nll_{level}"]
+    assert base[f"eval/prior_uniform_nll_{level}"] == pytest.approx(math.log(16))
+  # Overall: total nats over total codes (the bottom map has 4x the top's codes).
+  assert base["eval/prior_unigram_nll"] == pytest.approx(
+      (base["eval/prior_unigram_nll_top"] + 4 * base["eval/prior_unigram_nll_bottom"]) / 5)
   images = vq_prior.sample(exp.model, variables, jax.random.key(0), 2)
   assert images.shape == (2, 8, 8, 1)
 
@@ -179,6 +202,7 @@ def test_a_checkpoint_that_does_not_fit_the_data_is_refused_naming_vq_workdir(
     ({"model.dropout": 1.0}, r"model.dropout=1.0"),
     ({"model.num_blocks": -1}, "model.num_blocks=-1"),
     ({"eval.temperature": -0.5}, "eval.temperature=-0.5"),
+    ({"eval.sampler": "fast"}, r"eval.sampler='fast': expected one of \('cached', 'full'\)"),
 ])
 def test_bad_prior_values_are_refused_naming_the_key(npz_pair, vq_workdir, overrides, match):
   with pytest.raises(ConfigError, match=match):

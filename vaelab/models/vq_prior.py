@@ -15,16 +15,22 @@ total nats over total codes) and per level.
 
 Evaluation. eval/prior_nll (nats per code, held-out codes) and eval/prior_bits_per_code,
 per level eval/prior_nll_<level>, beside two baselines on the same held-out codes:
-eval/uniform_nll = log K, and eval/unigram_nll, the cross-entropy under the code
+eval/prior_uniform_nll = log K, and eval/prior_unigram_nll, the cross-entropy under the code
 frequencies of the training codes (add-one smoothed, so a code never seen in training
-costs finite nats): a prior must beat both to have learned more than code usage.
+costs finite nats), per level eval/prior_unigram_nll_<level>: a prior must beat both to
+have learned more than code usage. (eval/uniform_nll and eval/unigram_nll[_<level>], the
+names of earlier runs, are written beside them.)
 Sampling draws the top map, then the bottom map given it, then decodes with the frozen VQ
-decoder: samples.png at the end, `--mode=sample`, and code_reconstructions.png (decoded
-held-out codes, what a perfect prior's samples would look like).
+decoder, all in one compiled program (`sample`): samples.png at the end, `--mode=sample`,
+and code_reconstructions.png (decoded held-out codes, what a perfect prior's samples would
+look like). `eval.sampler` chooses PixelSNAIL's sampler: `cached` (the default: per new
+position only what its logits need) or `full` (one full network pass per position, the
+reference); both give the same codes from the same key (models/pixelsnail.py).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -55,6 +61,8 @@ def config_keys(c) -> None:
   c.model.kernel_size = 3  # odd size of the masked convolutions
   c.model.dropout = 0.0
   c.eval.temperature = 1.0  # of the samples in pictures and --mode=sample; 0: argmax
+  # PixelSNAIL's sampler: "cached" (incremental, same codes) or "full" (a pass per position)
+  c.eval.sampler = "cached"
   c.eval.disentanglement = False  # codes have no features to score
 
 
@@ -94,6 +102,7 @@ class CodePrior(nn.Module):
   vq_step: int
   image_shape: tuple[int, ...]
   temperature: float = 1.0
+  sampler: str = "cached"  # eval.sampler, read here so that FAMILY.sample needs no config
 
   @nn.compact
   def __call__(self, codes, keys=None, deterministic: bool = True):
@@ -179,8 +188,7 @@ def baselines(config, train_source, eval_source):
   """Uniform and unigram nats per code of the held-out codes, overall and per level."""
   frozen = vq_codes.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
   k = frozen.num_codes
-  out = {"eval/uniform_nll": math.log(k), "eval/uniform_bits_per_code": math.log2(k),
-         "eval/vq_step": float(frozen.step)}
+  out = {"prior_uniform_nll": math.log(k), "prior_uniform_bits_per_code": math.log2(k)}
   total_nats, total_codes = 0.0, 0
   for level in frozen.levels:
     key = vq_codes.code_key(level)
@@ -189,20 +197,28 @@ def baselines(config, train_source, eval_source):
     total_nats += nll * held.size
     total_codes += held.size
     if len(frozen.levels) > 1:
-      out[f"eval/{_level_metric('unigram_nll', level)}"] = nll
-  out["eval/unigram_nll"] = total_nats / total_codes
-  return out
+      out[_level_metric("prior_unigram_nll", level)] = nll
+      out[_level_metric("prior_uniform_nll", level)] = math.log(k)
+  out["prior_unigram_nll"] = total_nats / total_codes
+  # The names of earlier runs (no prior_ prefix) stay beside the fixed ones.
+  out.update({name[len("prior_"):]: value for name, value in list(out.items())
+              if not name.startswith("prior_uniform_nll_")})
+  out["vq_step"] = float(frozen.step)
+  return {f"eval/{name}": value for name, value in out.items()}
 
 
-def sample_codes(model: CodePrior, variables, key, n: int, temperature=None) -> tuple:
-  """Ancestral samples of every level, coarse to fine, each given the ones before it."""
+def sample_codes(model: CodePrior, variables, key, n: int, temperature=None,
+                 sampler: str | None = None) -> tuple:
+  """Ancestral samples of every level, coarse to fine, each given the ones before it.
+  `temperature` and `sampler` default to the model's (eval.temperature, eval.sampler)."""
   temperature = model.temperature if temperature is None else temperature
+  sampler = model.sampler if sampler is None else sampler
   codes = []
   for i, (level, (h, w)) in enumerate(zip(model.levels, model.code_shapes)):
     level_vars = {"params": variables["params"][prior_name(level)]}
     codes.append(pixelsnail.sample(level_prior(model, i), level_vars,
                                    jax.random.fold_in(key, i), (n, h, w),
-                                   tuple(codes) or None, temperature))
+                                   tuple(codes) or None, temperature, sampler))
   return tuple(codes)
 
 
@@ -215,9 +231,25 @@ def _frozen_for(model: CodePrior) -> vq_codes.FrozenVQ:
   return frozen
 
 
-def sample(model: CodePrior, variables, key, n: int):
-  """n images: codes from the prior, decoded by the frozen VQ decoder."""
-  return _frozen_for(model).decode(sample_codes(model, variables, key, n))
+def sample(model: CodePrior, variables, key, n: int, config=None):
+  """n images: codes from the prior, decoded by the frozen VQ decoder, in one compiled call.
+
+  `config` (optional): its eval.temperature and eval.sampler replace the model's."""
+  temperature, sampler = model.temperature, model.sampler
+  if config is not None:
+    temperature, sampler = float(config.eval.temperature), str(config.eval.sampler)
+  frozen = _frozen_for(model)
+  return sample_images(model, frozen.model, variables, frozen.variables, key, int(n),
+                       temperature, sampler)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "vq_model", "n", "sampler"))
+def sample_images(model: CodePrior, vq_model, variables, vq_variables, key, n: int,
+                  temperature, sampler: str):
+  """Every level's prior, coarse to fine, then `vq_model`'s decoder: one program, so that
+  --mode=sample compiles once and runs without a host round trip between the stages."""
+  codes = sample_codes(model, variables, key, n, temperature, sampler)
+  return vq_model.apply(vq_variables, *codes, method="decode_indices")
 
 
 def pictures(config, model, variables, workdir, eval_source):
@@ -245,7 +277,8 @@ def make_model(config, info):
   frozen = vq_codes.load_frozen(config.vq_workdir, tuple(info.image_shape))
   return CodePrior(PriorSpec.from_config(config), frozen.num_codes, frozen.levels,
                    frozen.latent_shapes(), frozen.workdir, frozen.step,
-                   tuple(info.image_shape), float(config.eval.temperature))
+                   tuple(info.image_shape), float(config.eval.temperature),
+                   str(config.eval.sampler))
 
 
 def init_input(model: CodePrior, train_source):
@@ -276,6 +309,9 @@ def validate(config):
     raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
   if not 0 <= float(config.eval.temperature) < math.inf:
     raise ConfigError(f"eval.temperature={config.eval.temperature}: must be a number >= 0")
+  if config.eval.sampler not in pixelsnail.SAMPLERS:
+    raise ConfigError(f"eval.sampler={config.eval.sampler!r}: expected one of "
+                      f"{pixelsnail.SAMPLERS}")
   vq_codes.check_workdir(config.vq_workdir)
 
 
