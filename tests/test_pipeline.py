@@ -1,12 +1,16 @@
-"""Batches as a pure function of (seed, step); binarization; evaluation coverage."""
+"""Batches as a pure function of (seed, step); the device path equal to the host path;
+binarization; evaluation coverage."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaelab.data import binarize as binarize_lib
+from vaelab import spmd
+from vaelab import spmd as binarize_lib
 from vaelab.data import pipeline
-from vaelab.data.base import InMemorySource
-from vaelab.train.step import example_keys
+from vaelab.data.base import InMemorySource, SubsetSource
+from vaelab.errors import ConfigError
+from vaelab.spmd import example_keys
 
 
 def _source(n=50):
@@ -79,3 +83,61 @@ def test_binarize_modes():
   d2 = binarize_lib.binarize("dynamic", x, example_keys(0, 1, jnp.arange(2000)))
   assert not np.array_equal(d, d2)
   np.testing.assert_array_equal(d, binarize_lib.binarize("dynamic", x, keys))
+
+
+def _assert_same(a: dict, b: dict):
+  assert a.keys() == b.keys()
+  for k in a:
+    assert np.asarray(a[k]).dtype == np.asarray(b[k]).dtype, k
+    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float", "subset"])
+def test_device_batches_are_the_host_batches_bitwise(kind):
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 256, (37, 3, 3, 1), np.uint8)
+  src = InMemorySource("ids", img if kind != "float" else img / 255.0, label=np.arange(37))
+  if kind == "subset":
+    src = SubsetSource(src, rng.permutation(37)[:29])
+  mesh = spmd.make_mesh()
+  form = pipeline.device_form(src, "device", 8)
+  batcher = pipeline.Batcher(src, 8, seed=4)
+  feed = pipeline.DeviceFeed([batcher], form, mesh)
+  # 40 steps = 320 positions: epoch boundaries inside a step, at step starts, tables swapped.
+  for s in list(range(40)) + [3, 100]:  # also a jump back (a resumed run starts anywhere)
+    _assert_same(jax.device_get(feed.batch(s)), batcher.batch(s))
+  evals = pipeline.DeviceEvalFeed(pipeline.device_form(src, "device"), len(src), 10, mesh)
+  for a, b in zip(evals.batches(), pipeline.eval_batches(src, 10), strict=True):
+    _assert_same(jax.device_get(a), b)
+
+
+def test_members_batches_on_the_device_are_their_own():
+  src = InMemorySource("ids", np.arange(20, dtype=np.uint8)[:, None, None, None],
+                       label=np.arange(20))
+  batchers = [pipeline.Batcher(src, 4, seed=s) for s in (0, 1)]
+  form, mesh = pipeline.device_form(src, "device", 4), spmd.make_mesh()
+  stacked = pipeline.DeviceFeed(batchers, form, mesh, stacked=True)
+  per_member = pipeline.DeviceFeed(batchers, form, mesh, per_member=True)
+  for s in (0, 6, 11):
+    both = jax.device_get(stacked.batch(s))
+    for m, (b, alone) in enumerate(zip(batchers, jax.device_get(per_member.batch(s)))):
+      _assert_same(alone, b.batch(s))
+      _assert_same({k: v[m] for k, v in both.items()}, b.batch(s))
+
+
+def test_placement_falls_back_to_the_host_or_refuses_naming_why():
+  src = InMemorySource("ids", np.zeros((5, 2, 2, 1), np.uint8))
+  assert pipeline.device_form(src, "host", 4) is None
+  assert pipeline.device_form(src, "auto", 8) is None  # a step would span > 2 epochs
+  with pytest.raises(ConfigError, match="batch_size=8 is larger than the 5 examples"):
+    pipeline.device_form(src, "device", 8)
+
+  class NoForm:
+    name = "stream"
+
+    def __len__(self):
+      return 10
+
+  assert pipeline.device_form(NoForm(), "auto", 4) is None
+  with pytest.raises(ConfigError, match="'stream' has no device form"):
+    pipeline.device_form(NoForm(), "device", 4)

@@ -76,7 +76,7 @@ def test_loss_is_recon_plus_weighted_kl_of_the_batch_mean_activation(npz_pair):
   config = sparse_config(*npz_pair)
   hp = {k: jnp.asarray(v) for k, v in sparse_ae.hparams(config).items()}
   assert set(hp) == {"rho", "sparsity_weight"}
-  loss_fn = sparse_ae.make_loss(config, axis_name=None)
+  loss_fn = sparse_ae.make_loss(config)
   value, (metrics, _) = loss_fn(model, params, {}, batch, None, hp)
   code = model.apply({"params": params}, batch["image"], method="encode")
   assert code.shape == (32, 16) and float(code.min()) > 0 and float(code.max()) < 1

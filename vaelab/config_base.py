@@ -43,6 +43,28 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
   return set_overrides(config, overrides or {})
 
 
+def read_saved(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run wrote to `workdir`/config.json, locked, with JSON's lists back as the
+  tuples the configs hold."""
+  import json
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not the workdir of a run")
+  with open(path) as f:
+    saved = json.load(f)
+
+  def tuples(node):
+    if isinstance(node, dict):
+      return {k: tuples(v) for k, v in node.items()}
+    if isinstance(node, list):
+      return tuple(tuples(v) for v in node)
+    return node
+
+  config = ml_collections.ConfigDict(tuples(saved))
+  config.lock()
+  return config
+
+
 def set_overrides(config, overrides: dict):
   """Sets dotted keys ("model.hidden") of `config`; an unknown key raises KeyError."""
   for key, value in overrides.items():

@@ -16,7 +16,7 @@ from vaelab.evaluate import pca
 from vaelab.losses import contractive, corruption, reconstruction
 from vaelab.losses.ae import recon_loss_per_example
 from vaelab.models import nets
-from vaelab.models.base import Family
+from vaelab.models.base import Family, method
 
 RECON_LOSSES = ("bernoulli", "mse")
 CODE_ACTIVATIONS = ("linear", "sigmoid", "relu")
@@ -47,6 +47,10 @@ class AE(nn.Module):
 
   def reconstruct(self, x):
     return jax.nn.sigmoid(self(x))
+
+  def generate(self, code):
+    """Images in [0, 1] of codes (the decoder emits logits)."""
+    return jax.nn.sigmoid(self.decode(code))
 
 
 def make_model(config, info):
@@ -133,12 +137,17 @@ def baselines(config, train_source, eval_source):
                                                    config.model.latent_dim)}
 
 
-def variant(name, make_loss, hparams, validate) -> Family:
+# The string options that change every autoencoder's step (the contract tests run each).
+OPTIONS = {"model.recon_loss": RECON_LOSSES, "model.code_activation": CODE_ACTIVATIONS}
+
+
+def variant(name, make_loss, hparams, validate, options=None) -> Family:
   """A family that is this AE with another objective (denoising, contractive, ...)."""
   return Family(name=name, make_model=make_model, make_loss=make_loss,
                 make_eval_metrics=make_eval_metrics, make_final_metrics=make_final_metrics,
                 hparams=hparams, validate=validate,
-                baselines=baselines, features="encode", mixed_precision=True)
+                baselines=baselines, features="encode", decode=method("generate"),
+                mixed_precision=True, options={**OPTIONS, **(options or {})})
 
 
 FAMILY = Family(
@@ -150,5 +159,7 @@ FAMILY = Family(
     validate=validate,
     baselines=baselines,
     features="encode",
+    decode=method("generate"),
     mixed_precision=True,
+    options=OPTIONS,
 )

@@ -29,6 +29,11 @@ Metrics = dict[str, Any]
 apply, init = spmd.apply, spmd.init
 
 
+def method(name: str) -> Callable[..., Any]:
+  """(model, variables, *args) -> the model's method `name` applied (jitted, spmd.apply)."""
+  return lambda model, variables, *args: spmd.apply(model, variables, *args, method=name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   name: str
@@ -68,6 +73,13 @@ class Family:
   # Name of the model method giving features for downstream use (a linear probe on labels
   # reports eval/probe_error beside eval/probe_error_pixels), or None.
   features: Optional[str] = None
+  # The one decode-to-image convention (`vaelab.Run.encode` / `decode`, latent pictures):
+  # encode: (model, variables, x) -> codes of model inputs x; None: the `features` method.
+  # decode: (model, variables, codes) -> images in [0, 1] (the decoder's mean image), where
+  # codes are what `encode` returns; None: the family has no decoder from codes.
+  # `method(name)` makes either from a model method.
+  encode: Optional[Callable[..., Any]] = None
+  decode: Optional[Callable[..., Any]] = None
   # (config, model, variables, workdir, eval_source) -> [paths]: the family's own pictures
   # (learned filters, latent traversals), written beside the reconstruction grid at the end.
   pictures: Optional[Callable[..., list]] = None

@@ -79,4 +79,5 @@ def validate(config):
         f"loss.penalty='estimator' (or 'jacfwd') for other encoders.")
 
 
-FAMILY = ae.variant("cae", make_loss, hparams, validate)
+FAMILY = ae.variant("cae", make_loss, hparams, validate,
+                    options={"loss.penalty": contractive.PENALTIES})

@@ -42,4 +42,5 @@ def validate(config):
   ae.validate(config)
 
 
-FAMILY = ae.variant("dae", make_loss, hparams, validate)
+FAMILY = ae.variant("dae", make_loss, hparams, validate,
+                    options={"model.corruption": corruption.KINDS})

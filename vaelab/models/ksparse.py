@@ -117,6 +117,10 @@ class KSparseAE(nn.Module):
   def reconstruct(self, x):
     return jax.nn.sigmoid(self(x))
 
+  def generate(self, code):
+    """Images in [0, 1] of codes (the decoder emits logits)."""
+    return jax.nn.sigmoid(self.decode(code))
+
   def filters(self):
     """(latent_dim, H, W, C): each code unit's weights to the image (decoder columns)."""
     if self.tied and not self.spec.hidden:
@@ -187,6 +191,8 @@ FAMILY = Family(
     validate=validate,
     baselines=ae.baselines,
     features="features",
+    decode=ae.FAMILY.decode,
     pictures=save_filters,
     mixed_precision=True,
+    options={"model.recon_loss": ae.RECON_LOSSES},
 )

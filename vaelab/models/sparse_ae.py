@@ -75,5 +75,7 @@ FAMILY = Family(
     validate=validate,
     baselines=ae.baselines,
     features="encode",
+    decode=ae.FAMILY.decode,
     mixed_precision=True,
+    options=ae.OPTIONS,
 )

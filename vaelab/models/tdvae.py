@@ -46,7 +46,7 @@ from vaelab.losses import reconstruction
 from vaelab.losses import tdvae as tdvae_losses
 from vaelab.losses.iwae import gaussian_log_density
 from vaelab.models import nets
-from vaelab.models.base import Family
+from vaelab.models.base import Family, method
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 LAYERS = (1, 2)
@@ -209,6 +209,16 @@ class TDVAE(nn.Module):
 
   def decode(self, z):
     return self.decoder(z)
+
+  def encode(self, x):
+    """The state after x (B, T, *obs): the mean of z ~ p_B(. | b_T), each layer's mean given
+    the means of the layers above (what a rollout would start from, without its noise)."""
+    b = self.beliefs(x)[:, -1]
+    zs = []
+    for l in range(self.layers):
+      mean, _ = self.belief_heads[l](self._cat(b, jnp.concatenate(zs, -1) if zs else None))
+      zs.append(mean)
+    return jnp.concatenate(zs, -1)
 
   def decode_mean(self, z):
     return reconstruction.mean_image(self.likelihood, self.decoder(z))
@@ -470,4 +480,7 @@ FAMILY = Family(
     baselines=baselines,
     pictures=rollout_pictures.save_rollout_pictures,
     transform_sources=transform_sources,
+    encode=method("encode"),
+    decode=method("decode_mean"),
+    options={"model.likelihood": LIKELIHOODS},
 )

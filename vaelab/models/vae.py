@@ -25,7 +25,7 @@ from vaelab.evaluate import latent_pictures
 from vaelab.losses import iwae, reconstruction
 from vaelab.losses import vae as vae_losses
 from vaelab import spmd
-from vaelab.models import nets
+from vaelab.models import base, nets
 from vaelab.models.base import Family
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -244,6 +244,8 @@ FAMILY = Family(
     validate=validate,
     sample=sample,
     features="posterior_mean",
+    decode=base.method("generate"),
     mixed_precision=True,
-    options={"loss.objective": OBJECTIVES, "model.likelihood": LIKELIHOODS},
+    options={"loss.objective": OBJECTIVES, "model.likelihood": LIKELIHOODS,
+             "model.encoder": nets.ENCODERS},
 )

@@ -211,12 +211,11 @@ class _MetricsBuffer:
   def __init__(self, policy: str, member: int | None = None, name: str = ""):
     self.policy, self.items, self.skipped = policy, [], 0
     self.member, self.name = member, name
-    self.unpack = None  # the step's TrainStep.unpack, set by the loop
 
   def _host(self) -> list[dict]:
-    """The pending steps' metrics of this run, on the host."""
-    vectors = jax.device_get([member_of(m, self.member) for _, m in self.items])
-    return [self.unpack(np.asarray(v)) for v in vectors]
+    """The pending steps' metrics of this run, on the host: one small read per step."""
+    return [m.to_dict() for m in jax.device_get([member_of(m, self.member)
+                                                 for _, m in self.items])]
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))
@@ -245,12 +244,15 @@ class _MetricsBuffer:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints), evaluates, writes results.json."""
-  return train(config, workdir, evaluate=True)[1]
+  return train(config, workdir, evaluate=True)[2]
 
 
-def train(config, workdir: str | None, evaluate: bool = True, sources=None):
+def train(config, workdir: str | None, evaluate: bool = True, sources=None,
+          stop_after: int | None = None):
   """Trains one run; returns (experiment, host state, final results or None, metrics history).
-  `workdir=None`: in memory, from scratch, without checkpoints or files."""
+  `workdir=None`: in memory, from scratch, without checkpoints or files. `stop_after`: stop
+  once that step is done, with a checkpoint there and no evaluation, as a preemption would
+  (the same call without it resumes)."""
   exp = build(config, sources)
   ckpt, state, start = open_run(exp, workdir)
   run = Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
@@ -258,7 +260,7 @@ def train(config, workdir: str | None, evaluate: bool = True, sources=None):
   run.buffer.skipped = int(jax.device_get(state.skipped_steps))
   inputs = exp.step_inputs([exp.batcher()], start)
   state, results = run_steps(exp, [run], spmd.replicate(exp.mesh, state), inputs, start,
-                             evaluate)
+                             evaluate, stop_after)
   return exp, jax.device_get(state), results[0], run.writer.history
 
 
@@ -312,11 +314,13 @@ class Member:
 
 
 def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
-              evaluate: bool = True):
+              evaluate: bool = True, stop_after: int | None = None):
   """The training loop from `start` and the final evaluation, for one run or a population
   (`exp.train_step` then updates every member at once); returns the final (device) state
-  and each run's results (None each without `evaluate`)."""
-  num_steps, config = int(exp.config.num_train_steps), exp.config
+  and each run's results (None each without `evaluate`, or when stopped by `stop_after`)."""
+  config = exp.config
+  num_steps = int(config.num_train_steps)
+  stop = num_steps if stop_after is None else min(int(stop_after), num_steps)
   progress = Progress(start, num_steps)
   log_every, eval_every = int(config.log_every), int(config.eval_every)
   checkpoint_every = int(config.checkpoint_every)
@@ -327,7 +331,7 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
       stack.callback(r.writer.flush)
       if r.ckpt is not None:
         stack.callback(r.ckpt.wait)
-    for step, step_inputs in zip(range(start, num_steps), inputs):
+    for step, step_inputs in zip(range(start, stop), inputs):
       state, metrics = exp.train_step(state, step_inputs, exp.hparams)
       for r in runs:
         r.buffer.add(step, metrics)
@@ -335,10 +339,9 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
       signum = _preempted(signals, done)
       if signum:
         _stop_for_preemption(signum, done, state, runs)
-      if done % log_every == 0 or done == num_steps:
+      if done % log_every == 0 or done in (num_steps, stop):
         rate = progress.rate(done)
         for r in runs:
-          r.buffer.unpack = exp.train_step.unpack
           scalars = r.buffer.drain()
           scalars["steps_per_sec"] = rate
           scalars["train/skipped_steps"] = r.buffer.skipped
@@ -348,9 +351,8 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
       if done % eval_every == 0 and done != num_steps:
         for r in runs:
           r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams))
-      if done % checkpoint_every == 0 or done == num_steps:
+      if done % checkpoint_every == 0 or done in (num_steps, stop):
         for r in runs:
-          r.buffer.unpack = exp.train_step.unpack
           r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
           _save(r, state, runs)
   jax.block_until_ready(state)
@@ -358,6 +360,12 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
   out = []
   for r in runs:
     results = None
+    if stop < num_steps:
+      r.writer.close()
+      if r.ckpt is not None:
+        r.ckpt.close()
+      out.append(None)
+      continue
     if evaluate:
       results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
       r.writer.write(num_steps, results)

@@ -156,13 +156,13 @@ def default_impl() -> str:
   return "loop" if jax.default_backend() == "cpu" else "vmap"
 
 
-def train_population(configs: list, workdirs: list[str], impl: str | None = None
-                     ) -> list[dict]:
+def train_population(configs: list, workdirs: list[str], impl: str | None = None,
+                     evaluate: bool = True) -> list[dict | None]:
   """Trains the runs `configs` (each into its workdir) as one population; returns each
   one's results. All must belong to one group of `groups` and resume from the same step
   (checkpoints of different steps: train those groups separately). `impl`: one of
   step.POPULATION_IMPLS, "vmap" (batched) or "loop" (members in turn: bitwise the runs
-  alone); None: `default_impl()`."""
+  alone); None: `default_impl()`. `evaluate=False` leaves out the final evaluation."""
   impl = impl or default_impl()
   if len(configs) != len(workdirs) or not configs:
     raise ValueError("train_population needs one workdir per config, and at least one")
@@ -204,4 +204,4 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
   batchers = [lead.batcher()] if shared else [r.exp.batcher() for r in runs]
   inputs = lead.step_inputs(batchers, starts[0], stacked=vmapped and not shared,
                             per_member=not vmapped and not shared)
-  return loop.run_steps(lead, runs, state, inputs, starts[0])[1]
+  return loop.run_steps(lead, runs, state, inputs, starts[0], evaluate)[1]

@@ -12,9 +12,8 @@ Input: a sharded global batch, made on the host (prefetched in a thread) or on t
 by a jitted gather from data placed there once (data/pipeline.py); both paths feed this
 same executable the same arrays, so their runs are bitwise equal.
 
-Metrics leave the step packed into one float32 vector (`step.metric_names` names its
-entries once traced): the loop keeps one small device array per step until a log point,
-instead of one per metric.
+Metrics leave the step packed into one float32 vector (`Metrics`): the loop keeps one small
+device array per step until a log point, instead of one per metric.
 """
 from __future__ import annotations
 
@@ -44,30 +43,45 @@ POPULATION_BATCHES = ("shared", "stacked")
 POPULATION_IMPLS = ("vmap", "loop")
 
 
+@jax.tree_util.register_pytree_node_class
+class Metrics:
+  """A step's metrics as one float32 vector (last axis) and the names of its entries.
+  `metrics["loss"]` reads one entry (a member axis, if any, stays in front); `to_dict()`
+  gives them all. A pytree, so device_get and tree maps (a population member's row) apply
+  to the vector alone."""
+
+  def __init__(self, vector, names: tuple):
+    self.vector, self.names = vector, names
+
+  def __getitem__(self, name: str):
+    return self.vector[..., self.names.index(name)]
+
+  def to_dict(self) -> dict:
+    return {k: self[k] for k in self.names}
+
+  def tree_flatten(self):
+    return (self.vector,), self.names
+
+  @classmethod
+  def tree_unflatten(cls, names, children):
+    return cls(children[0], names)
+
+
 class TrainStep:
-  """step(state, batch, hparams) -> (state, packed metrics); jitted, `state` donated.
+  """step(state, batch, hparams) -> (state, Metrics); jitted, `state` donated. The metrics
+  leave the executable packed in one vector, named once the step has been traced."""
 
-  `metric_names` lists the packed vector's entries; it is known once the step has been
-  traced (its first call), and `unpack` turns a host vector back into a dict.
-  """
-
-  def __init__(self, fn, names: list):
-    self._fn, self._names = fn, names
+  def __init__(self, fn, names: list, packed: bool = True):
+    self._fn, self._names, self._packed = fn, names, packed
 
   def __call__(self, state, batch, hparams):
-    return self._fn(state, batch, hparams)
+    state, out = self._fn(state, batch, hparams)
+    if not self._packed:  # a "loop" population's tuple of members' Metrics
+      return state, out
+    return state, Metrics(out, tuple(self._names[0]))
 
   def trace(self, *args):
     return self._fn.trace(*args)
-
-  @property
-  def metric_names(self) -> tuple[str, ...]:
-    if not self._names:
-      raise RuntimeError("the step's metric names are known once it has been traced")
-    return tuple(self._names[0])
-
-  def unpack(self, vector) -> dict:
-    return dict(zip(self.metric_names, vector))
 
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
@@ -143,7 +157,7 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                        f"{POPULATION_IMPLS}")
     if population_impl == "loop":
       one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite)
-      return TrainStep(functools.partial(_member_loop, one, shared), one._names)
+      return TrainStep(functools.partial(_member_loop, one, shared), one._names, packed=False)
     per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
     batch_spec = P(AXIS) if shared else P(None, AXIS)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
@@ -157,3 +171,8 @@ def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
   out = [step(s, b, h) for s, b, h in zip(states, batches, hparams)]
   return tuple(s for s, _ in out), tuple(m for _, m in out)
 
+
+
+# Callers not yet moved to vaelab.spmd (removed once they are).
+make_mesh, example_keys, shard_batch, replicate = (spmd.make_mesh, spmd.example_keys,
+                                                   spmd.shard_batch, spmd.replicate)
