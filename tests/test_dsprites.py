@@ -1,4 +1,6 @@
 """Tests for the procedural dSprites source (vaelab.data.dsprites)."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -277,3 +279,92 @@ def test_matches_reference_renderer():
                            CENTRE_LO + pos[f[5]] * (CENTRE_HI - CENTRE_LO))
     # float32 vs float64 may flip a pixel centre lying exactly on an edge.
     assert np.sum(img != ref) <= 2, f
+
+
+# ------------------------------------------------------------------ one renderer, host and device
+
+
+def _numpy_render(factors):
+  """The float32 numpy renderer this module had before the jax one (windowed, per shape):
+  the reference that keeps today's runs bitwise what they were."""
+  factors = np.asarray(factors, np.int64)
+  shape = factors[:, 1]
+  scale, theta = ds.SCALES[factors[:, 2]], ds.ORIENTATIONS[factors[:, 3]]
+  cx, cy = (ds.MARGIN + ds.POSITIONS[factors[:, k]] * (64 - 2 * ds.MARGIN) for k in (4, 5))
+  n, w = len(factors), 32
+  out = np.zeros((n, 64, 64), np.float32)
+  x0 = np.clip(np.round(cx - w / 2), 0, 64 - w).astype(np.int64)
+  y0 = np.clip(np.round(cy - w / 2), 0, 64 - w).astype(np.int64)
+  cols, rows = x0[:, None] + np.arange(w), y0[:, None] + np.arange(w)
+  dx = (cols + 0.5 - cx[:, None]).astype(np.float32)[:, None, :]
+  dy = (cy[:, None] - (rows + 0.5)).astype(np.float32)[:, :, None]
+  c = (np.cos(theta) * (1.0 / scale)).astype(np.float32)[:, None, None]
+  s = (np.sin(theta) * (1.0 / scale)).astype(np.float32)[:, None, None]
+  u, v = c * dx + s * dy, c * dy - s * dx
+  a, b = ds.ELLIPSE_SEMI_AXES
+  x, y = u * (1.0 / ds.HEART_UNIT), v * (1.0 / ds.HEART_UNIT) + ds._HEART_CENTROID_Y
+  x2 = x * x
+  r = x2 + y * y - 1.0
+  inside = np.where(shape[:, None, None] == 0,
+                    np.maximum(np.abs(u), np.abs(v)) <= ds.SQUARE_HALF_SIDE,
+                    np.where(shape[:, None, None] == 1,
+                             (u * (1.0 / a)) ** 2 + (v * (1.0 / b)) ** 2 <= 1.0,
+                             r * r * r <= x2 * y * y * y))
+  out[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]] = inside
+  return out[..., None]
+
+
+@pytest.fixture(scope="module")
+def sample():
+  """A few thousand indices: the grid's corners and a random sample, with their host images."""
+  idx = np.concatenate([[0, 737279],
+                        np.random.default_rng(7).integers(0, 737280, size=3998)]).astype(np.int32)
+  return idx, ds.DSpritesSource().get(idx)
+
+
+def test_host_renderer_is_bitwise_the_numpy_renderer(sample):
+  idx, host = sample
+  np.testing.assert_array_equal(host["image"], _numpy_render(ds.index_to_factors(idx)))
+
+
+def _hashes(image):
+  """Pixel count and a weighted pixel sum per image, both exact: any flipped pixel shows."""
+  flat = image.reshape(image.shape[0], -1)
+  weights = jnp.asarray(np.random.default_rng(0).integers(1, 1 << 20, flat.shape[1]), jnp.int32)
+  return flat.sum(1), (flat.astype(jnp.int32) * weights).sum(1)
+
+
+def test_device_form_is_bitwise_the_host_path(sample):
+  idx, host = sample
+  form = ds.DSpritesSource().device_form()
+  assert set(form.arrays) == {"cos", "sin"}
+  assert all(a.dtype == np.float32 for a in form.arrays.values())
+  arrays = jax.device_put(form.arrays)
+  out = jax.jit(form.get)(arrays, jnp.asarray(idx))
+  assert set(out) == set(host)
+  for k in host:
+    assert out[k].dtype == host[k].dtype and out[k].shape == host[k].shape, k
+    np.testing.assert_array_equal(np.asarray(out[k]), host[k], err_msg=k)
+  # Rendered inside larger programs, where XLA fuses the renderer into what consumes it: the
+  # tables as arguments, and closed over as constants (which XLA may fold).
+  expected = [np.asarray(h) for h in _hashes(jnp.asarray(host["image"]))]
+  fused = jax.jit(lambda a, i: _hashes(form.get(a, i)["image"]))(arrays, jnp.asarray(idx))
+  const = jax.jit(lambda i: _hashes(form.get(form.arrays, i)["image"]))(jnp.asarray(idx))
+  for got in (fused, const):
+    for g, e in zip(got, expected):
+      np.testing.assert_array_equal(np.asarray(g), e)
+  # And a matmul on the images (a first layer): the same as on the host images, to rounding.
+  w = np.random.default_rng(1).standard_normal((64 * 64, 8)).astype(np.float32)
+  mm = jax.jit(lambda a, i: form.get(a, i)["image"].reshape(len(i), -1) @ w)(arrays,
+                                                                             jnp.asarray(idx))
+  np.testing.assert_allclose(np.asarray(mm), host["image"].reshape(len(idx), -1) @ w,
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_render_chunks_large_requests(monkeypatch, sample):
+  idx, host = sample
+  monkeypatch.setattr(ds, "_CHUNK", 48)  # 100 images: chunks of 48, 48 and 4 (padded)
+  got = ds.render(ds.index_to_factors(idx[:100]))
+  assert got.dtype == np.float32 and got.shape == (100, 64, 64, 1)
+  np.testing.assert_array_equal(got, host["image"][:100])
+  assert ds.render(np.zeros((0, 6), np.int32)).shape == (0, 64, 64, 1)

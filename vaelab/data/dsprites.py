@@ -47,14 +47,40 @@ orientation lies inside the frame.
 
 A pixel is foreground (1.0) iff its centre lies inside the shape: the centre is
 translated to the shape's centre, rotated by -theta, divided by the scale and
-passed to the shape's implicit inside-test. Rendering is vectorized over the
-batch and evaluated only on a 32x32 window around each shape.
+passed to the shape's implicit inside-test.
+
+One renderer, on the host and on the device
+-------------------------------------------
+The renderer is jax code (`_canvas`), traced inside the train step through
+`DSpritesSource.device_form()` and jitted for the host path (`render`,
+`DSpritesSource.get`), so the two cannot diverge; both are bitwise the float32
+numpy renderer this module had before (checked over the whole grid). That
+takes care, because XLA is free to compile the same float32 expression
+differently in different programs:
+  * it contracts a * b + c into a fused multiply-add (one rounding instead of
+    two) on CPU and GPU alike, wherever the product feeds an add in the same
+    fusion. The products of the rotation (cos(theta) / scale times a pixel's
+    offset) are therefore precomputed on the host as float32 tables, one row
+    per (scale, orientation, position) (`tables()`, 3.9 MB), so the device only
+    adds and subtracts table rows; the few products that feed an add inside
+    the inside-tests pass through `_rounded`, an integer OR with a zero that
+    XLA cannot prove to be zero, which it can neither fuse through nor fold
+    away (an optimization barrier or reduce_precision is removed before fusion).
+  * a division by a constant becomes a multiplication by its reciprocal: the
+    code divides by nothing at run time.
+Every pixel of the 64x64 canvas is evaluated (the numpy renderer looked at a
+32x32 window around the shape; the pixels outside it are provably outside
+every shape, by more than 0.8 px).
 """
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from vaelab.data.base import SourceInfo
+from vaelab.data.base import DeviceForm, SourceInfo
 
 IMAGE_SIZE = 64
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "pos_x", "pos_y")
@@ -78,12 +104,6 @@ _HEART_CENTROID_Y = 0.2935
 MAX_EXTENT = SQUARE_HALF_SIDE * np.sqrt(2.0)
 MARGIN = 14.5
 assert MARGIN > MAX_EXTENT
-
-# Shapes are evaluated on a WINDOW x WINDOW patch whose top-left pixel is
-# round(centre - WINDOW / 2); it contains every pixel centre within WINDOW/2 - 1
-# of the shape's centre, which must cover MAX_EXTENT.
-_WINDOW = 32
-assert _WINDOW / 2 - 1 >= MAX_EXTENT
 
 _RADICES = np.array(FACTOR_SIZES, dtype=np.int64)
 # Stride of each factor in the flat index (row-major: last factor fastest).
@@ -119,77 +139,155 @@ def index_to_factors(indices: np.ndarray) -> np.ndarray:
 
 
 def _centre_px(pos_idx: np.ndarray) -> np.ndarray:
-  """Position factor index -> continuous pixel coordinate of the shape's centre."""
+  """Position factor index -> continuous pixel coordinate of the shape's centre (float64)."""
   return MARGIN + POSITIONS[pos_idx] * (IMAGE_SIZE - 2 * MARGIN)
 
 
-def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-  """Inside-test in shape coordinates (pixels at scale 1, v pointing up)."""
-  if shape == 0:
-    return np.maximum(np.abs(u), np.abs(v)) <= SQUARE_HALF_SIDE
-  if shape == 1:
-    a, b = ELLIPSE_SEMI_AXES
-    return (u * (1.0 / a)) ** 2 + (v * (1.0 / b)) ** 2 <= 1.0
-  if shape == 2:
-    x = u * (1.0 / HEART_UNIT)
-    y = v * (1.0 / HEART_UNIT) + _HEART_CENTROID_Y
-    x2 = x * x
-    r = x2 + y * y - 1.0
-    return r * r * r <= x2 * y * y * y
-  raise ValueError(f"unknown shape {shape}")
+def _offsets(centre: np.ndarray) -> np.ndarray:
+  """(m,) float64 centres -> (m, 64) float32 offsets of the pixel centres from them.
+
+  Computed in float64 and rounded once, as the numpy renderer did. An offset along the
+  rows is the screen-flipped v of that renderer negated (cy - (row + 0.5) = -offset),
+  exactly, since rounding is symmetric.
+  """
+  return ((np.arange(IMAGE_SIZE) + 0.5)[None, :] - centre[:, None]).astype(np.float32)
+
+
+def _rotation(theta: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """cos(theta) / scale and sin(theta) / scale, in float64 rounded once to float32."""
+  inv_scale = 1.0 / np.asarray(scale, np.float64)
+  theta = np.asarray(theta, np.float64)
+  return ((np.cos(theta) * inv_scale).astype(np.float32),
+          (np.sin(theta) * inv_scale).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=1)
+def tables() -> dict[str, np.ndarray]:
+  """The renderer's float32 product tables, the arrays of the device form.
+
+  "cos" and "sin" are (6 * 40, 32, 64): row [scale * 40 + orientation, pos, j] holds
+  cos(theta) / scale (resp. sin) times the offset of pixel j from the centre at `pos`,
+  rounded to float32 on the host, so no program can fuse these products into adds.
+  """
+  c, s = _rotation(ORIENTATIONS[None, :], SCALES[:, None])  # (6, 40)
+  d = _offsets(_centre_px(np.arange(FACTOR_SIZES[4])))  # (32, 64)
+  shape = (FACTOR_SIZES[2] * FACTOR_SIZES[3], FACTOR_SIZES[4], IMAGE_SIZE)
+  out = {"cos": (c[:, :, None, None] * d).reshape(shape),
+         "sin": (s[:, :, None, None] * d).reshape(shape)}
+  for v in out.values():
+    v.flags.writeable = False  # shared by every caller
+  return out
+
+
+def _rounded(x, zero):
+  """x, bitwise, as a value XLA must materialize: a product passed through this is
+  rounded to float32 before it is added (no fused multiply-add). `zero` is an int32 zero
+  computed from the inputs, so no compiler pass can fold the OR away."""
+  return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, jnp.int32) | zero,
+                                      jnp.float32)
+
+
+def _canvas(shape, cos_col, sin_col, cos_row, sin_row):
+  """(n, 64, 64, 1) float32 images of 0 / 1 from the shape ids (n,) int32 and, per image,
+  the (n, 64) rows of cos(theta) / scale (resp. sin) times the pixels' offsets from the
+  centre along the columns (x) and along the rows.
+
+  Shape coordinates of pixel (row, col), v pointing up (offsets along the rows point down):
+    u =  cos * dx + sin * dy =  cos_col[col] - sin_row[row]
+    v =  cos * dy - sin * dx = -cos_row[row] - sin_col[col]
+  """
+  zero = jnp.minimum(shape, 0)[:, None, None]  # shape ids are >= 0; XLA cannot know it
+  u = cos_col[:, None, :] - sin_row[:, :, None]
+  v = -cos_row[:, :, None] - sin_col[:, None, :]
+  square = jnp.maximum(jnp.abs(u), jnp.abs(v)) <= SQUARE_HALF_SIDE
+  a = u * (1.0 / ELLIPSE_SEMI_AXES[0])
+  b = v * (1.0 / ELLIPSE_SEMI_AXES[1])
+  ellipse = _rounded(a * a, zero) + _rounded(b * b, zero) <= 1.0
+  x = u * (1.0 / HEART_UNIT)
+  y = _rounded(v * (1.0 / HEART_UNIT), zero) + _HEART_CENTROID_Y
+  x2 = x * x
+  r = _rounded(x2, zero) + _rounded(y * y, zero) - 1.0
+  heart = r * r * r <= x2 * y * y * y
+  shape = shape[:, None, None]
+  inside = jnp.where(shape == 0, square, jnp.where(shape == 1, ellipse, heart))
+  return inside.astype(jnp.float32)[..., None]
+
+
+def _render_factors(arrays, factors):
+  """(n, 6) int32 factors -> images, reading the rotation products from `tables()`."""
+  row = factors[:, 2] * FACTOR_SIZES[3] + factors[:, 3]
+  cos, sin = jnp.asarray(arrays["cos"]), jnp.asarray(arrays["sin"])  # numpy when closed over
+  px, py = factors[:, 4], factors[:, 5]
+  return _canvas(factors[:, 1], cos[row, px], sin[row, px], cos[row, py], sin[row, py])
+
+
+_STRIDES32 = _STRIDES.astype(np.int32)
+_RADICES32 = _RADICES.astype(np.int32)
+
+
+def device_get(arrays, indices):
+  """The device form's get: int32 indices (n,) -> {"image", "factors"}, traceable in jit."""
+  indices = jnp.asarray(indices, jnp.int32)
+  factors = (indices[:, None] // _STRIDES32) % _RADICES32
+  return {"image": _render_factors(arrays, factors), "factors": factors}
+
+
+_render_jit = jax.jit(_render_factors)
+_canvas_jit = jax.jit(_canvas)
+
+# Host requests are rendered in chunks of at most _CHUNK images (8 MB of output each), each
+# padded to a power of two of at least _MIN_BUCKET so that a process compiles a few shapes.
+_CHUNK = 2048
+_MIN_BUCKET = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tables():
+  return jax.device_put(tables())
+
+
+def _buckets(n: int):
+  """(start, stop, padded size) of the chunks of an n-image request."""
+  for start in range(0, n, _CHUNK):
+    stop = min(n, start + _CHUNK)
+    yield start, stop, max(_MIN_BUCKET, 1 << (stop - start - 1).bit_length())
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+  return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)])
 
 
 def render(factors: np.ndarray) -> np.ndarray:
-  """(n, 6) int factor values -> (n, 64, 64, 1) float32 images of 0.0 / 1.0."""
+  """(n, 6) int factor values -> (n, 64, 64, 1) float32 numpy images of 0.0 / 1.0.
+
+  The jitted device renderer, run on jax's default device in bounded chunks.
+  """
   factors = np.asarray(factors)
   factors_to_index(factors)  # validates shape and ranges
-  factors = factors.reshape(-1, len(FACTOR_SIZES)).astype(np.int64)
-  return _rasterize(factors[:, 1], SCALES[factors[:, 2]], ORIENTATIONS[factors[:, 3]],
-                    _centre_px(factors[:, 4]), _centre_px(factors[:, 5]))
+  factors = factors.reshape(-1, len(FACTOR_SIZES)).astype(np.int32)
+  out = np.empty((len(factors), IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
+  for start, stop, size in _buckets(len(factors)):
+    out[start:stop] = np.asarray(
+        _render_jit(_host_tables(), _pad(factors[start:stop], size)))[:stop - start]
+  return out
 
 
 def _rasterize(shape: np.ndarray, scale: np.ndarray, theta: np.ndarray, cx: np.ndarray,
                cy: np.ndarray) -> np.ndarray:
   """Render from continuous values: shape id, scale, angle (rad), centre in pixels.
 
-  All arguments are (n,) arrays; the centre must keep the shape inside the canvas
-  (within MARGIN of the border, as `render` guarantees).
+  All arguments are (n,) arrays; the centre must keep the shape inside the canvas (within
+  MARGIN of the border, as `render` guarantees). The products are rounded on the host,
+  as `tables()` rounds them for the grid.
   """
-  shape = np.asarray(shape, dtype=np.int64)
-  cx = np.asarray(cx, dtype=np.float64)
-  cy = np.asarray(cy, dtype=np.float64)
-  n = shape.shape[0]
-  out = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-  if n == 0:
-    return out[..., None]
-
-  # Top-left pixel of each image's window, kept inside the canvas.
-  x0 = np.clip(np.round(cx - _WINDOW / 2), 0, IMAGE_SIZE - _WINDOW).astype(np.int64)
-  y0 = np.clip(np.round(cy - _WINDOW / 2), 0, IMAGE_SIZE - _WINDOW).astype(np.int64)
-  offs = np.arange(_WINDOW)
-  cols = x0[:, None] + offs  # (n, W)
-  rows = y0[:, None] + offs  # (n, W)
-  # Pixel centres relative to the shape's centre; v points up (screen y flipped).
-  dx = (cols + 0.5 - cx[:, None]).astype(np.float32)[:, None, :]  # (n, 1, W)
-  dy = (cy[:, None] - (rows + 0.5)).astype(np.float32)[:, :, None]  # (n, W, 1)
-
-  theta = np.asarray(theta, dtype=np.float64)
-  inv_scale = 1.0 / np.asarray(scale, dtype=np.float64)
-  c = (np.cos(theta) * inv_scale).astype(np.float32)[:, None, None]
-  s = (np.sin(theta) * inv_scale).astype(np.float32)[:, None, None]
-
-  window = np.zeros((n, _WINDOW, _WINDOW), dtype=bool)
-  for shape_id in range(len(SHAPE_NAMES)):  # loop over the 3 shapes, not over images
-    sel = np.flatnonzero(shape == shape_id)
-    if sel.size == 0:
-      continue
-    # Rotate by -theta and divide by the scale: shape coordinates.
-    u = c[sel] * dx[sel] + s[sel] * dy[sel]
-    v = c[sel] * dy[sel] - s[sel] * dx[sel]
-    window[sel] = _inside(shape_id, u, v)
-
-  out[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]] = window
-  return out[..., None]
+  shape = np.asarray(shape, np.int32).reshape(-1)
+  if shape.size == 0:
+    return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
+  c, s = _rotation(theta, scale)
+  dx = _offsets(np.asarray(cx, np.float64).reshape(-1))
+  dy = _offsets(np.asarray(cy, np.float64).reshape(-1))
+  c, s = c.reshape(-1, 1), s.reshape(-1, 1)
+  return np.asarray(_canvas_jit(shape, c * dx, s * dx, c * dy, s * dy))
 
 
 class DSpritesSource:
@@ -205,3 +303,7 @@ class DSpritesSource:
   def get(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     factors = index_to_factors(np.asarray(indices).reshape(-1))
     return {"image": render(factors), "factors": factors}
+
+  def device_form(self) -> DeviceForm:
+    """The same renderer inside the step: 3.9 MB of tables, no host work per batch."""
+    return DeviceForm(arrays=tables(), get=device_get)
