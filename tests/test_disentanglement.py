@@ -12,10 +12,13 @@ import time
 
 import numpy as np
 import pytest
+import scipy.stats
+from sklearn import metrics as sk_metrics
 
 from vaelab.data import dsprites
 from vaelab.data.base import InMemorySource, SubsetSource
 from vaelab.evaluate import disentanglement as dis
+from vaelab.evaluate import gbt
 
 SIZES = (3, 6, 10, 10)
 SMALL = {"num_train": 600, "num_eval": 300, "batch_size": 16, "num_variance_estimate": 600,
@@ -53,7 +56,10 @@ def _noise_fn(seed):
 def scores():
   gt = _synthetic()
   start = time.time()
-  out = {name: dis.disentanglement_metrics(fn, gt, np.random.default_rng(0), SMALL)
+  # The 20-tree forest keeps this fixture fast; the default boosted trees (exact
+  # disentanglement_lib) are checked against sklearn below.
+  out = {name: dis.disentanglement_metrics(fn, gt, np.random.default_rng(0), SMALL,
+                                           dci_importance="forest")
          for name, fn in (("identity", _identity), ("noise", _noise_fn(1)), ("mixed", _mixed))}
   out["seconds"] = time.time() - start
   return out
@@ -155,7 +161,8 @@ def test_dsprites_metrics_run_fast():
   sizes = {"num_train": 200, "num_eval": 100, "batch_size": 8, "num_variance_estimate": 200,
            "represent_batch_size": 256}
   start = time.time()
-  out = dis.disentanglement_metrics(represent, gt, np.random.default_rng(0), sizes)
+  out = dis.disentanglement_metrics(represent, gt, np.random.default_rng(0), sizes,
+                                    dci_importance="forest")
   assert time.time() - start < 20
   assert set(MAIN) <= set(out) and all(np.isfinite(out[k]) for k in MAIN)
   assert shapes == {(256, 64, 64, 1)}  # one shape: a jitted encoder compiles once
@@ -233,8 +240,9 @@ def test_table_metrics_run():
   src, _, _ = _table_source(keep=0.6, sizes=(4, 5, 6))
   gt = dis.ground_truth_from_source(src)
   ident = dis.disentanglement_metrics(lambda x: x.reshape(len(x), -1), gt,
-                                      np.random.default_rng(0), SMALL)
-  noise = dis.disentanglement_metrics(_noise_fn(2), gt, np.random.default_rng(0), SMALL)
+                                      np.random.default_rng(0), SMALL, dci_importance="forest")
+  noise = dis.disentanglement_metrics(_noise_fn(2), gt, np.random.default_rng(0), SMALL,
+                                      dci_importance="forest")
   assert ident["eval/betavae_score"] > 0.9 and ident["eval/factorvae_score"] > 0.9
   assert ident["eval/mig"] > 0.7 and ident["eval/dci_disentanglement"] > 0.9
   for key in MAIN:
@@ -254,7 +262,8 @@ def test_constant_factors_are_left_out():
   assert dis.varying_factors(gt) == (1, 2, 3)
   rng = np.random.default_rng(0)
   sizes = dict(SMALL)
-  out = dis.disentanglement_metrics(lambda x: np.array(x, np.float64), gt, rng, sizes)
+  out = dis.disentanglement_metrics(lambda x: np.array(x, np.float64), gt, rng, sizes,
+                                    dci_importance="forest")
   assert all(np.isfinite(out[k]) for k in MAIN), out
   assert out["eval/betavae_score"] >= 0.97 and out["eval/factorvae_score"] >= 0.97
   assert out["eval/mig"] > 0.9 and out["eval/dci_disentanglement"] > 0.95
@@ -273,7 +282,7 @@ def test_table_factor_constant_in_the_data_is_left_out():
   gt = dis.TableGroundTruth(src)
   assert gt.varying_factors == (0, 2)
   out = dis.disentanglement_metrics(lambda x: x.reshape(len(x), -1), gt,
-                                    np.random.default_rng(0), SMALL)
+                                    np.random.default_rng(0), SMALL, dci_importance="forest")
   assert all(np.isfinite(out[k]) for k in MAIN)
   assert out["eval/mig"] > 0.9 and out["eval/betavae_score"] > 0.95
 
@@ -320,8 +329,9 @@ def test_nonfinite_codes_give_nan_and_sizes_are_checked():
 
 def test_same_seed_same_scores():
   gt = _synthetic()
-  a = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), SMALL)
-  b = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), SMALL)
+  small = dict(SMALL, num_train=150, num_eval=60)
+  a = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), small)  # boosted trees
+  b = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(3), small)
   assert a == b
 
 
@@ -348,3 +358,198 @@ def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
   assert results["eval/factorvae_num_active_dims"] <= 3
   c.eval.disentanglement = False
   assert not any(k in loop.evaluate_checkpoint(c, str(tmp_path)) for k in MAIN)
+
+
+# ---------------------------------------------------------------- the exact boosted trees
+
+
+def _codes_case(name, n, seed):
+  """Codes (n, 5) and labels of one synthetic case: the shapes DCI meets in practice."""
+  rng = np.random.default_rng(seed)
+  sizes = {"noisy": 3, "rotated": 2, "collapsed": 6, "integer": 4}
+  y = rng.integers(0, sizes[name], n)
+  z = rng.normal(size=(n, 5))
+  if name == "noisy":
+    z[:, 0] += 0.8 * y
+  elif name == "rotated":
+    z[:, :2] += np.array([1.0, 0.5]) * y[:, None]
+    z = z @ np.linalg.qr(np.random.default_rng(0).normal(size=(5, 5)))[0]
+  elif name == "collapsed":  # a dead code, a near-constant one, one informative
+    z[:, 0] += y
+    z[:, 2] = 0.0
+    z[:, 3] = 1e-9 * z[:, 3]
+  else:  # codes that are small integers: ties and constant features in most nodes
+    z = np.stack([y, rng.integers(0, 3, n), (y + rng.integers(0, 2, n)) % 4,
+                  np.zeros(n), rng.integers(0, 2, n)], axis=1).astype(np.float64)
+  return z, y
+
+
+@pytest.fixture(scope="module", params=["noisy", "rotated", "collapsed", "integer"])
+def boosted(request):
+  from sklearn.ensemble import GradientBoostingClassifier
+  z, y = _codes_case(request.param, 300, 1)
+  z_test, _ = _codes_case(request.param, 200, 2)
+  ours = gbt.fit(z, y, random_state=7)
+  ref = GradientBoostingClassifier(random_state=7).fit(z, y)
+  return z, y, z_test, ours, ref
+
+
+def test_boosted_trees_are_sklearns(boosted):
+  # The same trees as sklearn's GradientBoostingClassifier(): importances, raw scores and
+  # predictions agree, to the last bit on continuous codes. Codes with tied values
+  # ("integer") are sorted by sklearn's unstable introsort, which vaelab does not replay:
+  # node sums can round differently, enough to flip the impurity <= eps test of a pure
+  # node (importances then differ by ~1e-8).
+  z, y, z_test, ours, ref = boosted
+  tol = 1e-6 if len(np.unique(z[:, 0])) < len(z) else 1e-12
+  np.testing.assert_allclose(ours.feature_importances_, ref.feature_importances_, rtol=0,
+                             atol=tol)
+  for x in (z, z_test):
+    raw = ours.decision_function(x)
+    np.testing.assert_allclose(raw[:, 0] if raw.shape[1] == 1 else raw,
+                               ref.decision_function(x), rtol=0, atol=tol)
+    np.testing.assert_array_equal(ours.predict(x), ref.predict(x))
+  first = ref.estimators_[0, 0].tree_
+  assert ours.feature[0, 0, 0] == first.feature[0] and ours.threshold[0, 0, 0] == first.threshold[0]
+
+
+def test_partition_is_sklearns_in_place_loop():
+  def reference(arr, left):
+    arr, p, end = list(arr), 0, len(arr)
+    while p < end:
+      if left[arr[p]]:
+        p += 1
+      else:
+        end -= 1
+        arr[p], arr[end] = arr[end], arr[p]
+    return arr
+
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 40, 60)
+  arranged = np.concatenate([rng.permutation(n) for n in lengths])
+  goes = rng.random(2000) < rng.random()
+  left = np.concatenate([goes[a] for a in np.split(arranged, np.cumsum(lengths)[:-1])])
+  out = gbt._partition(arranged, left, lengths)
+  for got, seg in zip(np.split(out, np.cumsum(lengths)[:-1]),
+                      np.split(arranged, np.cumsum(lengths)[:-1])):
+    assert got.tolist() == reference(seg, goes)
+
+
+# ---------------------------------------------------------------- fixed data vs dlib
+
+
+def _dlib_mig(mus, ys):
+  """disentanglement_lib's _compute_mig(mus (d, n), ys (F, n)), histogram 20 bins."""
+  disc = np.zeros_like(mus)
+  for i in range(mus.shape[0]):
+    disc[i, :] = np.digitize(mus[i, :], np.histogram(mus[i, :], 20)[1][:-1])
+  m = np.array([[sk_metrics.mutual_info_score(ys[j, :], disc[i, :]) for j in range(len(ys))]
+                for i in range(len(mus))])
+  h = np.array([sk_metrics.mutual_info_score(ys[j, :], ys[j, :]) for j in range(len(ys))])
+  sorted_m = np.sort(m, axis=0)[::-1]
+  return np.mean(np.divide(sorted_m[0, :] - sorted_m[1, :], h)), m
+
+
+def _dlib_dci(x_train, y_train, x_test, y_test, seed):
+  """disentanglement_lib's _compute_dci on (d, n) codes and (F, n) factors, its
+  GradientBoostingClassifier() seeded (it leaves it unseeded)."""
+  from sklearn.ensemble import GradientBoostingClassifier
+  imp = np.zeros((len(x_train), len(y_train)))
+  train, test = [], []
+  for i in range(len(y_train)):
+    model = GradientBoostingClassifier(random_state=seed).fit(x_train.T, y_train[i, :])
+    imp[:, i] = np.abs(model.feature_importances_)
+    train.append(np.mean(model.predict(x_train.T) == y_train[i, :]))
+    test.append(np.mean(model.predict(x_test.T) == y_test[i, :]))
+  per_code = 1. - scipy.stats.entropy(imp.T + 1e-11, base=imp.shape[1])
+  per_factor = 1. - scipy.stats.entropy(imp + 1e-11, base=imp.shape[0])
+  return {"disentanglement": np.sum(per_code * imp.sum(1) / imp.sum()),
+          "completeness": np.sum(per_factor * imp.sum(0) / imp.sum()),
+          "informativeness_train": np.mean(train), "informativeness_test": np.mean(test),
+          "importance": imp, "per_code": per_code}
+
+
+def _fixed_data(n, seed=0):
+  rng = np.random.default_rng(seed)
+  y = np.stack([rng.integers(0, s, n) for s in (2, 3, 5)], axis=1)
+  z = np.concatenate([y + 0.4 * rng.normal(size=(n, 3)), rng.normal(size=(n, 2))], axis=1)
+  z[:, :3] = z[:, :3] @ np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.2, 0.0, 1.0]])
+  return z, y
+
+
+def test_fixed_data_mig_and_dci_are_disentanglement_libs():
+  z, y = _fixed_data(600)
+  s = dis.scores(codes=z, factors=y, metrics=("mig", "dci"), dci_random_state=3)
+  mig, m = _dlib_mig(z.T, y.T)
+  assert s.mig.mig == pytest.approx(mig, abs=1e-12)
+  np.testing.assert_allclose(s.mig.mutual_information, m, rtol=0, atol=1e-12)
+  ref = _dlib_dci(z[:400].T, y[:400].T, z[400:].T, y[400:].T, seed=3)  # 2/3 train, as given
+  for key in ("disentanglement", "completeness", "informativeness_train",
+              "informativeness_test"):
+    assert getattr(s.dci, key) == pytest.approx(ref[key], abs=1e-10), key
+  np.testing.assert_allclose(s.dci.importance, ref["importance"], rtol=0, atol=1e-12)
+  np.testing.assert_allclose(s.dci.per_code_disentanglement, ref["per_code"], atol=1e-10)
+
+
+def test_scores_shapes_constant_factor_and_discretizers():
+  z, y = _fixed_data(450, seed=1)
+  y = np.concatenate([y, np.full((len(y), 1), 7)], axis=1)  # a factor that never varies
+  s = dis.scores(codes=z, factors=y, metrics=("mig", "dci"), dci_importance="forest",
+                 factor_names=("a", "b", "c", "const"))
+  assert s.mig.mutual_information.shape == (5, 4) and s.dci.importance.shape == (5, 4)
+  assert s.mig.per_factor.shape == (4,) and s.dci.per_factor_completeness.shape == (4,)
+  assert s.dci.per_code_disentanglement.shape == (5,)
+  assert s.mig.scored_factors == (0, 1, 2) == s.dci.scored_factors
+  assert np.isnan(s.mig.per_factor[3]) and np.isnan(s.dci.importance[:, 3]).all()
+  assert s.mig.mig == pytest.approx(np.mean(s.mig.per_factor[:3]))
+  # The mutual information is largest on each factor's own code (z_i ~ y_i).
+  assert (np.argmax(s.mig.mutual_information[:, :3], axis=0) == [0, 1, 2]).all()
+  assert s.factor_names == ("a", "b", "c", "const")
+  assert set(s.as_dict()) == {"mig", "dci_disentanglement", "dci_completeness",
+                              "dci_informativeness_train", "dci_informativeness_test"}
+
+  bins = dis.quantile_discretize(z, 10)
+  counts = np.stack([np.bincount(b, minlength=10) for b in bins.T])
+  assert counts.min() >= 44 and counts.max() <= 46  # equal mass: 450 / 10 each
+  heavy = z.copy()
+  heavy[0, 0] = 1e3  # one outlier: equal widths put nearly everything in one bin
+  assert np.bincount(dis.histogram_discretize(heavy, 20)[:, 0]).max() == len(z) - 1
+  quantile = dis.scores(codes=heavy, factors=y, metrics=("mig",), discretizer="quantile")
+  histogram = dis.scores(codes=heavy, factors=y, metrics=("mig",))
+  assert quantile.mig.per_factor[0] > histogram.mig.per_factor[0] + 0.2
+  with pytest.raises(ValueError, match="discretizer='kmeans'"):
+    dis.scores(codes=z, factors=y, metrics=("mig",), discretizer="kmeans")
+
+
+def test_fixed_data_betavae_factorvae_and_argument_errors():
+  rng = np.random.default_rng(0)
+  y = np.stack([rng.integers(0, s, 800) for s in (3, 4, 5)], axis=1)
+  sizes = {"num_train": 300, "num_eval": 200, "batch_size": 16, "num_variance_estimate": 500}
+  ident = dis.scores(codes=y + 0.01 * rng.normal(size=y.shape), factors=y,
+                     metrics=("betavae", "factorvae"), sizes=sizes)
+  noise = dis.scores(codes=rng.normal(size=y.shape), factors=y,
+                     metrics=("betavae", "factorvae"), sizes=sizes)
+  assert ident.betavae["betavae_score"] > 0.95 and ident.factorvae["factorvae_score"] > 0.95
+  assert noise.betavae["betavae_score"] < 0.55 and noise.factorvae["factorvae_score"] < 0.55
+  assert ident.mig is None and ident.dci is None
+  with pytest.raises(ValueError, match="either codes= and factors="):
+    dis.scores(codes=y, factors=y, represent=_identity, ground_truth=_synthetic())
+  with pytest.raises(ValueError, match="either codes= and factors="):
+    dis.scores()
+  with pytest.raises(ValueError, match="unknown \\['sap'\\]"):
+    dis.scores(codes=y, factors=y, metrics=("mig", "sap"))
+  with pytest.raises(ValueError, match="dci_importance='svm'"):
+    dis.disentanglement_metrics(_identity, _synthetic(), np.random.default_rng(0),
+                                dci_importance="svm")
+
+
+def test_scores_of_a_representation_match_the_flat_metrics():
+  gt = _synthetic()
+  flat = dis.disentanglement_metrics(_mixed, gt, np.random.default_rng(4), SMALL,
+                                     dci_importance="forest")
+  s = dis.scores(represent=_mixed, ground_truth=gt, rng=np.random.default_rng(4), sizes=SMALL,
+                 dci_importance="forest")
+  assert {f"eval/{k}": v for k, v in s.as_dict().items()} == flat
+  # z2 = f2 + f3 and z3 = f2 - f3 carry two factors each: their MI rows are split.
+  assert s.mig.per_factor[2] < 0.2 and s.mig.per_factor[0] > 0.8
+  assert s.dci.per_code_disentanglement[:2].min() > 0.9 > s.dci.per_code_disentanglement[2:].max()

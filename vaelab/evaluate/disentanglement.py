@@ -761,7 +761,8 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
            rng: np.random.Generator | int | None = None, metrics: Sequence[str] = METRICS,
            discretizer="histogram", num_bins: int = 20, dci_importance: str = "gbt",
            train_fraction: float = 2 / 3, sizes: dict | None = None,
-           factor_names: Sequence[str] | None = None) -> Scores:
+           factor_names: Sequence[str] | None = None,
+           dci_random_state: int | None = None) -> Scores:
   """Disentanglement scores of any representation, with their parts.
 
   Either precomputed `codes` (n, d) and `factors` (n, F) (disentanglement_lib's
@@ -777,7 +778,9 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   `discretizer` ("histogram", dlib's equal widths; "quantile", equal mass; or a function
   (codes, num_bins) -> bins) and `num_bins` are MIG's; `dci_importance` is "gbt"
   (dlib's boosted trees, exact) or "forest". `rng` (a Generator or a seed) drives all
-  sampling and the trees' seed; each metric gets its own child generator.
+  sampling and, unless `dci_random_state` fixes it, the boosted trees' seed (sklearn's
+  `random_state`; disentanglement_lib leaves it unseeded); each metric gets its own
+  child generator.
 
   Example, scoring codes computed elsewhere::
 
@@ -832,8 +835,9 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
       split = codes[:pivot], factors[:pivot], codes[pivot:], factors[pivot:]
     else:
       split = (codes, factors) + _check_codes_factors(codes_test, factors_test, "scores")
-    out.dci = dci_from_codes(*split, importance=dci_importance,
-                             random_state=int(children["dci"].integers(2**31 - 1)))
+    seed = (int(children["dci"].integers(2**31 - 1)) if dci_random_state is None
+            else dci_random_state)
+    out.dci = dci_from_codes(*split, importance=dci_importance, random_state=seed)
   table = [m for m in ("betavae", "factorvae") if m in metrics]
   if table:
     gt = codes_ground_truth(codes, factors, factor_names)
