@@ -10,6 +10,9 @@
       --config.vq_workdir=/tmp/vqvae2_mnist $NPZ
   python -m vaelab.main --config=configs/vq_prior_mnist.py:runlocal --workdir=/tmp/prior_local \
       --config.vq_workdir=/tmp/vqvae_local
+  # samples.png from the latest checkpoint: top prior, bottom prior and decoder in one call
+  python -m vaelab.main --config=configs/vq_prior_mnist.py --workdir=/tmp/vq2_prior_mnist \
+      --config.vq_workdir=/tmp/vqvae2_mnist --mode=sample [--config.eval.sampler=full]
   # with NPZ="--config.data.name=npz --config.data.train_path=train.npz \
   #           --config.data.eval_path=test.npz", or nothing for TFDS MNIST
 
@@ -18,10 +21,12 @@ checkpoint). The prior is small for a CPU: 32 channels, 2 blocks of 2 gated resi
 layers each followed by 4-head causal attention, 1,500 steps of Adam 1e-3 with a cosine
 decay (64 channels learn a little faster per step but run at less than half the speed).
 Dropout 0.1: 4,000 images give only 196k codes of 7x7 maps.
-results.json: eval/prior_nll (nats per held-out code) beside eval/uniform_nll (log K)
-and eval/unigram_nll (code frequencies of the training codes), eval/prior_bits_per_code;
+results.json: eval/prior_nll (nats per held-out code) beside eval/prior_uniform_nll (log K)
+and eval/prior_unigram_nll (code frequencies of the training codes), eval/prior_bits_per_code;
 samples.png (sampled codes through the frozen decoder) beside code_reconstructions.png
-(held-out codes through it). On the codes of configs/vqvae_mnist.py (4k/1k split of
+(held-out codes through it). Samples come from the cached sampler (eval.sampler; `full`,
+one network pass per position, draws the same codes far more slowly:
+experiments/benchmark_prior_sampler.py). On the codes of configs/vqvae_mnist.py (4k/1k split of
 mnist_5k, K = 256): eval/prior_nll 3.01 vs unigram 5.02 vs uniform 5.55 nats per code,
 3 min on a busy 2-core CPU.
 """

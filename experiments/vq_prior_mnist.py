@@ -13,10 +13,12 @@ Each model is two ordinary runs, i.e.
       --config.vq_workdir=VQ $NPZ
 
 The prior's figures are results.json's: eval/prior_nll (nats per held-out code; for
-VQ-VAE-2 over both maps, with eval/prior_nll_top and _bottom), eval/unigram_nll (the
-training codes' frequencies) and eval/uniform_nll (log K). samples.png in each prior's
+VQ-VAE-2 over both maps, with eval/prior_nll_top and _bottom), eval/prior_unigram_nll (the
+training codes' frequencies) and eval/prior_uniform_nll (log K). samples.png in each prior's
 workdir holds sampled code maps through the frozen decoder, code_reconstructions.png the
-held-out codes through it.
+held-out codes through it. The time per image of sampling end to end (every level's prior
+and the decoder, `vq_prior.sample`, eval.sampler's cached sampler, compilation apart) is
+measured on the trained prior, as --mode=sample runs it.
 
 The papers' likelihoods are CIFAR-10 bits per dimension (VQ-VAE with a PixelCNN prior 4.67,
 a VAE 4.51; van den Oord et al. 2017, Table 1 in the text): CIFAR-10 cannot be fetched on
@@ -76,16 +78,17 @@ def main():
     figures = {
         "recon_sse": vq["eval/recon_sse"], "pca_recon_sse": vq.get("eval/pca_recon_sse"),
         "perplexity": vq["eval/perplexity"], "codebook_usage": vq["eval/codebook_usage"],
-        "prior_nll": prior["eval/prior_nll"], "unigram_nll": prior["eval/unigram_nll"],
-        "uniform_nll": prior["eval/uniform_nll"],
+        "prior_nll": prior["eval/prior_nll"], "unigram_nll": prior["eval/prior_unigram_nll"],
+        "uniform_nll": prior["eval/prior_uniform_nll"],
         "prior_bits_per_image": prior["eval/prior_nll"] * codes / math.log(2),
         "codes_per_image": codes, "vq_wall_s": vq_wall, "prior_wall_s": prior_wall,
         "samples": os.path.join(prior_dir, "samples.png"),
         "code_reconstructions": os.path.join(prior_dir, "code_reconstructions.png")}
+    figures.update(_sample_time(prior_config, prior_dir))
     for level in ("top", "bottom"):
-      for key in ("prior_nll", "unigram_nll"):
-        if f"eval/{key}_{level}" in prior:
-          figures[f"{key}_{level}"] = prior[f"eval/{key}_{level}"]
+      for key, name in (("prior_nll", "prior_nll"), ("unigram_nll", "prior_unigram_nll")):
+        if f"eval/{name}_{level}" in prior:
+          figures[f"{key}_{level}"] = prior[f"eval/{name}_{level}"]
     common.note(f"  prior_nll {figures['prior_nll']:.3f} nats/code vs unigram "
                 f"{figures['unigram_nll']:.3f}, uniform {figures['uniform_nll']:.3f}")
     out["models"][name] = figures
@@ -97,10 +100,11 @@ def main():
                  common.fmt(f["prior_nll"], ".3f"), common.fmt(f["unigram_nll"], ".3f"),
                  common.fmt(f["uniform_nll"], ".3f"),
                  common.fmt(f["prior_bits_per_image"], ".0f"),
+                 common.fmt(f["sample_ms_per_image"], ".1f"),
                  common.fmt(f["vq_wall_s"] + f["prior_wall_s"], ".0f")])
   common.print_table(
       ["model", "recon_sse", "PCA", "perplexity", "prior nats/code", "unigram", "uniform",
-       "prior bits/image", "wall s"], rows,
+       "prior bits/image", "sample ms/image", "wall s"], rows,
       title=f"VQ models + PixelSNAIL priors on MNIST ({args.eval}), held-out codes")
   for name, f in out["models"].items():
     if "prior_nll_top" in f:
@@ -121,6 +125,24 @@ def main():
   print(f"took {total:.0f} s")
   out.update(checks=checks, wall_s=total)
   common.print_json(out)
+
+
+def _sample_time(config, workdir: str, n: int = 64) -> dict:
+  """Seconds of `vq_prior.sample` (n images, end to end) from the run's latest checkpoint:
+  the first call (compilation included) and a second one (the sampler alone)."""
+  import jax
+  import numpy as np
+  from vaelab.models import vq_prior
+  exp, state = common.restore(config, workdir)
+  variables = jax.device_get(state.variables())
+  key = jax.random.key(int(config.seed))
+  times = []
+  for _ in range(2):
+    t = time.perf_counter()
+    np.asarray(vq_prior.sample(exp.model, variables, key, n))
+    times.append(time.perf_counter() - t)
+  return {"sample_first_call_s": times[0], "sample_ms_per_image": 1e3 * times[1] / n,
+          "sampler": str(config.eval.sampler)}
 
 
 def _code_shapes(name: str, config):

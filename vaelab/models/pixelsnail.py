@@ -4,7 +4,9 @@ Not a family (it defines no FAMILY): the VQ-VAE / VQ-VAE-2 prior configs build i
 codes a frozen VQ model extracts. The model maps an integer code map (B, H, W) with values
 in [0, K) to logits (B, H, W, K); the logits at position p (raster order, p = i*W + j)
 depend only on the codes at positions q < p, so sum_p log softmax(logits)[p, code_p] is an
-exact log-likelihood and `sample` draws the map one position at a time.
+exact log-likelihood and `sample` draws the map one position at a time: `sample_full` with
+a full network pass per position (the reference), `sample_cached` with only what each new
+position's logits need, from cached activations (the same codes from the same key).
 
 Causality. Convolutions are masked kernels (PixelCNN, van den Oord et al. 2016a): a k x k
 kernel whose taps after the centre, in raster order, are zeroed. A conv whose taps all lie
