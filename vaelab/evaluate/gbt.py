@@ -139,7 +139,7 @@ class _Splitter:
 
 @functools.lru_cache(maxsize=1)
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
-  return concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+  return concurrent.futures.ThreadPoolExecutor(max_workers=_workers())
 
 
 def _chunks(lengths: np.ndarray, width: int):
@@ -180,44 +180,44 @@ def _partition(arranged: np.ndarray, left: np.ndarray, lengths: np.ndarray) -> n
   its left-going samples in place and each right-going one (a hole, in order) replaced
   by the left-going samples of the right part taken from the right end. In the right
   part each position j receives the sample at j + 1, except the "tops" (j = last, or
-  j + 1 left-going), which receive the holes in order, top-down, followed by the sample
-  at the split position itself when it goes right.
+  j + 1 left-going), which receive, top-down, the holes in order followed by the sample
+  at the split position itself when it goes right. All ranks follow from one running
+  count of left-going samples.
   """
   seg, pos, starts = _segment_index(lengths)
-  m = np.bincount(seg, weights=left, minlength=len(lengths)).astype(np.int64)
-  m_el = m[seg]
-  out = arranged.copy()
-  # Ranks within each segment: cumulative counts minus the segment's count before it.
-  def rank(mask, reverse=False):
-    c = np.cumsum(mask) - mask
-    first = c[starts][seg]
-    r = c - first
-    if reverse:
-      total = np.bincount(seg, weights=mask, minlength=len(lengths)).astype(np.int64)[seg]
-      r = total - 1 - r
-    return r
-
-  hole = (~left) & (pos < m_el)
-  donor = left & (pos >= m_el)
-  # The r-th hole (ascending) receives the r-th donor from the right; segment-local
-  # ranks index a flat scratch array at the segment's start.
+  count = np.cumsum(left)
+  seg_base = (count[starts] - left[starts])[seg]
+  incl = count - seg_base  # left-going samples at or before each position, in its segment
+  excl = incl - left
+  ends = starts + lengths - 1
+  m = incl[ends][seg]  # left-going samples of the segment = size of its left part
   base = starts[seg]
+  out = arranged.copy()
   scratch = np.empty_like(arranged)
-  scratch[base[donor] + rank(donor, reverse=True)[donor]] = arranged[donor]
-  out[hole] = scratch[base[hole] + rank(hole)[hole]]
+  hole = ~left & (pos < m)
+  donor = left & (pos >= m)
+  # The r-th hole (r = right-going samples before it) gets the r-th donor from the right
+  # (r = left-going samples after it).
+  scratch[(base + m - incl)[donor]] = arranged[donor]
+  out[hole] = scratch[(base + pos - excl)[hole]]
 
-  # Right part.
+  in_right = pos >= m
+  last = pos == lengths[seg] - 1
   nxt_left = np.zeros_like(left)
   nxt_left[:-1] = left[1:]
-  last = pos == lengths[seg] - 1
-  in_right = pos >= m_el
   top = in_right & (last | nxt_left)
   plain = np.flatnonzero(in_right & ~top)
   out[plain] = arranged[plain + 1]
-  # Hole list per segment: the holes ascending, then the split position if it goes right.
-  listed = hole | (in_right & (pos == m_el) & ~left)
-  scratch[base[listed] + rank(listed)[listed]] = arranged[listed]
-  out[top] = scratch[base[top] + rank(top, reverse=True)[top]]
+  # Hole list: holes by rank, then the split position's sample if it goes right (its rank
+  # = the number of holes = right-going samples before it).
+  listed = hole | (in_right & (pos == m) & ~left)
+  scratch[(base + pos - excl)[listed]] = arranged[listed]
+  # A top's rank: the tops above it = the last position (if it is not the last) plus one
+  # per left-going sample from j + 2 on.
+  nxt_incl = np.zeros_like(incl)
+  nxt_incl[:-1] = incl[1:]
+  top_rank = np.where(last, 0, 1 + m - nxt_incl)
+  out[top] = scratch[(base + top_rank)[top]]
   return out
 
 
@@ -295,20 +295,62 @@ class _Target:
     return -grad.reshape(len(self.y), self.num_k)
 
 
-def fit_many(x: np.ndarray, ys, random_states, n_stages: int = N_STAGES
-             ) -> list[BoostedTrees]:
+def _workers() -> int:
+  # VAELAB_GBT_THREADS=1 gives single-threaded timings (sklearn's trees use one core).
+  return int(os.environ.get("VAELAB_GBT_THREADS", 0)) or os.cpu_count() or 1
+
+
+def fit_many(x: np.ndarray, ys, random_states, n_stages: int = N_STAGES,
+             n_threads: int | None = None) -> list[BoostedTrees]:
   """One `fit` per label vector in `ys`, all on the same features `x` (DCI's case: one
-  classifier per factor): each stage grows every target's class trees together, which
-  shares the presort and the per-stage work. Each target draws its own trees' seeds from
-  its own random state, so the result is that of separate fits.
+  classifier per factor). Each target draws its own trees' seeds from its own random
+  state, so the result is that of separate fits. Targets are spread over `n_threads`
+  groups (default: the machine's cores, or VAELAB_GBT_THREADS) balanced by their number of
+  class trees; each group grows its targets' trees of a stage together (sharing the
+  presort and the per-stage work) in its own thread (numpy releases the GIL).
   """
   x32 = np.ascontiguousarray(x, dtype=np.float32)
   if x32.ndim != 2:
     raise ValueError(f"x must be (n, d), got shape {x32.shape}")
   if len(ys) != len(random_states):
     raise ValueError(f"{len(ys)} label vectors but {len(random_states)} random states")
-  n, d = x32.shape
   jobs = [_Target(x32, y, r) for y, r in zip(ys, random_states)]
+  data = _Data(x32)
+  num_groups = max(1, min(n_threads or _workers(), len(jobs)))
+  groups = [[] for _ in range(num_groups)]
+  load = [0] * num_groups
+  for j in sorted(range(len(jobs)), key=lambda j: -jobs[j].num_k):
+    g = int(np.argmin(load))
+    groups[g].append(j)
+    load[g] += jobs[j].num_k
+  groups = [g for g in groups if g]
+  out = [None] * len(jobs)
+
+  def run(group):
+    for j, model in zip(group, _fit_group(data, [jobs[j] for j in group], n_stages,
+                                          parallel_search=len(groups) == 1)):
+      out[j] = model
+
+  if len(groups) == 1:
+    run(groups[0])
+  else:
+    with concurrent.futures.ThreadPoolExecutor(len(groups)) as pool:
+      list(pool.map(run, groups))
+  return out
+
+
+class _Data:
+  """What every stage reads of the features: float32 values (sklearn's dtype), the presort."""
+
+  def __init__(self, x32):
+    self.x32 = x32
+    self.x64 = x32.astype(np.float64)
+    self.order = np.argsort(x32, axis=0, kind="stable").T.copy()  # (d, n): the presort
+    self.x_sorted = np.take_along_axis(x32.T, self.order, axis=1)  # (d, n) sorted values
+
+
+def _fit_group(data: _Data, jobs, n_stages, parallel_search) -> list[BoostedTrees]:
+  n, d = data.x32.shape
   init_raw = [job.raw[0].copy() for job in jobs]
   cols = np.cumsum([0] + [job.num_k for job in jobs])
   num_trees = int(cols[-1])
@@ -316,10 +358,6 @@ def fit_many(x: np.ndarray, ys, random_states, n_stages: int = N_STAGES
   multinomial = np.concatenate([np.full(job.num_k, job.num_k > 1) for job in jobs])
   factor = np.concatenate([np.full(job.num_k, (job.num_classes - 1) / job.num_classes)
                            for job in jobs])
-
-  order = np.argsort(x32, axis=0, kind="stable").T.copy()  # (d, n): the presort
-  x64 = x32.astype(np.float64)
-  x_sorted = np.take_along_axis(x32.T, order, axis=1)  # (d, n) each feature's sorted values
   feature = np.full((n_stages, num_trees, _HEAP), -1, np.int64)
   threshold = np.zeros((n_stages, num_trees, _HEAP))
   value = np.zeros((n_stages, num_trees, _HEAP))
@@ -328,7 +366,7 @@ def fit_many(x: np.ndarray, ys, random_states, n_stages: int = N_STAGES
   for s in range(n_stages):
     neg_grad = np.concatenate([job.neg_gradient() for job in jobs], axis=1)
     seeds = np.concatenate([job.rng.randint(0, _RAND_R_MAX, size=job.num_k) for job in jobs])
-    stage = _Stage(x32, x64, order, x_sorted, neg_grad, seeds)
+    stage = _Stage(data, neg_grad, seeds, parallel_search)
     stage.grow()
     feature[s], threshold[s] = stage.feature, stage.threshold
     value[s] = stage.leaf_values(targets, multinomial, factor)
@@ -357,11 +395,14 @@ _SPLITTABLE_PREORDER = (0, 1, 3, 4, 2, 5, 6)
 class _Stage:
   """The K class trees of one boosting stage, grown together level by level."""
 
-  def __init__(self, x32, x64, order, x_sorted, neg_grad, seeds):
-    self.x32, self.x64, self.order, self.g = x32, x64, order, neg_grad
+  def __init__(self, data: _Data, neg_grad, seeds, parallel_search: bool):
+    x32, x_sorted = data.x32, data.x_sorted
+    self.x32, self.x64, self.order, self.g = x32, data.x64, data.order, neg_grad
     self.x_sorted = x_sorted
+    self.parallel_search = parallel_search
     # Splittable positions of the root (values that differ by more than the tolerance).
     self.valid_root = x_sorted[:, 1:] > x_sorted[:, :-1] + _FEATURE_THRESHOLD
+    self.tie_free = bool(self.valid_root.all())
     n, d = x32.shape
     k = neg_grad.shape[1]
     self.n, self.d, self.k = n, d, k
@@ -379,6 +420,9 @@ class _Stage:
     self.searched = np.zeros((k, _HEAP), bool)
     self.constant = np.zeros((k, _HEAP, d), bool)
     self.all_equal = np.zeros((k, _HEAP, d), bool)
+    # Whether two sorted neighbours of a node are within the tolerance, per feature: only
+    # then can a child be constant (or all-equal) in that feature.
+    self.tied = np.zeros((k, _HEAP, d), bool)
     self.n_constant = np.zeros((k, _HEAP), np.int64)
     self.visited = [[None] * _HEAP for _ in range(k)]
     self.arranged_by = np.full((k, _HEAP), -1, np.int64)
@@ -393,14 +437,16 @@ class _Stage:
 
   def grow(self):
     trees = np.arange(self.k)
-    root = np.zeros(self.k, np.int64)
     vals = self.g.T.reshape(-1)  # tree-major residuals, samples in index order
     starts = trees * self.n
     lengths = np.full(self.k, self.n)
     self.total[:, 0] = _sequential_sums(vals, starts, lengths)
     self.sq_total[:, 0] = _sequential_sums(vals * vals, starts, lengths)
     self.impurity[:, 0] = self.sq_total[:, 0] / self.n - (self.total[:, 0] / self.n) ** 2
-    self._set_flags(trees, root)
+    # The root holds every sample: its flags are the data's.
+    self.constant[:, 0] = self.x_sorted[:, -1] <= self.x_sorted[:, 0] + _FEATURE_THRESHOLD
+    self.all_equal[:, 0] = self.x_sorted[:, -1] == self.x_sorted[:, 0]
+    self.tied[:, 0] = ~self.valid_root.all(axis=1)
     self.searched[:, 0] = (self.n >= 2) & (self.impurity[:, 0] > _EPSILON)
 
     self._search(0)
@@ -420,16 +466,25 @@ class _Stage:
     for node in (3, 4, 5, 6):
       self._split(node)
 
-  def _set_flags(self, trees, nodes):
-    """Constant (max <= min + 1e-7 in float32) and all-equal flags of nodes' features."""
+  def _set_flags(self, trees, nodes, parent: int):
+    """Constant (max <= min + 1e-7 in float32) and all-equal flags of the nodes' features.
+    A child can only be constant in a feature in which its parent has near-tied sorted
+    neighbours; only those (rare for real codes) are computed from the members."""
+    tied = self.tied[trees, parent]  # (T, d)
+    rows = np.flatnonzero(tied.any(axis=1))
+    self.constant[trees, nodes] = False
+    self.all_equal[trees, nodes] = False
+    if not len(rows):
+      return
+    trees, nodes = trees[rows], nodes[rows]
     lengths = self.count[trees, nodes]
     seg, pos, starts = _segment_index(lengths)
     members = self.samples[trees[seg], self.start[trees, nodes][seg] + pos]
     vals = self.x32[members]  # (total, d)
     lo = np.minimum.reduceat(vals, starts, axis=0)
     hi = np.maximum.reduceat(vals, starts, axis=0)
-    self.constant[trees, nodes] = hi <= lo + _FEATURE_THRESHOLD
-    self.all_equal[trees, nodes] = hi == lo
+    self.constant[trees, nodes] = (hi <= lo + _FEATURE_THRESHOLD) & tied[rows]
+    self.all_equal[trees, nodes] = (hi == lo) & tied[rows]
 
   def _visit(self, node: int):
     """Replays the splitter's feature draws at `node` of every tree that searches it."""
@@ -459,8 +514,10 @@ class _Stage:
   def _members(self, level, trees, feats, positions):
     """Sample ids at `positions` of the level's layout (node-grouped, feature-sorted)."""
     perm = self.layout[level][0]
-    ranks = positions if perm is None else perm[trees, feats, positions]
-    return self.order[feats, ranks]
+    n, d = self.n, self.d
+    ranks = positions if perm is None else perm.reshape(-1).take((trees * d + feats) * n
+                                                                 + positions)
+    return self.order.reshape(-1).take(feats * n + ranks)
 
   def _search(self, level: int):
     """Best split position and proxy for every (tree, node, feature) searched at a level."""
@@ -502,12 +559,18 @@ class _Stage:
       else:
         pos = np.minimum(offsets[tr, slots[group]][:, None] + np.arange(longest),
                          n - 1)[:, None, :]
-        ranks = perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
-        flat = feats * n + ranks
+        flat = feats * n + perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
         members = self.order.reshape(-1).take(flat)  # (C, d, L)
-        xs = self.x_sorted.reshape(-1).take(flat)
         resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
-        valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
+        if self.tie_free:
+          # No two sorted neighbours of the whole data are within the tolerance, so none
+          # of any subset are (its gaps are sums of the data's): every position splits.
+          valid = np.ones(resid.shape, bool)
+        else:
+          xs = self.x_sorted.reshape(-1).take(flat)
+          valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
+          inner = np.arange(longest - 1) < (ln - 1)[:, None, None]
+          self.tied[tr, nd] = (~valid & inner).any(axis=2)
       # Values past a segment's end are never summed into a valid position.
       left = np.cumsum(resid, axis=2)  # left sums for left counts 1..L-1
       right = self.total[tr, nd][:, None, None] - left
@@ -527,7 +590,12 @@ class _Stage:
       self.best_pos[tr, nd] = arg + 1
 
     # numpy releases the GIL in these array operations: chunks run on all cores.
-    list(_pool().map(lambda job: score(*job), _chunks(lengths, d)))
+    chunks = _chunks(lengths, d)
+    if self.parallel_search and _workers() > 1:
+      list(_pool().map(lambda job: score(*job), chunks))
+    else:
+      for job in chunks:
+        score(*job)
 
   def _split(self, node: int):
     """Partitions the samples of `node` in every tree that splits it, and sets up the
@@ -544,10 +612,10 @@ class _Stage:
     # The node's sample order before the partition: sorted by the last feature the
     # splitter sorted (the search layout has it), or the order the node started with.
     node_start = self.start[trees, node]
-    sorted_members = self._members(level, trees[seg], np.maximum(by, 0)[seg],
-                                   offsets[seg] + pos)
-    initial = self.samples[trees[seg], node_start[seg] + pos]
-    arranged = np.where(by[seg] >= 0, sorted_members, initial)
+    arranged = self._members(level, trees[seg], np.maximum(by, 0)[seg], offsets[seg] + pos)
+    if (by < 0).any():
+      initial = self.samples[trees[seg], node_start[seg] + pos]
+      arranged = np.where(by[seg] >= 0, arranged, initial)
 
     feat = self.feature[trees, node]
     left_count = self.split_pos[trees, node]
@@ -555,19 +623,21 @@ class _Stage:
     below = self._members(level, trees, feat, offsets + left_count - 1)
     above = self._members(level, trees, feat, offsets + left_count)
     thr = (self.x64[below, feat] / 2.0) + (self.x64[above, feat] / 2.0)
-    goes_left = self.x64[arranged, feat[seg]] <= thr[seg]
+    goes_left = self.x64.reshape(-1).take(arranged * self.d + feat[seg]) <= thr[seg]
     final = _partition(arranged, goes_left, lengths)
-    self.samples[trees[seg], node_start[seg] + pos] = final
+    self.samples.reshape(-1)[trees[seg] * self.n + node_start[seg] + pos] = final
 
     # Children sums in their new order (sklearn's node_reset recomputes them there).
     left_id, right_id = 2 * node + 1, 2 * node + 2
-    y = self.g[final, trees[seg]]
+    y = self.g.reshape(-1).take(final * self.k + trees[seg])
     right_count = lengths - left_count
-    l_starts, r_starts = starts, starts + left_count
-    st_l = _sequential_sums(y, l_starts, left_count)
-    sq_l = _sequential_sums(y * y, l_starts, left_count)
-    st_r = _sequential_sums(y, r_starts, right_count)
-    sq_r = _sequential_sums(y * y, r_starts, right_count)
+    # One call for the four running sums: y and y*y over the left and right children.
+    m = len(trees)
+    both = np.concatenate([starts, starts + left_count])
+    sums = _sequential_sums(np.concatenate([y, y * y]),
+                            np.concatenate([both, both + len(y)]),
+                            np.tile(np.concatenate([left_count, right_count]), 2))
+    st_l, st_r, sq_l, sq_r = sums[:m], sums[m:2 * m], sums[2 * m:3 * m], sums[3 * m:]
     # children_impurity: the criterion's left sum after reset + update(pos) runs from the
     # nearer end (reverse: the total minus the right part, last sample first).
     st_p, sq_p, imp_p = (self.total[trees, node], self.sq_total[trees, node],
@@ -606,11 +676,12 @@ class _Stage:
       self.impurity[trees, child] = imp
       if child < 7:
         self.searched[trees, child] = (cnt >= 2) & (imp > _EPSILON)
-        self._set_flags(trees, np.full(len(trees), child))
+        self._set_flags(trees, np.full(len(trees), child), node)
     fseg, fpos, _ = _segment_index(lengths[keep])
     members = final[starts[keep][fseg] + fpos]
     in_left = fpos < left_count[keep][fseg]
-    self.node_of[trees[fseg], members] = np.where(in_left, left_id, right_id)
+    self.node_of.reshape(-1)[trees[fseg] * self.n + members] = np.where(in_left, left_id,
+                                                                          right_id)
 
   # -------------------------------------------------------------- after growth
 
