@@ -22,6 +22,26 @@ disentanglement_lib's dSprites drops color from its factors (its
 `latent_factor_indices` are 1..5), and a factor that never varies can be neither
 predicted from nor measured by a code.
 
+Any representation can be scored, from codes computed elsewhere or from an encoder:
+`scores(codes=z, factors=y)` (disentanglement_lib's `compute_*_on_fixed_data`; BetaVAE
+and FactorVAE draw their groups among the rows, `codes_ground_truth`) or
+`scores(represent=f, ground_truth=gt)`. It returns a `Scores` with per-factor MIG, the
+latent x factor mutual information (d, F), the DCI importance matrix (d, F), per-code
+disentanglement and per-factor completeness beside the scores; `disentanglement_metrics`
+flattens the same numbers into the `eval/` floats a run writes::
+
+  from vaelab.evaluate import disentanglement
+  s = disentanglement.scores(codes=z, factors=y)   # z (n, d) floats, y (n, F) labels
+  s.mig.per_factor, s.mig.mutual_information       # (F,), (d, F) nats
+  s.dci.disentanglement, s.dci.importance          # float, (d, F)
+  disentanglement.scores(codes=z, factors=y, metrics=("mig",), discretizer="quantile")
+
+DCI's importances come from disentanglement_lib's model, sklearn's
+`GradientBoostingClassifier()` per factor, as reimplemented in `vaelab.evaluate.gbt`
+(the same trees, several times faster); `dci_importance="forest"` is a faster
+approximation, never the default. MIG's discretizer is disentanglement_lib's
+equal-width histogram (20 bins) unless `discretizer=` says otherwise.
+
 Everything is numpy / scikit-learn on the host. Observations are requested in
 chunks of a few thousand (one `render` or `get` call per chunk, which is what
 makes procedural dSprites affordable) and passed to `represent` in fixed-size
