@@ -1,5 +1,6 @@
-"""The PixelSNAIL prior: shapes, exact causality through gradients, conditioning, sampling,
-the loss helpers, and that a tiny model learns a structured code distribution."""
+"""The PixelSNAIL prior: shapes, exact causality through gradients, conditioning, sampling
+(the cached sampler against the module's logits and the full-pass sampler's codes), the loss
+helpers, and that a tiny model learns a structured code distribution."""
 from __future__ import annotations
 
 import math
