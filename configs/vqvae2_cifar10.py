@@ -2,6 +2,9 @@
 
   python -m vaelab.main --config=configs/vqvae2_cifar10.py --workdir=/tmp/vqvae2_cifar10
   python -m vaelab.main --config=configs/vqvae2_cifar10.py:runlocal --workdir=/tmp/vqvae2_local
+  # another quantizer (vqvae.apply_preset): fsq | residual | cosine | rotation
+  python -m vaelab.main --config=configs/vqvae2_cifar10.py:runlocal,quantizer=fsq \
+      --workdir=/tmp/vqvae2_cifar_fsq
 
 Razavi et al.'s two-level shape at CIFAR size (their ImageNet model maps 256x256 to 64x64
 and 32x32): two stride-2 4x4 convolutions (128 channels) and two residual blocks to the
@@ -15,7 +18,7 @@ from vaelab.models import vqvae
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, runlocal=False)
+  arg = config_base.parse_arg(arg, runlocal=False, quantizer="vq")
   c = config_base.base_config()
   vqvae.config_keys(c, "vqvae2")
   c.data.name = "cifar10"
@@ -45,4 +48,5 @@ def get_config(arg=None):
     c.eval_every = c.checkpoint_every = 500
     c.optimizer.learning_rate = 2e-3
     c.optimizer.schedule = "cosine"
+  vqvae.apply_preset(c, arg.quantizer)
   return c

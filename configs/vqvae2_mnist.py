@@ -4,6 +4,8 @@
   python -m vaelab.main --config=configs/vqvae2_mnist.py --workdir=/tmp/vqvae2_mnist \
       --config.data.name=npz --config.data.train_path=train.npz --config.data.eval_path=test.npz
   python -m vaelab.main --config=configs/vqvae2_mnist.py:runlocal --workdir=/tmp/vqvae2_local
+  # another quantizer at both levels (vqvae.apply_preset): fsq | residual | cosine | rotation
+  python -m vaelab.main --config=configs/vqvae2_mnist.py:quantizer=fsq --workdir=/tmp/vqvae2_fsq
 
 A small two-level model that runs on a CPU: one stride-2 convolution (32 channels) to the
 14x14 bottom map, one more to the 7x7 top map, two residual blocks at each level, K = 256
@@ -19,7 +21,7 @@ from vaelab.models import vqvae
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, runlocal=False)
+  arg = config_base.parse_arg(arg, runlocal=False, quantizer="vq")
   c = config_base.base_config()
   vqvae.config_keys(c, "vqvae2")
   c.data.name = "mnist"
@@ -46,4 +48,5 @@ def get_config(arg=None):
     c.model.code_dim = 4
     c.num_train_steps = 20
     c.log_every = c.eval_every = c.checkpoint_every = 10
+  vqvae.apply_preset(c, arg.quantizer)
   return c

@@ -2,6 +2,9 @@
 
   python -m vaelab.main --config=configs/vqvae_cifar10.py --workdir=/tmp/vqvae_cifar10
   python -m vaelab.main --config=configs/vqvae_cifar10.py:runlocal --workdir=/tmp/vqvae_cifar_local
+  # another quantizer (vqvae.apply_preset): fsq | residual | cosine | rotation
+  python -m vaelab.main --config=configs/vqvae_cifar10.py:runlocal,quantizer=fsq \
+      --workdir=/tmp/vqvae_cifar_fsq
 
 The paper's encoder: two stride-2 4x4 convolutions and two residual blocks (ReLU, 3x3
 conv, ReLU, 1x1 conv), all 256 channels, to an 8x8 map of 64-d vectors quantized by
@@ -18,7 +21,7 @@ from vaelab.models import vqvae
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, runlocal=False)
+  arg = config_base.parse_arg(arg, runlocal=False, quantizer="vq")
   c = config_base.base_config()
   vqvae.config_keys(c)
   c.data.name = "cifar10"
@@ -48,4 +51,5 @@ def get_config(arg=None):
     c.eval_every = c.checkpoint_every = 500
     c.optimizer.learning_rate = 2e-3
     c.optimizer.schedule = "cosine"
+  vqvae.apply_preset(c, arg.quantizer)
   return c

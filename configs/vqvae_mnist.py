@@ -8,6 +8,8 @@ codebook with dead-code restarts.
       [--config.model.dead_code_steps=0] \
       [--config.model.ema_decay=0 --config.model.dead_code_steps=0]
   python -m vaelab.main --config=configs/vqvae_mnist.py:runlocal --workdir=/tmp/vqvae_local
+  # another quantizer (vqvae.apply_preset): fsq | residual | cosine | rotation
+  python -m vaelab.main --config=configs/vqvae_mnist.py:quantizer=fsq --workdir=/tmp/vqvae_fsq
 
 The paper's shape shrunk for 28x28 and a CPU: two stride-2 4x4 convolutions (32, 64
 channels) to a 7x7 map, two residual blocks, 16-d codes; the decoder mirrors it. Pixels
@@ -28,7 +30,7 @@ from vaelab.models import vqvae
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, runlocal=False)
+  arg = config_base.parse_arg(arg, runlocal=False, quantizer="vq")
   c = config_base.base_config()
   vqvae.config_keys(c)
   c.data.name = "mnist"
@@ -55,4 +57,5 @@ def get_config(arg=None):
     c.model.code_dim = 4
     c.num_train_steps = 20
     c.log_every = c.eval_every = c.checkpoint_every = 10
+  vqvae.apply_preset(c, arg.quantizer)
   return c

@@ -10,6 +10,13 @@ image, like the reconstruction term is over its pixels (the paper's ||.||^2), so
 per-example value is the negative log-likelihood plus the quantization terms; batch means
 are taken by the caller. The two squared norms have the same value and differ only in
 where the gradient goes.
+
+The terms act on the (input, code) pairs a quantizer reports (`pairs` of its output,
+models/quantizer.py): one per codebook lookup. A VQ gives one pair per latent level, a
+residual VQ one per codebook (each level's residual and its code, so every codebook gets
+its own codebook term and the encoder a commitment to each), FSQ none: its grid is fixed
+and its bound keeps the input within half a level of the code, so the objective is the
+reconstruction alone (Mentzer et al. 2023).
 """
 from __future__ import annotations
 
@@ -31,11 +38,12 @@ def commitment_loss(z_e, z_q):
   return _sum_latent(jnp.square(z_e - lax.stop_gradient(z_q)))
 
 
-def vq_loss(levels, commitment, ema: bool):
-  """Per-example quantization terms summed over the levels (one for VQ-VAE, two for
-  VQ-VAE-2); `levels` holds (z_e, z_q) pairs, `commitment` is beta (an array in the step)."""
+def vq_loss(pairs, commitment, ema: bool):
+  """Per-example quantization terms summed over the (z_e, z_q) `pairs` of every level's
+  quantizer (one for a VQ-VAE with one codebook, two for VQ-VAE-2, num_quantizers per level
+  for residual VQ, none for FSQ: then 0); `commitment` is beta (an array in the step)."""
   total = 0.0
-  for z_e, z_q in levels:
+  for z_e, z_q in pairs:
     total = total + commitment * commitment_loss(z_e, z_q)
     if not ema:
       total = total + codebook_loss(z_e, z_q)

@@ -1,5 +1,9 @@
 """Vector quantizer (van den Oord et al. 2017) shared by VQ-VAE and VQ-VAE-2.
 
+The default (`model.quantizer` = "vq"); fsq.py and residual_vq.py hold the others, which
+return the same dict (see `VectorQuantizer.__call__`), so the families and the objective
+treat every quantizer alike.
+
 A codebook of K vectors of size D; each encoder output is replaced by its nearest code.
 With `ema_decay` = 0 the codebook is a parameter learned through the codebook loss
 ||sg(z_e) - e||^2 (losses/vq.py). With `ema_decay` = gamma > 0 it is state (the "vq"
@@ -28,6 +32,18 @@ module never has to guess whether an axis exists.
 
 The update runs when, and only when, the "vq" collection is mutable in `apply` (the loss
 passes mutable=["vq"]; evaluation does not), like Flax's BatchNorm statistics.
+
+Lookup space (Yu et al. 2022, ViT-VQGAN). With `codebook_dim` > 0 the encoder output is
+projected by a learned linear map to codebook_dim before the lookup and the code back to
+code_dim after it (0: no projection, the lookup is in code_dim); with `codebook_norm` =
+"l2" both the projected encoder output and the codes are l2-normalized, so the nearest code
+is the one of largest cosine similarity. The codebook, its EMA statistics, restarts,
+k-means and the commitment / codebook terms all live in that space (`z_e` and `z_q` of the
+output are in it); the EMA keeps the raw means and the lookup normalizes them.
+
+Gradient estimator (`gradient`): "straight_through" (above) or "rotation" (Fifty et al.
+2025, `rotation_trick`): the decoder input has the value z_q but its Jacobian with respect
+to z_e is the constant rotation and rescaling that maps z_e onto z_q, not the identity.
 
 Options of the EMA codebook (they overwrite codes, so they need the codebook to be state):
   dead_code_steps > 0: a code assigned no vector of the global batch for that many
@@ -78,6 +94,51 @@ def straight_through(z_e, z_q):
   return z_e + lax.stop_gradient(z_q - z_e)
 
 
+def _safe_norm(x, eps):
+  return jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def l2_normalize(x, eps: float = 1e-6):
+  """x / |x| over the last axis (a zero vector stays zero)."""
+  return x / _safe_norm(x, eps)
+
+
+def rotation_trick(z_e, z_q, eps: float = 1e-6):
+  """The decoder input sg(lambda R) z_e of the rotation trick (Fifty et al. 2025, sec. 4.2).
+
+  R is the rotation taking e^ = z_e/|z_e| to q^ = z_q/|z_q| that acts only in their plane,
+  in the paper's Householder form R = I - 2 r r^T + 2 q^ e^T with r = (e^ + q^)/|e^ + q^|,
+  and lambda = |z_q|/|z_e|; both are held constant in the backward pass, so the value is
+  lambda R z_e = z_q and the gradient reaching z_e is (lambda R)^T times the gradient at the
+  decoder input: its angle to the code and the relative norms are kept, where
+  straight-through copies it. Computed without forming R (the paper's efficient form):
+  R z = z - 2 r (r.z) + 2 q^ (e^.z), O(D) per vector. The value is then moved onto z_q
+  exactly (z_q - that value is a constant), so the forward pass equals straight-through's
+  to rounding. At z_e = -z_q, r = 0 still gives R e^ = q^; at z_q = 0, lambda = 0 and no
+  gradient passes (nothing can rotate onto the origin).
+  """
+  sg = lax.stop_gradient
+  e_norm, q_norm = _safe_norm(sg(z_e), eps), _safe_norm(sg(z_q), eps)
+  e_hat, q_hat = sg(z_e) / e_norm, sg(z_q) / q_norm
+  r = l2_normalize(e_hat + q_hat, eps)
+  dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
+  rotated = z_e - 2.0 * r * dot(r, z_e) + 2.0 * q_hat * dot(e_hat, z_e)
+  out = sg(q_norm / e_norm) * rotated
+  return out + sg(z_q - out)
+
+
+# `model.gradient`: how the decoder's gradient at z_q reaches the encoder output z_e.
+GRADIENTS = {"straight_through": straight_through, "rotation": rotation_trick}
+CODEBOOK_NORMS = ("none", "l2")
+
+
+def code_counts(indices, num_codes: int):
+  """float32 (K,) uses of each code among the integer `indices`: an integer scatter-add
+  (exact and deterministic on every backend), O(N + K) memory where a one-hot is O(N K)."""
+  flat = jnp.asarray(indices).reshape(-1)
+  return jnp.zeros((num_codes,), jnp.int32).at[flat].add(1).astype(jnp.float32)
+
+
 def perplexity(counts):
   """exp(entropy) of the code-usage distribution `counts` (K,): K when uniform, 1 when a
   single code is used (0 log 0 = 0)."""
@@ -120,13 +181,24 @@ class VectorQuantizer(nn.Module):
   kmeans_init: bool = False
   # The mesh axis to psum statistics over; set only for the call inside the train step.
   axis_name: str | None = None
+  codebook_norm: str = "none"  # CODEBOOK_NORMS
+  codebook_dim: int = 0  # > 0: lookup in a learned projection to this many dimensions
+  gradient: str = "straight_through"  # a key of GRADIENTS
 
   @property
   def ema(self) -> bool:
     return self.ema_decay > 0
 
+  @property
+  def lookup_dim(self) -> int:
+    """The dimension of the codes and of the space the lookup is in."""
+    return self.codebook_dim or self.code_dim
+
   def setup(self):
-    k, d = self.num_codes, self.code_dim
+    k, d = self.num_codes, self.lookup_dim
+    if self.codebook_dim:
+      self.project_in = nn.Dense(self.codebook_dim, name="project_in")
+      self.project_out = nn.Dense(self.code_dim, name="project_out")
     # Codes near the origin (uniform in +-1/K): the first assignments then go by the
     # direction of z_e (argmin ||e||^2 - 2 z.e ~ argmax z.e) and spread over the codebook;
     # codes at the scale of N(0, 1), far from an untrained encoder's small outputs, would
@@ -145,37 +217,55 @@ class VectorQuantizer(nn.Module):
       self.initialized = self.variable(COLLECTION, "initialized", jnp.zeros, (), jnp.int32)
 
   def embeddings(self):
-    """The current codebook (K, D)."""
-    return self.codebook_var.value if self.ema else self.codebook
+    """The current codebook (K, lookup_dim), l2-normalized under codebook_norm="l2"."""
+    codebook = self.codebook_var.value if self.ema else self.codebook
+    return l2_normalize(codebook) if self.codebook_norm == "l2" else codebook
+
+  def _out(self, z):
+    """A vector of the lookup space as the decoder's input (code_dim)."""
+    return self.project_out(z) if self.codebook_dim else z
 
   def lookup(self, indices):
-    """Code vectors of an integer array of indices: (...) -> (..., D)."""
-    return jnp.take(self.embeddings(), indices, axis=0)
+    """Decoder inputs of an integer array of indices: (...) -> (..., code_dim)."""
+    return self._out(jnp.take(self.embeddings(), indices, axis=0))
+
+  def to_lookup_space(self, z_e):
+    """Encoder outputs (..., code_dim) -> the vectors that are quantized (..., lookup_dim)."""
+    z = self.project_in(z_e) if self.codebook_dim else z_e
+    return l2_normalize(z) if self.codebook_norm == "l2" else z
 
   def __call__(self, z_e, keys=None):
-    """z_e (..., D) -> dict:
-      quantized: the straight-through decoder input (value z_q, gradient to z_e)
-      z_e:       the input, for the commitment loss
-      z_q:       the nearest codes (..., D), from the codebook before this call's update
+    """z_e (..., code_dim) -> dict, the interface every quantizer returns:
+      quantized: the decoder input (..., code_dim): value the code (projected out), gradient
+                 to z_e by `gradient` (straight-through or the rotation trick)
+      z_e:       the vector that was quantized (..., lookup_dim): the input, projected and
+                 normalized as configured
+      z_q:       its code (..., lookup_dim), from the codebook before this call's update
       indices:   int32 (...)
       counts:    (K,) uses of each code in the batch (global batch inside the train step)
+      pairs:     the (input, code) pairs the commitment / codebook terms act on
+                 (losses/vq.py): here ((z_e, z_q),)
     With a mutable "vq" collection, also updates the EMA codebook (module docstring);
     `keys` (per-example PRNG keys) are then needed for dead-code restarts and k-means."""
     update = self.ema and self.is_mutable_collection(COLLECTION) and not self.is_initializing()
-    flat = z_e.reshape(-1, self.code_dim)
+    z_e = self.to_lookup_space(z_e)
+    flat = z_e.reshape(-1, self.lookup_dim)
     if update and self.kmeans_init:
       self._kmeans_once(lax.stop_gradient(flat), keys)
     codebook = self.embeddings()
     idx = nearest_codes(flat, codebook)
-    onehot = jax.nn.one_hot(idx, self.num_codes, dtype=flat.dtype)
-    counts = self._psum(onehot.sum(0))
+    counts = self._psum(code_counts(idx, self.num_codes))
     if update:
+      # A one-hot matmul, not a scatter: float scatter-adds are not deterministic on GPUs,
+      # and resumed runs must reach bitwise the same codebook.
+      onehot = jax.nn.one_hot(idx, self.num_codes, dtype=flat.dtype)
       sums = self._psum(jnp.dot(onehot.T, lax.stop_gradient(flat),
                                 precision=lax.Precision.HIGHEST))
       self._ema_step(counts, sums, lax.stop_gradient(flat), keys)
     z_q = jnp.take(codebook, idx, axis=0).reshape(z_e.shape)
-    return {"quantized": straight_through(z_e, z_q), "z_e": z_e, "z_q": z_q,
-            "indices": idx.reshape(z_e.shape[:-1]), "counts": counts}
+    return {"quantized": self._out(GRADIENTS[self.gradient](z_e, z_q)), "z_e": z_e,
+            "z_q": z_q, "indices": idx.reshape(z_e.shape[:-1]), "counts": counts,
+            "pairs": ((z_e, z_q),)}
 
   def _psum(self, x):
     return x if self.axis_name is None else lax.psum(x, self.axis_name)

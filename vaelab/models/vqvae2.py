@@ -7,8 +7,9 @@
   decoder:        [x2-upsampled top codes, bottom codes] -> the VQ-VAE decoder -> image
 
 So the bottom codes are chosen knowing the top ones and only need to carry what the top
-does not (the local detail). The two levels have codebooks of the same `model.num_codes`
-x `model.code_dim` and the same EMA settings, and the loss sums both levels' terms
+does not (the local detail). The two levels have quantizers of the same kind and settings
+(`model.quantizer` and its options, vqvae.py: codebooks of the same `model.num_codes`
+x `model.code_dim` and EMA settings, or the same FSQ grid), and the loss sums both levels' terms
 (losses/vq.py). Metrics carry a level suffix (train/perplexity_top, eval/perplexity_bottom,
 ...); eval/perplexity and eval/codebook_usage are the bottom level's, which holds most of
 the image. The PCA baseline has as many components as both maps have positions.
@@ -74,22 +75,29 @@ class VQVAE2(nn.Module):
     return self._decode(top["quantized"], bottom["quantized"]), (top, bottom)
 
   def encode_indices(self, x):
-    """Images -> (top int32 (B, H'/2, W'/2), bottom int32 (B, H', W'))."""
-    top, bottom = self._levels(x)
-    return top["indices"], bottom["indices"]
+    """Images -> (top int32 (B, H'/2, W'/2), bottom int32 (B, H', W')); a residual quantizer
+    is refused (vqvae.refuse_multiple_indices)."""
+    vqvae.refuse_multiple_indices(self.quantizer)
+    return self.code_maps(x)
 
   def code_indices(self, x):
     return self.encode_indices(x)
+
+  def code_maps(self, x):
+    """Like encode_indices for every quantizer (residual: a last axis of num_quantizers)."""
+    top, bottom = self._levels(x)
+    return top["indices"], bottom["indices"]
 
   def decode_indices(self, top, bottom):
     """Top and bottom code maps -> images (B, H, W, C) in [0, 1]."""
     return jax.nn.sigmoid(self._decode(self.vq_top.lookup(top), self.vq_bottom.lookup(bottom)))
 
   def quantize(self, x):
-    """Both quantized maps, flattened and concatenated (B, F): the features a probe reads."""
+    """Both quantized maps (the decoder inputs), flattened and concatenated (B, F): the
+    features a probe reads."""
     top, bottom = self._levels(x)
     flat = lambda z: z.reshape(z.shape[0], -1)
-    return jnp.concatenate([flat(top["z_q"]), flat(bottom["z_q"])], -1)
+    return jnp.concatenate([flat(top["quantized"]), flat(bottom["quantized"])], -1)
 
   def reconstruct(self, x):
     return jax.nn.sigmoid(self(x)[0])
@@ -131,4 +139,5 @@ FAMILY = Family(
     baselines=vqvae.make_baselines(make_model, latent_shapes),
     features="quantize",
     mixed_precision=True,
+    options=vqvae.OPTIONS,
 )

@@ -1,0 +1,335 @@
+"""The quantizers beside the plain VQ: FSQ's grid and its index round trip, residual VQ's
+error falling level by level, the rotation trick against its explicit matrix, cosine and
+low-dimensional codebooks, each quantizer in both VQ families (objective, metric names,
+indices for the prior), and the refused combinations.
+
+(1 vs N devices, resume and populations: tests/test_contract.py runs every declared
+option of the VQ families through them.)
+"""
+import functools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import vq_config  # noqa: E402
+from vaelab import validation  # noqa: E402
+from vaelab.errors import ConfigError  # noqa: E402
+from vaelab.losses import vq as vq_losses  # noqa: E402
+from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
+from vaelab.models import fsq, quantizer, residual_vq, vqvae  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _apply(module, variables, *args, **kwargs):
+  """module.apply, jitted: one compilation of the whole call costs a fraction of the eager
+  ops' (on this CPU ~0.5 s against ~2 s for a small conv model)."""
+  return jax.jit(functools.partial(module.apply, **kwargs))(variables, *args)
+
+
+def _init(module, *args):
+  return jax.jit(module.init)(*args)
+
+
+def _keys(n, seed=0):
+  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
+
+
+# --- FSQ ----------------------------------------------------------------------------------
+
+LEVELS = (8, 5, 3, 2)  # even and odd, and the smallest allowed
+
+
+def test_fsq_grid_is_the_product_of_the_levels_and_indices_round_trip():
+  k = fsq.codebook_size(LEVELS)
+  assert k == 240
+  grid = np.asarray(fsq.implicit_codebook(LEVELS))
+  assert grid.shape == (k, 4) and len({tuple(r) for r in grid}) == k  # all distinct
+  for i, level in enumerate(LEVELS):  # channel i takes the L values (j - L//2) / (L//2)
+    expected = (np.arange(level) - level // 2) / (level // 2)
+    np.testing.assert_allclose(np.unique(grid[:, i]), expected, atol=1e-7)
+  np.testing.assert_array_equal(fsq.codes_to_indices(jnp.asarray(grid), LEVELS), np.arange(k))
+  # Quantized encoder outputs, from far beyond the bound's range: every grid point is hit,
+  # and each index decodes to exactly its point.
+  z = jax.random.normal(jax.random.key(0), (20000, 4)) * 3.0
+  bounded, z_q = fsq.quantize(z, LEVELS)
+  idx = fsq.codes_to_indices(z_q, LEVELS)
+  assert idx.dtype == jnp.int32 and set(np.unique(idx)) == set(range(k))
+  np.testing.assert_array_equal(fsq.indices_to_codes(idx, LEVELS), z_q)
+  # The grid point is the rounded bounded value: within half a level of it.
+  half = np.asarray(fsq.half_width(LEVELS))
+  assert np.all(np.abs(np.asarray(bounded - z_q)) * half <= 0.5 + 1e-6)
+  np.testing.assert_allclose(np.asarray(z_q) * half, np.round(np.asarray(bounded) * half))
+  # Centred: 0 is (nearly) a fixed point, and the level it rounds to (L = 2: tan's shift is
+  # a poor atanh at 1/h ~ 1, bound(0) = -0.04).
+  at_zero = np.asarray(fsq.bound(jnp.zeros(4), LEVELS))
+  assert np.all(np.abs(at_zero[:3]) < 1e-3) and np.all(np.round(at_zero) == 0), at_zero
+
+
+def test_fsq_module_passes_the_gradient_straight_through_and_projects_when_asked():
+  z = jax.random.normal(jax.random.key(1), (6, 5, 4))
+  w = jax.random.normal(jax.random.key(2), (6, 5, 4))
+  fq = fsq.FiniteScalarQuantizer(LEVELS, code_dim=4)
+  assert _init(fq, jax.random.key(0), z) == {}  # nothing to learn
+  out = _apply(fq, {}, z)
+  assert out["pairs"] == () and out["indices"].shape == (6, 5)
+  np.testing.assert_allclose(out["quantized"], out["z_q"], atol=1e-6)
+  np.testing.assert_allclose(out["counts"], np.bincount(np.asarray(out["indices"]).ravel(),
+                                                        minlength=240))
+  # Straight-through the rounding: the gradient is that of the bounded value.
+  grad = jax.jit(jax.grad(lambda u: jnp.sum(w * _apply(fq, {}, u)["quantized"])))(z)
+  expected = jax.jit(jax.grad(lambda u: jnp.sum(w * fsq.quantize(u, LEVELS)[0])))(z)
+  np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+  # code_dim 8 -> 4 channels and back; indices decode to the decoder input.
+  z8 = jax.random.normal(jax.random.key(3), (6, 5, 8))
+  proj = fsq.FiniteScalarQuantizer(LEVELS, code_dim=8)
+  v = _init(proj, jax.random.key(0), z8)
+  assert v["params"]["project_in"]["kernel"].shape == (8, 4)
+  out = _apply(proj, v, z8)
+  assert out["quantized"].shape == (6, 5, 8) and out["z_q"].shape == (6, 5, 4)
+  np.testing.assert_allclose(_apply(proj, v, out["indices"], method="lookup"), out["quantized"],
+                             atol=1e-6)
+
+
+# --- the rotation trick -------------------------------------------------------------------
+
+def _explicit_rotation(e, q):
+  """The paper's matrix lambda R, R = I - 2 r r^T + 2 q^ e^T, in float64."""
+  e_hat, q_hat = e / np.linalg.norm(e), q / np.linalg.norm(q)
+  r = (e_hat + q_hat) / np.linalg.norm(e_hat + q_hat)
+  rot = np.eye(len(e)) - 2 * np.outer(r, r) + 2 * np.outer(q_hat, e_hat)
+  return np.linalg.norm(q) / np.linalg.norm(e) * rot, rot
+
+
+def test_rotation_trick_forward_is_the_code_and_its_jacobian_is_lambda_r():
+  rng = np.random.default_rng(0)
+  e = rng.normal(size=(5, 6))
+  q = rng.normal(size=(5, 6)) * 2.0
+  e32, q32 = jnp.asarray(e, jnp.float32), jnp.asarray(q, jnp.float32)
+  out = quantizer.rotation_trick(e32, q32)
+  np.testing.assert_allclose(out, quantizer.straight_through(e32, q32), atol=1e-6)
+  np.testing.assert_allclose(out, q, atol=1e-6)
+  # Each row depends on its own e only, through the constant matrix lambda R.
+  jac = jax.jacobian(lambda u: quantizer.rotation_trick(u, q32))(e32)  # (5, 6, 5, 6)
+  for i in range(5):
+    scaled, rot = _explicit_rotation(e[i], q[i])
+    np.testing.assert_allclose(jac[i, :, i, :], scaled, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.delete(np.asarray(jac[i]), i, axis=1), 0.0)
+    np.testing.assert_allclose(rot @ rot.T, np.eye(6), atol=1e-12)  # a rotation ...
+    assert np.linalg.det(rot) == pytest.approx(1.0)
+    np.testing.assert_allclose(rot @ e[i] * np.linalg.norm(q[i]) / np.linalg.norm(e[i]), q[i])
+  # ... unlike straight-through's identity: the gradient is turned and rescaled.
+  g = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+  grad = jax.grad(lambda u: jnp.sum(g * quantizer.rotation_trick(u, q32)))(e32)
+  for i in range(5):
+    np.testing.assert_allclose(grad[i], _explicit_rotation(e[i], q[i])[0].T @ np.asarray(g[i]),
+                               rtol=1e-4, atol=1e-5)
+  # No gradient reaches the code through the decoder input.
+  assert float(jnp.abs(jax.grad(lambda c: jnp.sum(g * quantizer.rotation_trick(e32, c)))(
+      q32)).max()) == 0
+  # Opposite vectors (r = 0): still the code, with the reflection-free map -|q|/|e| I in
+  # the plane.
+  anti = quantizer.rotation_trick(e32[:1], -3.0 * e32[:1])
+  np.testing.assert_allclose(anti, -3.0 * e32[:1], atol=1e-5)
+
+
+def test_vq_with_the_rotation_trick_sends_the_rotated_gradient_to_the_encoder():
+  z = jax.random.normal(jax.random.key(0), (7, 4))
+  g = jax.random.normal(jax.random.key(1), (7, 4))
+  vq = quantizer.VectorQuantizer(16, 4, ema_decay=0.0, gradient="rotation")
+  v = {"params": {"codebook": jax.random.normal(jax.random.key(2), (16, 4))}}
+  out = _apply(vq, v, z)
+  np.testing.assert_allclose(out["quantized"], out["z_q"], atol=1e-6)
+  grad = jax.jit(jax.grad(lambda u: jnp.sum(g * _apply(vq, v, u)["quantized"])))(z)
+  for i in range(7):
+    expected = _explicit_rotation(np.asarray(z[i], np.float64),
+                                  np.asarray(out["z_q"][i], np.float64))[0].T @ np.asarray(g[i])
+    np.testing.assert_allclose(grad[i], expected, rtol=1e-4, atol=1e-5)
+
+
+# --- cosine and low-dimensional codebooks ----------------------------------------------------
+
+def test_l2_codebook_looks_up_by_cosine_in_the_projected_space():
+  z = jax.random.normal(jax.random.key(0), (3, 5, 8))
+  vq = quantizer.VectorQuantizer(32, 8, ema_decay=0.0, codebook_norm="l2", codebook_dim=3)
+  v = _init(vq, jax.random.key(1), z)
+  assert v["params"]["codebook"].shape == (32, 3)
+  assert v["params"]["project_in"]["kernel"].shape == (8, 3)
+  out = _apply(vq, v, z)
+  low = z @ v["params"]["project_in"]["kernel"] + v["params"]["project_in"]["bias"]
+  np.testing.assert_allclose(out["z_e"], low / np.linalg.norm(low, axis=-1, keepdims=True),
+                             rtol=1e-5, atol=1e-6)
+  codebook = np.asarray(v["params"]["codebook"])
+  unit = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+  np.testing.assert_array_equal(out["indices"], np.argmax(np.asarray(out["z_e"]) @ unit.T, -1))
+  np.testing.assert_allclose(np.linalg.norm(out["z_q"], axis=-1), 1.0, rtol=1e-5)
+  assert out["quantized"].shape == (3, 5, 8)
+  np.testing.assert_allclose(_apply(vq, v, out["indices"], method="lookup"), out["quantized"],
+                             atol=1e-6)
+
+
+# --- residual VQ --------------------------------------------------------------------------
+
+def test_residual_error_falls_with_every_level_and_the_codes_sum_to_z_q():
+  z = jax.random.normal(jax.random.key(0), (256, 4))
+  rvq = residual_vq.ResidualVectorQuantizer(4, 16, 4, ema_decay=0.99, kmeans_init=True)
+  v = _init(rvq, jax.random.key(1), z)
+  assert set(v["vq"]) == {"q0", "q1", "q2", "q3"}
+  # One training call: each level fits k-means to the residuals it is given.
+  out, new = _apply(rvq, v, z, _keys(256), mutable=["vq"])
+  assert out["indices"].shape == (256, 4) and out["counts"].shape == (4, 16)
+  assert len(out["pairs"]) == 4
+  # Level l's input is z minus the codes of the levels before it, and its error is the
+  # next level's input.
+  residual = np.asarray(z)
+  errors = [float(np.sum(residual ** 2))]
+  for l, (r, code) in enumerate(out["pairs"]):
+    np.testing.assert_allclose(r, residual, atol=1e-5)
+    residual = residual - np.asarray(code)
+    errors.append(float(np.sum(residual ** 2)))
+  assert all(b < 0.8 * a for a, b in zip(errors, errors[1:])), errors
+  np.testing.assert_allclose(out["z_q"], np.asarray(z) - residual, atol=1e-5)
+  np.testing.assert_allclose(out["quantized"], out["z_q"], atol=1e-5)
+  # Indices of the updated codebooks decode to the sum of the levels' codes.
+  again = _apply(rvq, new, z)
+  np.testing.assert_allclose(_apply(rvq, new, again["indices"], method="lookup"),
+                             again["z_q"], atol=1e-5)
+  assert float(np.sum((np.asarray(z) - np.asarray(again["z_q"])) ** 2)) < 0.5 * errors[1]
+
+
+# --- the families with each quantizer -------------------------------------------------------
+
+CASES = {
+    "fsq": {"model.quantizer": "fsq", "model.fsq_levels": (5, 3, 3)},
+    "fsq_rotation": {"model.quantizer": "fsq", "model.fsq_levels": (5, 3, 3),
+                     "model.gradient": "rotation"},
+    "residual": {"model.quantizer": "residual", "model.num_quantizers": 3,
+                 "model.ema_decay": 0.0},
+}
+_BUILT = {}
+
+
+def _model(npz_pair, case, family="vqvae"):
+  """(family, config, model, variables, x, keys), built once per case. Jitted init with an
+  rbg key (see tests/test_vqvae.py's _model): here, with few models, one compilation each
+  took 2 s where the eager init took 7."""
+  from vaelab.data.base import SourceInfo
+  from vaelab import spmd
+  config = vq_config(*npz_pair, family=family, **{"loss.commitment": 0.5, **CASES[case]})
+  fam = validation.validate(config, num_devices=1)
+  if (family, case) not in _BUILT:
+    model = fam.make_model(config, SourceInfo((8, 8, 1)))
+    x = jax.random.uniform(jax.random.key(1), (6, 8, 8, 1))
+    _BUILT[(family, case)] = (model, spmd.init(model, jax.random.key(0, impl="rbg"), x, _keys(6)),
+                              x, _keys(6))
+  return (fam, config, *_BUILT[(family, case)])
+
+
+def _outputs(fam, config, model, variables, x, keys, method="encode_indices", grads=False):
+  """One jitted call (one compilation, where each eager op or method compiles apart): the
+  loss and train metrics, the model's (logits, levels), its code maps by `method`, their
+  decoding and the reconstruction, and with `grads` the loss's gradients."""
+  state = {k: v for k, v in variables.items() if k != "params"}
+  hp = {k: jnp.asarray(v) for k, v in fam.hparams(config).items()}
+  loss_fn = fam.make_loss(config, axis_name=None)
+
+  def f(params):
+    v = {**variables, "params": params}
+    loss = lambda p: loss_fn(model, p, state, {"image": x}, keys, hp)
+    (value, (metrics, _)), g = (jax.value_and_grad(loss, has_aux=True)(params) if grads
+                                else (loss(params), None))
+    maps = model.apply(v, x, method=method)
+    maps = maps if isinstance(maps, tuple) else (maps,)
+    return {"loss": value, "metrics": metrics, "grads": g, "out": model.apply(v, x),
+            "maps": maps, "decoded": model.apply(v, *maps, method="decode_indices"),
+            "reconstruct": model.apply(v, x, method="reconstruct")}
+
+  return jax.jit(f)(variables["params"])
+
+
+def test_fsq_objective_is_the_reconstruction_alone_and_its_codes_go_to_the_prior(npz_pair):
+  fam, config, model, variables, x, keys = _model(npz_pair, "fsq")
+  assert set(variables) == {"params"}  # no codebook state
+  r = _outputs(fam, config, model, variables, x, keys)
+  logits, (q,) = r["out"]
+  np.testing.assert_allclose(r["loss"], recon_loss_per_example("bernoulli", logits, x).mean(),
+                             rtol=1e-6)
+  metrics = r["metrics"]
+  assert 1 <= float(metrics["perplexity"]) <= 45 and 0 < float(metrics["codebook_usage"]) <= 1
+  np.testing.assert_allclose(metrics["codebook_usage"], np.mean(np.asarray(q["counts"]) > 0))
+  assert vqvae.prior_num_codes(config) == 45 == model.quantizer.codebook_size
+  idx, = r["maps"]
+  assert idx.shape == (6, 4, 4) and 0 <= int(idx.min()) and int(idx.max()) < 45
+  np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
+
+
+def test_residual_objective_sums_every_levels_terms_and_reports_each_level(npz_pair):
+  fam, config, model, variables, x, keys = _model(npz_pair, "residual")
+  r = _outputs(fam, config, model, variables, x, keys, method="code_maps", grads=True)
+  logits, (q,) = r["out"]
+  recon = recon_loss_per_example("bernoulli", logits, x)
+  quant = sum(0.5 * vq_losses.commitment_loss(a, c) + vq_losses.codebook_loss(a, c)
+              for a, c in q["pairs"])
+  np.testing.assert_allclose(r["loss"], (recon + quant).mean(), rtol=1e-5)
+  metrics = r["metrics"]
+  for l in range(3):
+    assert {f"perplexity_q{l}", f"codebook_usage_q{l}", f"commitment_q{l}"} <= set(metrics)
+  np.testing.assert_allclose(metrics["codebook_usage"],
+                             np.mean([metrics[f"codebook_usage_q{l}"] for l in range(3)]))
+  # Every level's codebook learns from its own codebook term.
+  assert all(float(jnp.abs(r["grads"]["vq"][f"q{l}"]["codebook"]).max()) > 0 for l in range(3))
+  maps, = r["maps"]
+  assert maps.shape == (6, 4, 4, 3)
+  np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
+  # One index per position is what the prior takes: refused, naming the key.
+  with pytest.raises(ConfigError, match="model.num_quantizers=3"):
+    model.apply(variables, x, method="encode_indices")
+  with pytest.raises(ConfigError, match="residual"):
+    vqvae.prior_num_codes(config)
+
+
+def test_vqvae2_takes_fsq_with_the_rotation_trick_at_both_levels(npz_pair):
+  fam, config, model, variables, x, keys = _model(npz_pair, "fsq_rotation", family="vqvae2")
+  r = _outputs(fam, config, model, variables, x, keys)
+  assert np.isfinite(float(r["loss"]))
+  assert {"perplexity_top", "perplexity_bottom", "codebook_usage_top"} <= set(r["metrics"])
+  top, bottom = r["maps"]
+  assert top.shape == (6, 2, 2) and bottom.shape == (6, 4, 4)
+  assert int(max(top.max(), bottom.max())) < vqvae.prior_num_codes(config)
+  np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"model.quantizer": "lfq"}, r"model\.quantizer='lfq'"),
+    ({"model.codebook_norm": "l1"}, r"model\.codebook_norm='l1'"),
+    ({"model.gradient": "gumbel"}, r"model\.gradient='gumbel'"),
+    ({"model.codebook_dim": -1}, r"model\.codebook_dim=-1"),
+    ({"model.num_quantizers": 0}, r"model\.num_quantizers=0"),
+    ({"model.fsq_levels": ()}, r"model\.fsq_levels=\(\)"),
+    ({"model.fsq_levels": (8, 1)}, r"model\.fsq_levels \(entry 1\)"),
+    ({"model.fsq_levels": (2**16, 2**16)}, r"model\.fsq_levels=.*int32"),
+    ({"model.quantizer": "fsq", "model.codebook_norm": "l2"}, r"model\.codebook_norm='l2'"),
+    ({"model.quantizer": "fsq", "model.codebook_dim": 4}, r"model\.codebook_dim=4"),
+    ({"model.quantizer": "fsq", "model.dead_code_steps": 5}, r"model\.dead_code_steps=5"),
+    ({"model.quantizer": "fsq", "model.kmeans_init": True}, r"model\.kmeans_init"),
+    ({"model.quantizer": "residual", "model.codebook_norm": "l2"},
+     r"model\.codebook_norm='l2'"),
+])
+def test_bad_quantizer_settings_are_refused_naming_the_key(npz_pair, overrides, match):
+  with pytest.raises(ConfigError, match=match):
+    validation.validate(vq_config(*npz_pair, **overrides), num_devices=1)
+
+
+def test_both_families_declare_the_quantizer_options():
+  from vaelab.models import get_family
+  for name in ("vqvae", "vqvae2"):
+    options = get_family(name).options
+    assert options["model.quantizer"] == ("vq", "fsq", "residual")
+    assert options["model.codebook_norm"] == ("none", "l2")
+    assert options["model.gradient"] == ("straight_through", "rotation")
