@@ -689,7 +689,8 @@ class _Stage:
     """sklearn's _update_terminal_regions: one Newton step per leaf, with np.average's
     (pairwise) sums over the leaf's samples in index order."""
     values = np.zeros((self.k, _HEAP))
-    order = np.argsort(self.node_of, axis=1, kind="stable")  # per tree: by leaf, then index
+    # Per tree: samples by leaf, then index (int8 keys: numpy's radix sort).
+    order = np.argsort(self.node_of.astype(np.int8), axis=1, kind="stable")
     leaf_sorted = np.take_along_axis(self.node_of, order, axis=1)
     ng = np.take_along_axis(self.g.T, order, axis=1)
     prob = np.take_along_axis(targets.T, order, axis=1) - ng
