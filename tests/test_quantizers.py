@@ -287,6 +287,9 @@ def test_residual_objective_sums_every_levels_terms_and_reports_each_level(npz_p
   maps, = r["maps"]
   assert maps.shape == (6, 4, 4, 3)
   np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
+  # Family.encode / decode (vaelab.Run's convention) are these maps and their decoding.
+  np.testing.assert_array_equal(fam.encode(model, variables, x), maps)
+  np.testing.assert_allclose(fam.decode(model, variables, maps), r["reconstruct"], atol=1e-6)
   # One index per position is what the prior takes: refused, naming the key.
   with pytest.raises(ConfigError, match="model.num_quantizers=3"):
     model.apply(variables, x, method="encode_indices")
@@ -303,6 +306,9 @@ def test_vqvae2_takes_fsq_with_the_rotation_trick_at_both_levels(npz_pair):
   assert top.shape == (6, 2, 2) and bottom.shape == (6, 4, 4)
   assert int(max(top.max(), bottom.max())) < vqvae.prior_num_codes(config)
   np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
+  codes = fam.encode(model, variables, x)
+  assert isinstance(codes, tuple) and len(codes) == 2
+  np.testing.assert_allclose(fam.decode(model, variables, codes), r["reconstruct"], atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides, match", [

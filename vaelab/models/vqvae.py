@@ -489,6 +489,19 @@ def make_baselines(make_model_fn, shapes_fn):
   return baselines
 
 
+def encode(model, variables, x):
+  """Family.encode: the code index maps of every quantizer (VQ-VAE: one array (B, H', W'),
+  VQ-VAE-2: (top, bottom); residual: a last axis of num_quantizers)."""
+  maps = spmd.apply(model, variables, x, method="code_maps")
+  return maps[0] if len(maps) == 1 else tuple(maps)
+
+
+def decode(model, variables, codes):
+  """Family.decode: images in [0, 1] of what `encode` returns."""
+  codes = tuple(codes) if isinstance(codes, (tuple, list)) else (codes,)
+  return spmd.apply(model, variables, *codes, method="decode_indices")
+
+
 def hparams(config):
   return {"commitment": float(config.loss.commitment)}
 
@@ -591,6 +604,8 @@ FAMILY = Family(
     validate=validate,
     baselines=make_baselines(make_model, latent_shapes),
     features="quantize",
+    encode=encode,
+    decode=decode,
     mixed_precision=True,
     options=OPTIONS,
 )

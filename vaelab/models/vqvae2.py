@@ -138,6 +138,8 @@ FAMILY = Family(
     validate=vqvae.validate,
     baselines=vqvae.make_baselines(make_model, latent_shapes),
     features="quantize",
+    encode=vqvae.encode,
+    decode=vqvae.decode,
     mixed_precision=True,
     options=vqvae.OPTIONS,
 )
