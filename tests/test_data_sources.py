@@ -476,3 +476,16 @@ def test_tfds_real_unknown_split(real_data_dir):
   with pytest.raises(DataError) as excinfo:
     load_tfds("mnist", "validation", data_dir=data_dir)
   assert "'validation'" in str(excinfo.value) and "'mnist'" in str(excinfo.value)
+
+
+def test_procedural_dsprites_trains_without_its_held_out_images():
+  from vaelab import config_base
+  from vaelab.data import dsprites, make_sources
+  c = config_base.base_config()
+  c.data.name, c.data.num_eval = "procedural_dsprites", 300
+  train, held = make_sources(c.data)
+  assert len(train) + len(held) == dsprites.NUM_IMAGES
+  train_idx = dsprites.factors_to_index(train.get(np.arange(len(train)))["factors"])
+  held_idx = dsprites.factors_to_index(held.get(np.arange(len(held)))["factors"])
+  assert len(np.intersect1d(train_idx, held_idx)) == 0
+  assert len(np.unique(np.concatenate([train_idx, held_idx]))) == dsprites.NUM_IMAGES

@@ -151,8 +151,24 @@ def test_iwae_objective_trains(npz_pair, tmp_path):
   assert np.isfinite(results["eval/iwae_k4"])
 
 
+def test_iwae_objective_reports_minus_its_own_bound_as_eval_loss(npz_pair):
+  from vaelab.data.base import SourceInfo
+  from vaelab.models import vae as vae_lib
+  config = tiny_config("vae", *npz_pair, **{"loss.objective": "iwae", "loss.iwae_k": 6})
+  model = vae_lib.make_model(config, SourceInfo((8, 8, 1)))
+  x = jnp.asarray(np.random.default_rng(0).random((5, 8, 8, 1)), jnp.float32)
+  keys = jax.random.split(jax.random.key(0), 5)
+  variables = model.init(jax.random.key(1), x, keys)
+  out = vae_lib.make_eval_metrics(config)(model, variables, {"image": x}, keys, {"beta": 1.0})
+  # -L_6 from the objective's own samples (fold_in 1 of each example's key), not -ELBO.
+  iw_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  w = vae_lib._log_weights(config, model, variables, x, iw_keys, 6, 6)
+  np.testing.assert_allclose(out["loss"], -iwae.log_mean_exp(w), rtol=1e-6)
+  assert float(jnp.mean(out["loss"])) < float(jnp.mean(-out["elbo"]))  # L_6 >= L_1 here
+
+
 @pytest.mark.parametrize("key,value", [
-    ("loss.beta", -1.0), ("loss.capacity_max", -5.0), ("loss.gamma", -1.0),
+    ("loss.beta", -1.0), ("loss.beta", float("inf")), ("loss.gamma", float("nan")), ("loss.capacity_max", -5.0), ("loss.gamma", -1.0),
     ("loss.iwae_k", 0), ("eval.iwae_ks", (1, 0)), ("loss.capacity_steps", 0),
     ("loss.objective", "iwea"), ("eval.iwae_chunk", 0)])
 def test_bad_values_are_refused_naming_the_key(npz_pair, key, value):

@@ -84,7 +84,7 @@ class Run:
     if self.family.sample is None:
       raise NotImplementedError(f"model.name={self.config.model.name!r} has no prior to "
                                 f"sample from")
-    return np.asarray(self.family.sample(self.model, self.variables, key, n))
+    return np.asarray(self.family.sample(self.model, self.variables, key, n, config=self.config))
 
   def evaluate(self) -> dict[str, float]:
     """The final evaluation (the family's metrics, bounds, probes, disentanglement); with a

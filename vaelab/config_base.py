@@ -137,6 +137,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.disentanglement_num_eval = 5000
   c.eval.disentanglement_batch_size = 64  # observations per BetaVAE / FactorVAE point
   c.eval.disentanglement_num_variance_estimate = 10000
+  # DCI's importance model: gbt (disentanglement_lib's GradientBoostingClassifier, exact) |
+  # forest (a faster random forest, not dlib's numbers).
+  c.eval.dci_importance = "gbt"
+  # Score the representation in periodic evaluations too, every this many steps (0: at the
+  # end only), at this fraction of the sample sizes above: the metrics' curves.
+  c.eval.disentanglement_every = 0
+  c.eval.disentanglement_curve_fraction = 0.2
   return c
 
 

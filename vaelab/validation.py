@@ -13,6 +13,7 @@ from vaelab import data as data_lib
 from vaelab import models
 from vaelab.data import pipeline
 from vaelab.errors import ConfigError
+from vaelab.evaluate.disentanglement import DCI_IMPORTANCE
 from vaelab.models import nets
 from vaelab.spmd import BINARIZE_MODES
 
@@ -86,6 +87,13 @@ def validate(config, num_devices: int | None = None):
   _positive_int(config, "data.num_eval")
   for key in ("num_train", "num_eval", "batch_size", "num_variance_estimate"):
     _positive_int(config, f"eval.disentanglement_{key}")
+  _positive_int(config, "eval.disentanglement_every", minimum=0)
+  if config.eval.dci_importance not in DCI_IMPORTANCE:
+    raise ConfigError(f"eval.dci_importance={config.eval.dci_importance!r}: expected one of "
+                      f"{DCI_IMPORTANCE}")
+  if not 0 < float(config.eval.disentanglement_curve_fraction) <= 1:
+    raise ConfigError(f"eval.disentanglement_curve_fraction="
+                      f"{config.eval.disentanglement_curve_fraction}: must be in (0, 1]")
   if config.dtype not in nets.DTYPES:
     raise ConfigError(f"dtype={config.dtype!r}: expected one of {nets.DTYPES} (the dtype of "
                       f"activations; parameters stay float32)")

@@ -39,6 +39,14 @@ class Evaluator:
         "num_eval": int(e.disentanglement_num_eval),
         "batch_size": int(e.disentanglement_batch_size),
         "num_variance_estimate": int(e.disentanglement_num_variance_estimate)}
+    self.dci_importance = e.dci_importance
+    # Periodic evaluations score the representation too, every `disentanglement_every`
+    # steps, on a fraction of the final sample sizes (curves against the training step).
+    self.disentanglement_every = int(e.disentanglement_every)
+    self.curve_sizes = None if self.disentanglement_sizes is None else {
+        k: max(int(v * float(e.disentanglement_curve_fraction)), 1) if k != "batch_size" else v
+        for k, v in self.disentanglement_sizes.items()}
+    self.last_scores = None  # the final evaluation's structured scores, for pictures
     self.batch_size = int(e.batch_size)
     form = pipeline.device_form(eval_source, config.data.placement)
     # The evaluation set placed on the devices once: each batch costs one dispatch.
@@ -69,6 +77,10 @@ class Evaluator:
     out = self._means(self._step, state, hparams)
     if final and self._final_step is not None:
       out.update(self._means(self._final_step, state, hparams))
+    step = int(jax.device_get(state.step))
+    if (not final and self.disentanglement_every and self.curve_sizes is not None
+        and step % self.disentanglement_every == 0):
+      out.update(self.disentanglement(state, self.curve_sizes))
     return out
 
   def _inputs(self):
@@ -132,17 +144,31 @@ class Evaluator:
     return {"eval/probe_error": probe_lib.probe_error(tf, tl, ef, el),
             "eval/probe_error_pixels": probe_lib.probe_error(tp, tl, ep, el)}
 
-  def disentanglement(self, state) -> dict[str, float]:
+  def disentanglement(self, state, sizes: dict | None = None) -> dict[str, float]:
     """The four disentanglement scores of the family's features, where the evaluation data
-    has ground-truth factors (observations are drawn from the whole factor grid)."""
+    has ground-truth factors (observations are drawn from the whole factor grid), at
+    `sizes` (default: the final sample sizes, whose structured scores, with the latent x
+    factor mutual information, are kept in `last_scores` for the pictures)."""
     if self.family.features is None or self.disentanglement_sizes is None:
       return {}
     ground_truth = disentanglement.ground_truth_from_source(self.source)
     if ground_truth is None:
       return {}
     rng = np.random.default_rng(int(self.config.seed))
-    return disentanglement.disentanglement_metrics(self._features(state), ground_truth, rng,
-                                                   self.disentanglement_sizes)
+    final = sizes is None
+    try:
+      scores = disentanglement.scores(
+          represent=self._features(state), ground_truth=ground_truth, rng=rng,
+          sizes=self.disentanglement_sizes if final else sizes,
+          dci_importance=self.dci_importance)
+    except disentanglement.NonFiniteCodesError:
+      scores = None
+    if final:
+      self.last_scores = scores
+    out = {} if scores is None else scores.as_dict()
+    for name in ("betavae_score", "factorvae_score", "mig", "dci_disentanglement"):
+      out.setdefault(name, float("nan"))  # a diverged model: no score is meaningful
+    return {f"eval/{k}": v for k, v in out.items()}
 
   def save_pictures(self, state, workdir: str) -> list[str]:
     """A reconstruction grid of evaluation images and, for generative families, prior samples."""
@@ -160,7 +186,7 @@ class Evaluator:
                                                  os.path.join(workdir, "reconstructions.png")))
     if self.family.sample is not None:
       key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 2**31 - 1)
-      samples = self.family.sample(self.model, variables, key, n)
+      samples = self.family.sample(self.model, variables, key, n, config=self.config)
       paths.append(pictures.save_grid(np.asarray(samples), os.path.join(workdir, "samples.png")))
     if self.family.pictures is not None:
       paths += self.family.pictures(self.config, self.model, variables, workdir,

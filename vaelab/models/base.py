@@ -66,7 +66,7 @@ class Family:
   hparams: Callable[[Any], dict[str, float]] = lambda config: {}
   # config -> None, raising ConfigError that names the key.
   validate: Callable[[Any], None] = lambda config: None
-  # (model, variables, key, n) -> n images from the model's prior, or None.
+  # (model, variables, key, n, config=config) -> n images from the model's prior, or None.
   sample: Optional[Callable[..., Any]] = None
   # (config, train_source, eval_source) -> {eval/<name>: float}: baselines computed once.
   baselines: Optional[Callable[..., dict[str, float]]] = None

@@ -192,7 +192,7 @@ def analyses(config, model, variables, train_source, eval_source):
   return {"eval/active_units": float((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum())}
 
 
-def sample(model, variables, key, n):
+def sample(model, variables, key, n, config=None):
   z = jax.random.normal(key, (n, model.latent_dim))
   return model.apply(variables, z, method=VAE.generate)
 

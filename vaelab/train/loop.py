@@ -479,11 +479,11 @@ def sample_checkpoint(config, workdir: str, num: int = 64) -> str:
   state = jax.device_get(restore_latest(exp, workdir))
   key = jax.random.fold_in(jax.random.key(int(config.seed)), 2**31 - 2)
   t = time.perf_counter()
-  images = np.asarray(exp.family.sample(exp.model, state.variables(), key, num))
+  images = np.asarray(exp.family.sample(exp.model, state.variables(), key, num, config=config))
   first = time.perf_counter() - t
   # Again, compiled: the time a sampler takes, apart from its compilation.
   t = time.perf_counter()
-  np.asarray(exp.family.sample(exp.model, state.variables(), key, num))
+  np.asarray(exp.family.sample(exp.model, state.variables(), key, num, config=config))
   took = time.perf_counter() - t
   logging.info("Sampled %d images in %.3f s (%.2f ms per image; the first call, with "
                "compilation, %.1f s)", num, took, 1e3 * took / num, first)

@@ -91,16 +91,25 @@ def groups(configs: list) -> list[list[int]]:
 
 def _split_by_program(configs: list, group: list[int]) -> list[list[int]]:
   """`group` split by the signature of what each config builds (module docstring)."""
-  first = configs[group[0]]
-  # The group's configs share every data key, so one set of sources serves them all.
-  family = validation.validate(first)
-  sources = make_sources(first.data)
-  if family.transform_sources is not None:
-    sources = family.transform_sources(first, *sources)
+  keys = {i: configs[i].to_json_best_effort(sort_keys=True) for i in group}
+  missing = [i for i in group if keys[i] not in _SIGNATURES]
+  if missing:
+    # The group's configs share every data key, so one set of sources serves them all; a
+    # config's keys (data included) fix its signature, which is kept for later calls.
+    first = configs[group[0]]
+    family = validation.validate(first)
+    sources = make_sources(first.data)
+    if family.transform_sources is not None:
+      sources = family.transform_sources(first, *sources)
+    for i in missing:
+      _SIGNATURES[keys[i]] = program_signature(configs[i], sources)
   out: dict[str, list[int]] = {}
   for i in group:
-    out.setdefault(program_signature(configs[i], sources), []).append(i)
+    out.setdefault(_SIGNATURES[keys[i]], []).append(i)
   return list(out.values())
+
+
+_SIGNATURES: dict[str, str] = {}
 
 
 def program_signature(config, sources) -> str:
@@ -127,8 +136,14 @@ def program_signature(config, sources) -> str:
       fn = make(config)
       programs.append(jax.make_jaxpr(lambda v, b, h: fn(model, v, b, keys, h))(
           variables, batch, hparams))
-  consts = [np.asarray(c).tobytes().hex() for p in programs for c in p.consts]
+  consts = [_const_bytes(c) for p in programs for c in p.consts]
   return json.dumps([repr(model), [str(p.jaxpr) for p in programs], consts])
+
+
+def _const_bytes(c) -> str:
+  if jax.dtypes.issubdtype(getattr(c, "dtype", None), jax.dtypes.prng_key):
+    c = jax.random.key_data(c)
+  return np.asarray(c).tobytes().hex()
 
 
 def _leaves(d, prefix=""):
