@@ -330,6 +330,15 @@ def _draw(key, p, logits, temperature):
   return jnp.where(temperature > 0, drawn, jnp.argmax(logits, -1)).astype(jnp.int32)
 
 
+def _gumbel_draw(noise, logits, temperature):
+  """`_draw` with its Gumbel noise given: jax.random.categorical(k, l) is
+  argmax(jax.random.gumbel(k, l.shape) + l), so drawing all positions' noise at once before
+  the loop (one vectorised generator call) gives the same codes."""
+  logits = logits.astype(jnp.float32)
+  drawn = jnp.argmax(noise + logits / jnp.maximum(temperature, 1e-6), -1)
+  return jnp.where(temperature > 0, drawn, jnp.argmax(logits, -1)).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "shape"))
 def _sample_full(model, variables, key, shape, condition, temperature):
   b, hh, ww = shape
@@ -455,6 +464,9 @@ def _cached_loop(model, variables, key, shape, condition, temperature, forced):
     cond_v = [_linear(g["cond_v"], cond, dt) for g in gated]
     cond_h = [_linear(g["cond_h"], cond, dt) for g in gated]
 
+  if forced is None:
+    noise = jax.vmap(lambda p: jax.random.gumbel(jax.random.fold_in(key, p),
+                                                 (b, model.num_codes)))(jnp.arange(n))
   padded = lambda channels: jnp.zeros((b, hh + c, ww + 2 * c, channels), dt)
   carry = dict(
       codes=jnp.zeros((b, n), jnp.int32),
@@ -500,7 +512,7 @@ def _cached_loop(model, variables, key, shape, condition, temperature, forced):
         h = h + _linear(gated[l]["out_h"], _gate(pre_h), dt)
       logits = _linear(params["logits"], nn.elu(h), dt).astype(jnp.float32)
       if forced is None:
-        chosen = _draw(key, p, logits, temperature)
+        chosen = _gumbel_draw(noise[p], logits, temperature)
         out_logits = None
       else:
         chosen = forced[:, p]
