@@ -74,64 +74,57 @@ _BLOCK = 1 << 16  # small enough for the caches
 # ---------------------------------------------------------------- sklearn's splitter RNG
 
 
-def _rand_r(state: int) -> tuple[int, int]:
-  """sklearn.utils._random.our_rand_r: 32-bit xorshift, returns (state, value)."""
-  if state == 0:
+def _xorshift(state):
+  """sklearn.utils._random.our_rand_r on an int or an int64 array of uint32 states:
+  (new state, value = state % (RAND_R_MAX + 1))."""
+  if isinstance(state, np.ndarray):
+    state = np.where(state == 0, 1, state)
+  elif state == 0:
     state = 1
   state ^= (state << 13) & 0xFFFFFFFF
   state ^= state >> 17
   state ^= (state << 5) & 0xFFFFFFFF
-  return state, state & 0x7FFFFFFF  # % (RAND_R_MAX + 1)
+  return state, state & 0x7FFFFFFF
 
 
-class _Splitter:
-  """The per-tree state of sklearn's BestSplitter that outlives a node: the xorshift
-  state and the `features` / `constant_features` arrays the Fisher-Yates draws permute."""
+def _visit_one(state: int, features: list, constant: list, n_known: int, is_constant,
+               all_equal):
+  """Replays node_split_best's feature loop for one node of one tree.
 
-  __slots__ = ("state", "features", "constant")
-
-  def __init__(self, seed: int, num_features: int):
-    self.state = int(seed)
-    self.features = list(range(num_features))
-    self.constant = [0] * num_features
-
-  def visit(self, n_known: int, is_constant, all_equal):
-    """Replays node_split_best's feature loop for one node.
-
-    Returns (visited non-constant features in order, the node's number of constant
-    features for its children, the feature whose sort left the node's sample order, or
-    None if no sort changed it).
-    """
-    features, d = self.features, len(self.features)
-    f_i, n_visited, n_found, n_drawn, n_total = d, 0, 0, 0, n_known
-    visited, arranged_by = [], None
-    state = self.state
-    while f_i > n_total and (n_visited < d or n_visited <= n_found + n_drawn):
-      n_visited += 1
-      state, r = _rand_r(state)
-      f_j = n_drawn + r % (f_i - n_found - n_drawn)
-      if f_j < n_known:
-        features[n_drawn], features[f_j] = features[f_j], features[n_drawn]
-        n_drawn += 1
-        continue
-      f_j += n_found
-      f = features[f_j]
-      # The samples are sorted by f before the constancy test; a sort by a feature whose
-      # values are all equal leaves them as they were (introsort moves nothing).
-      if not all_equal[f]:
-        arranged_by = f
-      if is_constant[f]:
-        features[f_j], features[n_total] = features[n_total], features[f_j]
-        n_found += 1
-        n_total += 1
-        continue
-      f_i -= 1
-      features[f_i], features[f_j] = features[f_j], features[f_i]
-      visited.append(f)
-    self.state = state
-    self.features[:n_known] = self.constant[:n_known]
-    self.constant[n_known:n_known + n_found] = features[n_known:n_known + n_found]
-    return visited, n_total, arranged_by
+  `features` and `constant` are the splitter's `features` / `constant_features` arrays
+  (they outlive the node: permuted in place). Returns (new xorshift state, the visited
+  non-constant features in order, the node's number of constant features for its
+  children, the feature whose sort left the node's sample order or None if no sort
+  changed it).
+  """
+  d = len(features)
+  f_i, n_visited, n_found, n_drawn, n_total = d, 0, 0, 0, n_known
+  visited, arranged_by = [], None
+  while f_i > n_total and (n_visited < d or n_visited <= n_found + n_drawn):
+    n_visited += 1
+    state, r = _xorshift(state)
+    f_j = n_drawn + r % (f_i - n_found - n_drawn)
+    if f_j < n_known:
+      features[n_drawn], features[f_j] = features[f_j], features[n_drawn]
+      n_drawn += 1
+      continue
+    f_j += n_found
+    f = features[f_j]
+    # The samples are sorted by f before the constancy test; a sort by a feature whose
+    # values are all equal leaves them as they were (introsort moves nothing).
+    if not all_equal[f]:
+      arranged_by = f
+    if is_constant[f]:
+      features[f_j], features[n_total] = features[n_total], features[f_j]
+      n_found += 1
+      n_total += 1
+      continue
+    f_i -= 1
+    features[f_i], features[f_j] = features[f_j], features[f_i]
+    visited.append(f)
+  features[:n_known] = constant[:n_known]
+  constant[n_known:n_known + n_found] = features[n_known:n_known + n_found]
+  return state, visited, n_total, arranged_by
 
 
 # ---------------------------------------------------------------- segment helpers
@@ -402,11 +395,15 @@ class _Stage:
     self.parallel_search = parallel_search
     # Splittable positions of the root (values that differ by more than the tolerance).
     self.valid_root = x_sorted[:, 1:] > x_sorted[:, :-1] + _FEATURE_THRESHOLD
-    self.tie_free = bool(self.valid_root.all())
+    self.tied_features = np.flatnonzero(~self.valid_root.all(axis=1))
     n, d = x32.shape
     k = neg_grad.shape[1]
     self.n, self.d, self.k = n, d, k
-    self.splitters = [_Splitter(seed, d) for seed in seeds]
+    # sklearn's per-tree splitter state that outlives a node: the xorshift state and the
+    # `features` / `constant_features` arrays its Fisher-Yates draws permute.
+    self.rng_state = np.asarray(seeds, np.int64).copy()
+    self.features_perm = np.tile(np.arange(d), (k, 1))
+    self.constant_perm = np.zeros((k, d), np.int64)
     self.samples = np.tile(np.arange(n), (k, 1))  # sklearn's per-tree sample array
     self.node_of = np.zeros((k, n), np.int64)  # heap id of each sample's current node
     self.start = np.zeros((k, _HEAP), np.int64)
@@ -424,7 +421,7 @@ class _Stage:
     # then can a child be constant (or all-equal) in that feature.
     self.tied = np.zeros((k, _HEAP, d), bool)
     self.n_constant = np.zeros((k, _HEAP), np.int64)
-    self.visited = [[None] * _HEAP for _ in range(k)]
+    self.visited = np.full((k, _HEAP, d), -1, np.int64)  # visit order, -1 padded
     self.arranged_by = np.full((k, _HEAP), -1, np.int64)
     self.best_proxy = np.full((k, _HEAP, d), -np.inf)
     self.best_pos = np.zeros((k, _HEAP, d), np.int64)  # left count of the best split
@@ -476,24 +473,53 @@ class _Stage:
     self.all_equal[trees, nodes] = False
     if not len(rows):
       return
-    trees, nodes = trees[rows], nodes[rows]
+    trees, nodes, tied = trees[rows], nodes[rows], tied[rows]
+    feats = np.flatnonzero(tied.any(axis=0))
     lengths = self.count[trees, nodes]
     seg, pos, starts = _segment_index(lengths)
     members = self.samples[trees[seg], self.start[trees, nodes][seg] + pos]
-    vals = self.x32[members]  # (total, d)
+    vals = self.x32[members[:, None], feats[None, :]]  # (total, tied features)
     lo = np.minimum.reduceat(vals, starts, axis=0)
     hi = np.maximum.reduceat(vals, starts, axis=0)
-    self.constant[trees, nodes] = (hi <= lo + _FEATURE_THRESHOLD) & tied[rows]
-    self.all_equal[trees, nodes] = (hi == lo) & tied[rows]
+    constant = np.zeros(tied.shape, bool)
+    all_equal = np.zeros(tied.shape, bool)
+    constant[:, feats] = hi <= lo + _FEATURE_THRESHOLD
+    all_equal[:, feats] = hi == lo
+    self.constant[trees, nodes] = constant & tied
+    self.all_equal[trees, nodes] = all_equal & tied
 
   def _visit(self, node: int):
     """Replays the splitter's feature draws at `node` of every tree that searches it."""
     parent = (node - 1) // 2
-    for t in np.flatnonzero(self.searched[:, node]):
-      n_known = 0 if node == 0 else int(self.n_constant[t, parent])
-      visited, n_total, arranged_by = self.splitters[t].visit(
-          n_known, self.constant[t, node].tolist(), self.all_equal[t, node].tolist())
-      self.visited[t][node] = visited
+    trees = np.flatnonzero(self.searched[:, node])
+    n_known = np.zeros(len(trees), np.int64) if node == 0 else self.n_constant[trees, parent]
+    # Most nodes know no constant feature and find none: d draws, all visited, which
+    # vectorize over trees. The others replay the general loop one by one.
+    fast = (n_known == 0) & ~self.constant[trees, node].any(axis=1)
+    t = trees[fast]
+    if len(t):
+      state, feats = self.rng_state[t], self.features_perm[t]
+      rows = np.arange(len(t))
+      for i in range(self.d):
+        f_i = self.d - i
+        state, r = _xorshift(state)
+        f_j = r % f_i
+        f = feats[rows, f_j]
+        feats[rows, f_j] = feats[rows, f_i - 1]
+        feats[rows, f_i - 1] = f
+        self.visited[t, node, i] = f
+      self.rng_state[t], self.features_perm[t] = state, feats
+      self.n_constant[t, node] = 0
+      self.arranged_by[t, node] = self.visited[t, node, self.d - 1]
+    for t, known in zip(trees[~fast].tolist(), n_known[~fast].tolist()):
+      features, constant = self.features_perm[t].tolist(), self.constant_perm[t].tolist()
+      state, visited, n_total, arranged_by = _visit_one(
+          int(self.rng_state[t]), features, constant, known,
+          self.constant[t, node].tolist(), self.all_equal[t, node].tolist())
+      self.rng_state[t] = state
+      self.features_perm[t], self.constant_perm[t] = features, constant
+      self.visited[t, node] = -1
+      self.visited[t, node, :len(visited)] = visited
       self.n_constant[t, node] = n_total
       self.arranged_by[t, node] = -1 if arranged_by is None else arranged_by
     if node < 3:
@@ -501,15 +527,16 @@ class _Stage:
 
   def _choose(self, node: int):
     """The split: the first visited feature with the largest proxy (sklearn's strict >)."""
-    for t in np.flatnonzero(self.searched[:, node]):
-      best, win = -np.inf, -1
-      proxies = self.best_proxy[t, node]
-      for f in self.visited[t][node]:
-        if proxies[f] > best:
-          best, win = proxies[f], f
-      if win >= 0:
-        self.feature[t, node] = win
-        self.split_pos[t, node] = self.best_pos[t, node, win]
+    trees = np.flatnonzero(self.searched[:, node])
+    order = self.visited[trees, node]  # (T, d) features in visit order, -1 padded
+    proxies = np.where(order >= 0, np.take_along_axis(self.best_proxy[trees, node],
+                                                      np.maximum(order, 0), axis=1), -np.inf)
+    first = np.argmax(proxies, axis=1)  # first maximum in visit order
+    win = order[np.arange(len(trees)), first]
+    ok = proxies[np.arange(len(trees)), first] > -np.inf
+    t, win = trees[ok], win[ok]
+    self.feature[t, node] = win
+    self.split_pos[t, node] = self.best_pos[t, node, win]
 
   def _members(self, level, trees, feats, positions):
     """Sample ids at `positions` of the level's layout (node-grouped, feature-sorted)."""
@@ -562,15 +589,18 @@ class _Stage:
         flat = feats * n + perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
         members = self.order.reshape(-1).take(flat)  # (C, d, L)
         resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
-        if self.tie_free:
-          # No two sorted neighbours of the whole data are within the tolerance, so none
-          # of any subset are (its gaps are sums of the data's): every position splits.
-          valid = np.ones(resid.shape, bool)
-        else:
-          xs = self.x_sorted.reshape(-1).take(flat)
-          valid = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
+        # Where no two sorted neighbours of the whole data are within the tolerance, none
+        # of any subset are (its gaps are sums of the data's): every position splits.
+        # Only the features with such near-ties are checked node by node.
+        valid = np.ones(resid.shape, bool)
+        tf = self.tied_features
+        if len(tf):
+          xs = self.x_sorted.reshape(-1).take(flat[:, tf])
+          valid[:, tf] = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
           inner = np.arange(longest - 1) < (ln - 1)[:, None, None]
-          self.tied[tr, nd] = (~valid & inner).any(axis=2)
+          tied = np.zeros((len(tr), d), bool)
+          tied[:, tf] = (~valid[:, tf] & inner).any(axis=2)
+          self.tied[tr, nd] = tied
       # Values past a segment's end are never summed into a valid position.
       left = np.cumsum(resid, axis=2)  # left sums for left counts 1..L-1
       right = self.total[tr, nd][:, None, None] - left
@@ -695,31 +725,38 @@ class _Stage:
     ng = np.take_along_axis(self.g.T, order, axis=1)
     prob = np.take_along_axis(targets.T, order, axis=1) - ng
     hess = prob * (1 - prob)
-    for t in range(self.k):
+    # Leaf boundaries of every tree at once: where the sorted leaf id changes.
+    change = np.ones((self.k, self.n), bool)
+    change[:, 1:] = leaf_sorted[:, 1:] != leaf_sorted[:, :-1]
+    add = np.add.reduce  # what ndarray.sum calls: numpy's pairwise sum
+    for t, firsts in enumerate(np.split(np.flatnonzero(change) % self.n,
+                                        np.cumsum(change.sum(1))[:-1])):
       # Contiguous slices of a row sum exactly as sklearn's gathered copies do.
-      leaves, first = np.unique(leaf_sorted[t], return_index=True)
-      bounds = np.append(first, self.n).tolist()
+      bounds = firsts.tolist() + [self.n]
+      leaves = leaf_sorted[t, firsts].tolist()
       g_row, h_row, scale = ng[t], hess[t], factor[t] if multinomial[t] else None
-      for leaf, a, b in zip(leaves.tolist(), bounds[:-1], bounds[1:]):
-        num = g_row[a:b].sum() / (b - a)
+      row = values[t]
+      for leaf, a, b in zip(leaves, bounds[:-1], bounds[1:]):
+        num = add(g_row[a:b]) / (b - a)
         if scale is not None:
           num *= scale  # sklearn's (K - 1) / K
-        den = h_row[a:b].sum() / (b - a)
-        values[t, leaf] = 0.0 if abs(den) < 1e-150 else float(num) / float(den)
+        den = add(h_row[a:b]) / (b - a)
+        row[leaf] = 0.0 if abs(den) < 1e-150 else float(num) / float(den)
     return values
 
   def importances(self) -> list[tuple[int, np.ndarray]]:
     """(tree, compute_feature_importances(normalize=False)) of each tree with a split."""
-    out = []
-    for t in np.flatnonzero(self.feature[:, 0] >= 0):
-      imp = np.zeros(self.d)
-      for node in _SPLITTABLE_PREORDER:
-        f = self.feature[t, node]
-        if f < 0 or not self.exists[t, node]:
-          continue
-        l, r = 2 * node + 1, 2 * node + 2
-        imp[f] += (self.count[t, node] * self.impurity[t, node]
-                   - self.count[t, l] * self.impurity[t, l]
-                   - self.count[t, r] * self.impurity[t, r])
-      out.append((int(t), imp / self.n))
-    return out
+    imp = np.zeros((self.k, self.d))
+    rows = np.arange(self.k)
+    for node in _SPLITTABLE_PREORDER:  # sklearn's node order: the same additions per entry
+      f = self.feature[:, node]
+      split = np.flatnonzero((f >= 0) & self.exists[:, node])
+      if not len(split):
+        continue
+      l, r = 2 * node + 1, 2 * node + 2
+      t = rows[split]
+      contrib = (self.count[t, node] * self.impurity[t, node]
+                 - self.count[t, l] * self.impurity[t, l]
+                 - self.count[t, r] * self.impurity[t, r])
+      imp[t, f[t]] += contrib  # one node per tree: no repeated (tree, feature) pairs
+    return [(int(t), imp[t] / self.n) for t in np.flatnonzero(self.feature[:, 0] >= 0)]
