@@ -56,7 +56,7 @@ def code_prior(vq_name: str):
   shapes = tuple(tuple(s) for s in module.latent_shapes(vq_model))
   prior_config = common.load_config("vq_prior_mnist")
   model = vq_prior.CodePrior(vq_prior.PriorSpec.from_config(prior_config),
-                             int(vq_config.model.num_codes), tuple(vq_model.LEVELS), shapes,
+                             vqvae.prior_num_codes(vq_config), tuple(vq_model.LEVELS), shapes,
                              vq_workdir="", vq_step=0, image_shape=IMAGE_SHAPE)
   return model, vq_model
 
