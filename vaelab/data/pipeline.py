@@ -91,12 +91,19 @@ def _budget() -> int:
   return int(limit * _ACCELERATOR_FRACTION) if limit else _CPU_BUDGET
 
 
-def device_form(source, placement: str, global_batch: int | None = None):
+def device_form(source, placement: str, global_batch: int | None = None,
+                reads: int | None = None):
   """The source's DeviceForm if the device path applies under `placement`, else None.
-  `global_batch`: a training batch, which must not span more than two epochs."""
+  `global_batch`: a training batch, which must not span more than two epochs. `reads`: the
+  examples the run will read; under auto, a source whose device form must be built
+  (`device_form_builds`: about one pass over the source, as sequences are) keeps the host
+  path for a run that reads fewer examples than it has."""
   if placement not in PLACEMENTS:
     raise ConfigError(f"data.placement={placement!r}: expected one of {PLACEMENTS}")
   if placement == "host":
+    return None
+  if (placement == "auto" and getattr(source, "device_form_builds", False)
+      and reads is not None and reads < len(source)):
     return None
   form = source.device_form() if hasattr(source, "device_form") else None
   why = None

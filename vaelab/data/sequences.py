@@ -57,6 +57,10 @@ def _rngs(seed: int, indices: np.ndarray):
 class MovingDigits:
   """`num_sequences` sequences of `seq_len` frames of a digit from `images` moving sideways."""
 
+  # Its device form is built from every sequence (about one epoch of host batches), so a
+  # short run keeps the host path (data/pipeline.py).
+  device_form_builds = True
+
   def __init__(self, images, num_sequences: int, seq_len: int, seed: int, name: str):
     shape = tuple(images.info.image_shape)
     if len(shape) != 3:
@@ -132,6 +136,8 @@ class Oscillator:
   (A cos phase, -A sin phase) + N(0, obs_noise^2 I): position and velocity divided by the
   angular frequency, so both coordinates have the same range.
   """
+
+  device_form_builds = True  # as MovingDigits'
 
   def __init__(self, num_sequences: int, seq_len: int, period: float, obs_noise: float,
                phase_noise: float, seed: int, name: str):

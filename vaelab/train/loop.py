@@ -142,7 +142,8 @@ def build(config, sources=None, population: str | None = None,
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
   mesh = spmd.make_mesh()
   batch_size = int(config.batch_size)
-  form = pipeline.device_form(train_source, config.data.placement, batch_size)
+  form = pipeline.device_form(train_source, config.data.placement, batch_size,
+                              reads=batch_size * int(config.num_train_steps))
   train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
                                         config.data.binarize, config.nonfinite == "skip",
                                         population, population_impl)
