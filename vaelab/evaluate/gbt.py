@@ -580,26 +580,28 @@ class _Stage:
 
     def score(group, longest):
       tr, nd, ln = trees[group], nodes[group], lengths[group]
+      bad = None  # positions whose two sides are within the tolerance (not a split)
       if perm is None:  # the root: every tree's members in the presort order
         resid = g_t[tr[:, None, None], self.order[None, :, :-1]]
-        valid = np.broadcast_to(self.valid_root, resid.shape)
+        if len(self.tied_features):
+          bad = ~self.valid_root[None]
       else:
         pos = np.minimum(offsets[tr, slots[group]][:, None] + np.arange(longest),
                          n - 1)[:, None, :]
-        flat = feats * n + perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
-        members = self.order.reshape(-1).take(flat)  # (C, d, L)
+        ranks = perm.reshape(-1).take((tr[:, None, None] * d + feats) * n + pos)
+        members = self.order.reshape(-1).take(feats * n + ranks)  # (C, d, L)
         resid = g_flat.take(tr[:, None, None] * n + members[:, :, :-1])
         # Where no two sorted neighbours of the whole data are within the tolerance, none
         # of any subset are (its gaps are sums of the data's): every position splits.
         # Only the features with such near-ties are checked node by node.
-        valid = np.ones(resid.shape, bool)
         tf = self.tied_features
         if len(tf):
-          xs = self.x_sorted.reshape(-1).take(flat[:, tf])
-          valid[:, tf] = xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD
+          xs = self.x_sorted.reshape(-1).take(tf[None, :, None] * n + ranks[:, tf])
+          bad = np.zeros(resid.shape, bool)
+          bad[:, tf] = ~(xs[:, :, 1:] > xs[:, :, :-1] + _FEATURE_THRESHOLD)
           inner = np.arange(longest - 1) < (ln - 1)[:, None, None]
           tied = np.zeros((len(tr), d), bool)
-          tied[:, tf] = (~valid[:, tf] & inner).any(axis=2)
+          tied[:, tf] = (bad[:, tf] & inner).any(axis=2)
           self.tied[tr, nd] = tied
       # Values past a segment's end are never summed into a valid position.
       left = np.cumsum(resid, axis=2)  # left sums for left counts 1..L-1
@@ -613,8 +615,9 @@ class _Stage:
         right *= right
         right /= n_right
         left += right
-      valid = valid & (n_right > 0)
-      np.copyto(left, -np.inf, where=~valid)
+      np.copyto(left, -np.inf, where=n_right <= 0)  # past the segment's end
+      if bad is not None:
+        np.copyto(left, -np.inf, where=bad)
       arg = np.argmax(left, axis=2)  # first maximum: sklearn's strict >
       self.best_proxy[tr, nd] = np.take_along_axis(left, arg[..., None], 2)[..., 0]
       self.best_pos[tr, nd] = arg + 1
