@@ -35,7 +35,8 @@ prod(fsq_levels) grid points, commitment is the squared distance of the bounded 
 its grid point (not in the loss); for residual each codebook has its own names with a
 suffix _q0, _q1, ... (perplexity, codebook_usage, commitment = that level's
 ||r_l - q_l||^2, the residual it leaves), and the un-suffixed perplexity and codebook_usage
-are their means over the levels, commitment the distance from z to the sum of its codes.
+are their means over the levels, commitment the distance from z to the sum of its codes
+(VQ-VAE-2 puts its level last: eval/codebook_usage_q0_bottom).
 
 The prior over codes (another module) trains on `encode_indices` of a frozen model and
 decodes its samples with `decode_indices`; `encode_source` extracts a whole split. One index
