@@ -4,8 +4,9 @@ disentanglement_lib's DCI fits one `GradientBoostingClassifier()` per factor and
 its `feature_importances_`. With its defaults (log-loss, 100 stages, learning rate 0.1,
 trees of depth 3, squared-error splits, every feature at every node, no subsampling,
 class priors as the initial model) sklearn re-sorts every node's samples by every
-feature and builds one tree per class per stage, one after another: 51 s for a
-40-valued factor at 2,000 points on this machine. This module builds the same trees
+feature and builds one tree per class per stage, one after another: ~87 CPU seconds for
+dSprites' five factors (3, 6, 40, 32, 32 values) at 2,000 points of 10 codes on this
+project's machine, ~390 s at 10,000. This module builds the same trees
 
   * all K class trees of a stage at once, one level at a time (a stage's trees share
     the samples and the gradient; they differ in their residual column);
@@ -44,8 +45,11 @@ network's posterior means) trees, raw scores, predictions and `feature_importanc
 equal sklearn's to the last bit with the same `random_state`
 (`tests/test_disentanglement.py` compares them on noisy, rotated and collapsed codes).
 
-Everything is numpy on the host; the Python-level work per tree is the splitter's
-feature draws and one loop over leaves.
+Everything is numpy on the host (the splitter's draws for nodes that meet a constant
+feature and the leaf loop are Python). `fit_many` fits several targets on the same
+features (DCI's factors) in threads. Measured in CPU seconds on one core, the five
+dSprites factors above: ~27 s instead of ~87 s at 2,000 points, ~210 s instead of ~390 s
+at 10,000; numpy's sequential cumulative sums and gathers are what is left.
 """
 from __future__ import annotations
 
