@@ -595,3 +595,17 @@ def test_factor_pictures_write_pngs(tmp_path):
   ]
   for p in paths:
     assert os.path.getsize(p) > 5000, p
+
+
+def test_scores_refuses_a_bad_option_before_sampling():
+  calls = []
+
+  def represent(x):
+    calls.append(len(x))
+    return x
+
+  for kwargs, match in (({"dci_importance": "svm"}, "dci_importance='svm'"),
+                        ({"discretizer": "kmeans"}, "discretizer='kmeans'")):
+    with pytest.raises(ValueError, match=match):
+      dis.scores(represent=represent, ground_truth=_synthetic(), **kwargs)
+  assert not calls

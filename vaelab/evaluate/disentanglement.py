@@ -822,6 +822,9 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   if unknown:
     raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
                      f"{METRICS}")
+  if dci_importance not in DCI_IMPORTANCE:  # refused before any metric runs
+    raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
+  _discretizer(discretizer)
   fixed = codes is not None or factors is not None
   if fixed == (represent is not None or ground_truth is not None):
     raise ValueError("scores: give either codes= and factors= (fixed data) or represent= "
