@@ -593,6 +593,15 @@ def test_factor_pictures_write_pngs(tmp_path):
                         str(tmp_path / "kl.png"), labels=fp.latent_labels(mi),
                         capacity=[(s, s / 20.0) for s in range(0, 500, 50)]),
   ]
+  # The dict forms a sweep script collects: runs by name grouped into lines, and per-latent
+  # KL curves with the factor each latent captures.
+  paths.append(fp.save_metric_curves(
+      {f"beta={b} seed={s}": {"mig": [(0, 0.1 * b), (100, 0.2 * b + s)]} for b in (1, 4)
+       for s in (0, 1)}, str(tmp_path / "curves_dict.png"),
+      group=lambda name: name.split(" ")[0]))
+  paths.append(fp.save_latent_kl_curves(
+      {d: [(s, min(4.0, s * (d + 1) / 100)) for s in range(0, 300, 50)] for d in range(4)},
+      str(tmp_path / "kl_dict.png"), {0: "scale", 2: "pos_x"}))
   for p in paths:
     assert os.path.getsize(p) > 5000, p
 

@@ -106,17 +106,20 @@ def _strip(metric: str) -> str:
   return metric[len("eval/"):] if metric.startswith("eval/") else metric
 
 
-def save_metric_curves(runs: Sequence[Mapping], path: str,
+def save_metric_curves(runs, path: str,
                        metrics: Sequence[str] = ("betavae_score", "factorvae_score", "mig",
                                                  "dci_disentanglement"),
-                       title: str | None = None) -> str:
+                       title: str | None = None, group=None) -> str:
   """Scores against training step: one panel per metric, one line per run label (e.g.
   "beta=4"), the mean over that label's runs (seeds) with their min-max spread shaded.
 
-  runs: [{"label": "beta=4", "curves": {"mig": [(step, value), ...], ...}}, ...]; metric
-  names may carry the eval/ prefix. Runs of one label are averaged at the steps all of
-  them have.
+  runs: [{"label": "beta=4", "curves": {"mig": [(step, value), ...], ...}}, ...], or a
+  dict {run name: {metric: [(step, value), ...]}} whose names `group(name)` maps to line
+  labels (e.g. "beta=4 seed=1" -> "beta=4"; default: one line per run). Metric names may
+  carry the eval/ prefix. Runs of one label are averaged at the steps all of them have.
   """
+  if isinstance(runs, Mapping):
+    runs = [{"label": group(name) if group else name, "curves": c} for name, c in runs.items()]
   if not runs:
     raise ValueError("save_metric_curves: no runs")
   by_label: dict[str, list[dict]] = {}
@@ -192,3 +195,24 @@ def save_kl_curves(kl_per_step: Sequence[tuple[int, Sequence[float]]], path: str
   ax.grid(alpha=0.3)
   ax.set_title(title or "per-latent KL during training")
   return _save(fig, path)
+
+
+def save_latent_kl_curves(kl: Mapping[int, Sequence[tuple[int, float]]], path: str,
+                          labels: Mapping[int, str] | Sequence[str] | None = None,
+                          capacity: Sequence[tuple[int, float]] | None = None,
+                          title: str | None = None) -> str:
+  """`save_kl_curves` from per-latent curves {latent: [(step, KL), ...]} (a run's
+  eval/kl_dim{d} rows) and labels {latent: factor name}: lines are "z{d}: factor",
+  drawn at the steps every latent has."""
+  if not kl:
+    raise ValueError("save_latent_kl_curves: no latents")
+  latents = sorted(kl)
+  series = [dict((int(s), float(v)) for s, v in kl[d]) for d in latents]
+  steps = sorted(set.intersection(*(set(c) for c in series)))
+  if not steps:
+    raise ValueError("save_latent_kl_curves: the latents share no step")
+  names = labels if isinstance(labels, Mapping) else (
+      {} if labels is None else dict(zip(latents, labels)))
+  rows = [(t, [c[t] for c in series]) for t in steps]
+  return save_kl_curves(rows, path, [f"z{d}: {names.get(d, '-')}" for d in latents],
+                        capacity=capacity, title=title)
