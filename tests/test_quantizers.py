@@ -339,3 +339,12 @@ def test_both_families_declare_the_quantizer_options():
     assert options["model.quantizer"] == ("vq", "fsq", "residual")
     assert options["model.codebook_norm"] == ("none", "l2")
     assert options["model.gradient"] == ("straight_through", "rotation")
+
+
+def test_l2_normalization_of_zero_is_zero_without_gradient():
+  """Black image regions through zero biases give encoder outputs of exactly 0 (a NaN
+  gradient there stopped the first step of a cosine-codebook run)."""
+  z = jnp.zeros((2, 3)).at[1].set(jnp.array([3.0, 4.0, 0.0]))
+  grad = jax.grad(lambda u: jnp.sum(quantizer.l2_normalize(u) * jnp.arange(3.0)))(z)
+  assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad[0]).max()) == 0
+  np.testing.assert_allclose(quantizer.l2_normalize(z)[1], [0.6, 0.8, 0.0], rtol=1e-6)

@@ -95,12 +95,18 @@ def straight_through(z_e, z_q):
 
 
 def _safe_norm(x, eps):
-  return jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+  """max(|x|, eps) over the last axis (of held-constant values: no gradient is taken)."""
+  return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
 
 
 def l2_normalize(x, eps: float = 1e-6):
-  """x / |x| over the last axis (a zero vector stays zero)."""
-  return x / _safe_norm(x, eps)
+  """x / |x| over the last axis; a vector shorter than eps (the direction is undefined)
+  becomes 0 with a zero gradient. x / max(|x|, eps), torch's F.normalize, would send a
+  gradient of 1/eps = 1e6 into the encoder there, and exact zeros are common at the start
+  (a black image region through zero-initialized biases)."""
+  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+  ok = sq > eps * eps
+  return jnp.where(ok, x * lax.rsqrt(jnp.where(ok, sq, 1.0)), 0.0)
 
 
 def rotation_trick(z_e, z_q, eps: float = 1e-6):
