@@ -106,7 +106,8 @@ def _random_npz(path: str, shape, n: int = 64) -> str:
 
 
 def bench_compile(tmp: str) -> dict:
-  from vaelab.train import checkpoint, loop
+  from vaelab import checkpoint
+  from vaelab.train import loop
   from vaelab.data import TFDS_NAMES
   shapes = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
             "dsprites": (64, 64, 1), "shapes3d": (64, 64, 3)}

@@ -14,7 +14,8 @@ from absl import logging as absl_logging
 
 from conftest import ROOT, tiny_config
 from vaelab.errors import CheckpointError
-from vaelab.train import checkpoint, loop
+from vaelab import checkpoint
+from vaelab.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -16,6 +16,8 @@ PACKAGE = os.path.join(ROOT, "vaelab")
 FORBIDDEN = {
     "vaelab/spmd.py": ("vaelab.",),
     "vaelab/errors.py": ("vaelab.",),
+    "vaelab/checkpoint.py": ("vaelab.data", "vaelab.models", "vaelab.evaluate", "vaelab.train",
+                             "vaelab.losses", "vaelab.api"),
     "vaelab/data/": ("vaelab.models", "vaelab.train", "vaelab.api", "vaelab.evaluate"),
     "vaelab/evaluate/": ("vaelab.models", "vaelab.train", "vaelab.api"),
     "vaelab/losses/": ("vaelab.models", "vaelab.train", "vaelab.api", "vaelab.evaluate"),

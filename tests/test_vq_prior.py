@@ -13,9 +13,11 @@ import pytest
 from conftest import set_overrides, vq_config
 from vaelab import config_base, validation
 from vaelab.data import npz, vq_codes
+from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
 from vaelab.models import vq_prior
-from vaelab.train import checkpoint, loop
+from vaelab import checkpoint
+from vaelab.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -57,11 +59,11 @@ def test_unigram_baseline_is_the_smoothed_cross_entropy_of_held_out_codes():
 
 
 def test_codes_are_the_frozen_models_indices_of_every_image(npz_pair, vq_workdir):
-  frozen = vq_codes.load_frozen(vq_workdir, (8, 8, 1))
-  assert vq_codes.load_frozen(vq_workdir, (8, 8, 1)) is frozen  # one restore, shared
+  frozen = frozen_vq.load_frozen(vq_workdir, (8, 8, 1))
+  assert frozen_vq.load_frozen(vq_workdir, (8, 8, 1)) is frozen  # one restore, shared
   assert frozen.step == 40 and frozen.levels == ("",) and frozen.latent_shapes() == ((4, 4),)
   images = npz.load_npz(npz_pair[1])
-  source = vq_codes.encode(frozen, images, batch_size=20)  # uneven chunks
+  source = frozen_vq.encode(frozen, images, batch_size=20)  # uneven chunks
   x = images.get(np.arange(len(images)))
   expected = frozen.model.apply(frozen.variables, x["image"], method="encode_indices")
   batch = source.get(np.arange(len(source)))
@@ -116,7 +118,7 @@ def test_samples_are_valid_codes_and_decode_to_images(prior_run):
   images = np.asarray(vq_prior.sample(exp.model, variables, key, 5))
   assert images.shape == (5, 8, 8, 1) and images.min() >= 0 and images.max() <= 1
   # The one compiled program decodes the codes sample_codes draws.
-  frozen = vq_codes.load_frozen(config.vq_workdir, (8, 8, 1))
+  frozen = frozen_vq.load_frozen(config.vq_workdir, (8, 8, 1))
   np.testing.assert_allclose(images, frozen.decode((codes,)), atol=1e-6)
   # A config passed in overrides the model's eval.* settings: at T = 0 every map is the mode.
   cold = set_overrides(config.copy_and_resolve_references(), {"eval.temperature": 0.0})

@@ -8,7 +8,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.base import Family
 
 # Shared building blocks, not families: they define no FAMILY.
-_NOT_FAMILIES = {"base", "fsq", "nets", "pixelsnail", "quantizer", "residual_vq"}
+_NOT_FAMILIES = {"base", "frozen_vq", "fsq", "nets", "pixelsnail", "quantizer", "residual_vq"}
 
 
 def available() -> list[str]:

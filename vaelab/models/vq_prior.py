@@ -2,7 +2,7 @@
 of a frozen, trained VQ run (`vq_workdir`), and ancestral sampling through its decoder.
 
 Data. `transform_sources` replaces the images of `config.data` by their code maps under the
-frozen model (vaelab/data/vq_codes.py); the VQ model is rebuilt from the run's config.json
+frozen model (vaelab/models/frozen_vq.py); the VQ model is rebuilt from the run's config.json
 and restored from its latest checkpoint, whose step is kept (eval/vq_step) so that a prior
 is known to belong to one encoder. `config.data` must be the data the VQ model was trained
 on (a checkpoint that does not fit those images is refused, naming `vq_workdir`).
@@ -41,6 +41,7 @@ import numpy as np
 from absl import logging
 
 from vaelab.data import vq_codes
+from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pictures as pictures_lib
 from vaelab.models import nets, pixelsnail
@@ -186,7 +187,7 @@ def unigram_nll(train_codes: np.ndarray, eval_codes: np.ndarray, num_codes: int)
 
 def baselines(config, train_source, eval_source):
   """Uniform and unigram nats per code of the held-out codes, overall and per level."""
-  frozen = vq_codes.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
+  frozen = frozen_vq.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
   k = frozen.num_codes
   out = {"prior_uniform_nll": math.log(k), "prior_uniform_bits_per_code": math.log2(k)}
   total_nats, total_codes = 0.0, 0
@@ -222,8 +223,8 @@ def sample_codes(model: CodePrior, variables, key, n: int, temperature=None,
   return tuple(codes)
 
 
-def _frozen_for(model: CodePrior) -> vq_codes.FrozenVQ:
-  frozen = vq_codes.load_frozen(model.vq_workdir, model.image_shape)
+def _frozen_for(model: CodePrior) -> frozen_vq.FrozenVQ:
+  frozen = frozen_vq.load_frozen(model.vq_workdir, model.image_shape)
   if frozen.step != model.vq_step:
     logging.warning("The VQ run %s is now at step %d; this prior was trained on the codes of "
                     "its step %d, so its samples are decoded by another decoder.",
@@ -262,7 +263,7 @@ def pictures(config, model, variables, workdir, eval_source):
 
 
 def transform_sources(config, train_source, eval_source):
-  frozen = vq_codes.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
+  frozen = frozen_vq.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
   mine, theirs = config.data, frozen.config.data
   differ = [k for k in ("name", "train_path", "data_dir", "train_split") if mine[k] != theirs[k]]
   if differ:
@@ -270,11 +271,11 @@ def transform_sources(config, train_source, eval_source):
     logging.warning("This prior's data.%s differ from those of the VQ run in %s (%s vs %s): "
                     "the codes are extracted from this config's data.", "/".join(differ),
                     config.vq_workdir, [mine[k] for k in differ], [theirs[k] for k in differ])
-  return vq_codes.encode(frozen, train_source), vq_codes.encode(frozen, eval_source)
+  return frozen_vq.encode(frozen, train_source), frozen_vq.encode(frozen, eval_source)
 
 
 def make_model(config, info):
-  frozen = vq_codes.load_frozen(config.vq_workdir, tuple(info.image_shape))
+  frozen = frozen_vq.load_frozen(config.vq_workdir, tuple(info.image_shape))
   return CodePrior(PriorSpec.from_config(config), frozen.num_codes, frozen.levels,
                    frozen.latent_shapes(), frozen.workdir, frozen.step,
                    tuple(info.image_shape), float(config.eval.temperature),
@@ -312,7 +313,7 @@ def validate(config):
   if config.eval.sampler not in pixelsnail.SAMPLERS:
     raise ConfigError(f"eval.sampler={config.eval.sampler!r}: expected one of "
                       f"{pixelsnail.SAMPLERS}")
-  vq_codes.check_workdir(config.vq_workdir)
+  frozen_vq.check_workdir(config.vq_workdir)
 
 
 FAMILY = Family(

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from vaelab import checkpoint as checkpoint_lib
 from vaelab import spmd, validation
 from vaelab.data import make_sources, pipeline
 from vaelab.errors import ConfigError
 from vaelab.evaluate.evaluator import Evaluator
 from vaelab.models.base import Family
-from vaelab.train import checkpoint as checkpoint_lib
 from vaelab.train import optimizer as optimizer_lib
 from vaelab.train import step as step_lib
 from vaelab.train.metrics_writer import MetricsWriter, Progress, write_json
