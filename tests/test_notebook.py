@@ -21,6 +21,7 @@ def test_quickstart_notebook_executes_and_plots():
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.output_type == "error"]
   images = [o for o in outputs if "image/png" in o.get("data", {})]
-  assert len(images) >= 3  # reconstructions, traversal, KL against beta
+  assert len(images) >= 4  # images/decodes/samples, traversal, MI matrix, KL against beta
   text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
   assert all(f"beta={b}: elbo" in text for b in (1.0, 2.0, 4.0, 8.0)), text[-2000:]
+  assert "MIG " in text and "reloaded 4.0 at step 20" in text, text[-2000:]

@@ -1,18 +1,21 @@
 """vaelab: the autoencoder family in JAX/Flax.
 
-The notebook API (vaelab/api.py), loaded on first use so that `import vaelab` stays light:
-  vaelab.train(config, workdir=None) -> vaelab.Run   (the vaelab.train package is callable)
+The notebook API, loaded on first use so that `import vaelab` stays light:
+  vaelab.train(config, workdir=None) -> vaelab.Run   (vaelab/api.py; the package is callable)
   vaelab.load(workdir) -> vaelab.Run
-  vaelab.disentanglement_scores(...)                 (vaelab/evaluate/disentanglement.py)
+  vaelab.disentanglement_scores(codes=, factors=) or (represent=, ground_truth=)
+                                                     (vaelab/evaluate/disentanglement.py)
 """
 import importlib
 
-_API = {"load": "vaelab.api", "Run": "vaelab.api"}
+_API = {"load": ("vaelab.api", "load"), "Run": ("vaelab.api", "Run"),
+        "disentanglement_scores": ("vaelab.evaluate.disentanglement", "scores")}
 
 
 def __getattr__(name):
   if name == "train":
     return importlib.import_module("vaelab.train")
   if name in _API:
-    return getattr(importlib.import_module(_API[name]), name)
+    module, attr = _API[name]
+    return getattr(importlib.import_module(module), attr)
   raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
