@@ -15,9 +15,10 @@ import jax
 import numpy as np
 
 from vaelab import spmd
+from vaelab.files import write_json
 from vaelab.data import pipeline
 from vaelab.data.base import ModelInputSource
-from vaelab.evaluate import disentanglement, pictures
+from vaelab.evaluate import disentanglement, factor_pictures, pictures
 from vaelab.evaluate import probe as probe_lib
 
 
@@ -170,8 +171,11 @@ class Evaluator:
       out.setdefault(name, float("nan"))  # a diverged model: no score is meaningful
     return {f"eval/{k}": v for k, v in out.items()}
 
-  def save_pictures(self, state, workdir: str) -> list[str]:
-    """A reconstruction grid of evaluation images and, for generative families, prior samples."""
+  def save_pictures(self, state, workdir: str, results: dict | None = None) -> list[str]:
+    """A reconstruction grid of evaluation images, prior samples for generative families, the
+    family's own pictures; where the final disentanglement scores exist, the latent x factor
+    mutual information (mi_matrix.png, latent_factors.json) and traversal rows labelled with
+    the factor each latent captures most."""
     n = min(int(self.config.eval.num_pictures), len(self.source))
     variables = jax.device_get(state.variables())
     paths = []
@@ -188,7 +192,33 @@ class Evaluator:
       key = jax.random.fold_in(jax.random.key(int(self.config.seed)), 2**31 - 1)
       samples = self.family.sample(self.model, variables, key, n, config=self.config)
       paths.append(pictures.save_grid(np.asarray(samples), os.path.join(workdir, "samples.png")))
+    labels = None
+    if self.last_scores is not None and self.last_scores.mig is not None:
+      labels, more = self._factor_pictures(workdir, results or {})
+      paths += more
     if self.family.pictures is not None:
-      paths += self.family.pictures(self.config, self.model, variables, workdir,
-                                       self.source)
+      extra = {} if labels is None else {"latent_labels": labels}
+      paths += self.family.pictures(self.config, self.model, variables, workdir, self.source,
+                                    **extra)
     return paths
+
+  def _factor_pictures(self, workdir: str, results: dict):
+    """What each latent captures: mi_matrix.png, latent_factors.json, the traversal labels."""
+    mig = self.last_scores.mig
+    names = self.last_scores.factor_names or getattr(self.source.info, "factor_names", None)
+    d = mig.mutual_information.shape[0]
+    kl = [results.get(f"eval/kl_dim{i}") for i in range(d)]
+    kl = kl if all(v is not None for v in kl) else None
+    keep = list(mig.scored_factors)
+    mi, entropy = mig.mutual_information[:, keep], mig.factor_entropy[keep]
+    kept_names = None if names is None else [names[k] for k in keep]
+    path = factor_pictures.save_mutual_information(
+        mi, os.path.join(workdir, "mi_matrix.png"), kept_names, kl, entropy,
+        title="latent x factor mutual information / factor entropy")
+    found = factor_pictures.factor_of_latent(mi, kept_names, entropy, min_value=0.05)
+    record = {"factor_names": kept_names, "latents": [
+        {"latent": i, "factor": f, "normalized_mi": v, "kl": None if kl is None else kl[i]}
+        for i, (f, v) in enumerate(found)]}
+    write_json(os.path.join(workdir, "latent_factors.json"), record)
+    labels = factor_pictures.latent_labels(mi, kept_names, entropy, kl)
+    return labels, [path]

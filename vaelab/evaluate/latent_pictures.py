@@ -1,8 +1,14 @@
-"""Pictures of a VAE's latent space: traversals, interpolations, and for 2-D latents the
-learned manifold (Kingma & Welling 2014, Fig. 4) and the scatter of posterior means.
+"""Pictures of a latent space: traversals, interpolations, and for 2-D latents the learned
+manifold (Kingma & Welling 2014, Fig. 4) and the scatter of codes.
 
-`save_latent_pictures` has the signature of a family's `pictures` hook. The model must have
-`encode(x) -> (mean, logvar)`, `generate(z) -> images in [0, 1]` and `latent_dim`.
+`save_latent_pictures` has the signature of a family's `pictures` hook; it serves every
+family with a continuous code. With `posterior=True` (VAEs) the model's `encode(x)` returns
+(mean, logvar): rows are ordered by KL and traversals run over the prior's +-3. With
+`posterior=False` (autoencoders) `encode` returns the code: rows are ordered by the code's
+variance over the images and each traversal runs over its latent's 5%-95% range. `generate`
+maps codes to images in [0, 1] (the families' decode convention). `latent_labels` (one
+string per latent, e.g. the factor it captures, from the disentanglement scores) label the
+traversal rows.
 """
 from __future__ import annotations
 
@@ -98,7 +104,8 @@ def _save_labelled_rows(images, ncols: int, row_labels, path: str, title: str) -
   # Small images (8x8) would be unreadable at one screen pixel each.
   scale = max(1, -(-300 // canvas.shape[1]))
   w, h = canvas.shape[1] * scale / 100, canvas.shape[0] * scale / 100  # inches at 100 dpi
-  label_w, title_h = 1.4, 0.4
+  # Monospace at 8 pt is about 0.07 inch a character.
+  label_w, title_h = max(1.4, 0.07 * max(map(len, row_labels), default=0) + 0.2), 0.4
   fig = plt.figure(figsize=(w + label_w, h + title_h), dpi=100)
   ax = fig.add_axes([label_w / (w + label_w), 0, w / (w + label_w), h / (h + title_h)])
   if canvas.shape[-1] == 1:
@@ -136,9 +143,9 @@ def _save_scatter(mean, labels, path: str, num_classes: int | None, box: float) 
   # The region manifold.png decodes, so the two pictures can be read together.
   ax.add_patch(plt.Rectangle((-box, -box), 2 * box, 2 * box, fill=False, ls="--", lw=0.8,
                              color="0.4"))
-  ax.set_xlabel("z0 (posterior mean)")
-  ax.set_ylabel("z1 (posterior mean)")
-  ax.set_title(f"posterior means of {len(mean)} evaluation images", fontsize=9)
+  ax.set_xlabel("z0")
+  ax.set_ylabel("z1")
+  ax.set_title(f"codes of {len(mean)} evaluation images", fontsize=9)
   ax.set_aspect("equal", adjustable="datalim")
   fig.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -147,66 +154,94 @@ def _save_scatter(mean, labels, path: str, num_classes: int | None, box: float) 
   return path
 
 
-def save_latent_pictures(config, model, variables, workdir: str, source, *,
-                         traversal_range: float = 3.0, traversal_steps: int = 10,
-                         max_traversal_rows: int = 10, num_pairs: int = 8,
-                         interpolation_steps: int = 10, manifold_size: int = 20,
-                         seed: int = 0) -> list[str]:
-  """traversals.png, interpolations.png and, for 2-D latents, manifold.png and
+def code_order(codes, max_rows: int | None = None) -> np.ndarray:
+  """Latents by decreasing variance of their codes over the images (ties by index): the
+  autoencoders' counterpart of the KL order."""
+  return traversal_order(np.var(np.asarray(codes, np.float64), axis=0), max_rows)
+
+
+def save_latent_pictures(config, model, variables, workdir: str, source, latent_labels=None,
+                         *, posterior: bool = True, encode: str = "encode",
+                         decode: str = "generate", traversal_range: float = 3.0,
+                         traversal_steps: int = 10, max_traversal_rows: int = 10,
+                         num_pairs: int = 8, interpolation_steps: int = 10,
+                         manifold_size: int = 20, seed: int = 0) -> list[str]:
+  """traversals.png, interpolations.png and, for 2-D latents, manifold.png (VAEs) and
   latent_scatter.png in `workdir`; returns the paths written."""
   n_source = len(source)
-  if n_source == 0:
+  if n_source == 0 or source.info.image_shape is None or len(source.info.image_shape) != 3:
     return []
-  latent_dim = int(model.latent_dim)
-  encode = functools.partial(spmd.apply, model, method="encode")
-  generate = functools.partial(spmd.apply, model, method="generate")
+  encode_fn = functools.partial(spmd.apply, model, method=encode)
+  generate = functools.partial(spmd.apply, model, method=decode)
 
-  def decode(z):
+  def decode_fn(z):
     return _chunked(generate, variables, np.asarray(z, np.float32))
 
   # A random sample rather than the first images: sources are often ordered by class.
+  probe = _chunked(encode_fn, variables, _model_inputs(config, source.get(np.arange(1))["image"]))
+  latent_dim = int((probe[0] if posterior else probe).shape[-1])
   n = min(n_source, SCATTER_SAMPLE if latent_dim == 2 else KL_SAMPLE)
   idx = np.random.default_rng(seed).permutation(n_source)[:n]
   means, logvars, labels = [], [], []
   for i in range(0, n, 1000):  # bounded host memory for large images
     batch = source.get(idx[i:i + 1000])
-    m, lv = _chunked(encode, variables, _model_inputs(config, batch["image"]))
-    means.append(m)
-    logvars.append(lv)
+    out = _chunked(encode_fn, variables, _model_inputs(config, batch["image"]))
+    means.append(out[0] if posterior else out)
+    logvars.append(out[1] if posterior else None)
     labels.append(batch.get("label"))
-  mean, logvar = np.concatenate(means), np.concatenate(logvars)
+  mean = np.concatenate(means).reshape(n, -1)
   has_label = source.info.has_label and all(lb is not None for lb in labels)
   labels = np.concatenate(labels) if has_label else None
   n_shown = min(n, max(1, 2 * num_pairs))
   shown = _model_inputs(config, source.get(idx[:n_shown])["image"])
   paths = []
 
-  kl = kl_per_dim(mean[:KL_SAMPLE], logvar[:KL_SAMPLE])
-  dims = traversal_order(kl, max_traversal_rows)
-  values = np.linspace(-traversal_range, traversal_range, traversal_steps)
-  images = decode(traversal_latents(mean[0], dims, values))
+  if posterior:
+    kl = kl_per_dim(mean[:KL_SAMPLE], np.concatenate(logvars)[:KL_SAMPLE])
+    dims = traversal_order(kl, max_traversal_rows)
+    values = np.broadcast_to(np.linspace(-traversal_range, traversal_range, traversal_steps),
+                             (latent_dim, traversal_steps))
+    names = [f"z{d:<3d} KL {kl[d]:5.2f}" for d in dims]
+    how = (f"z_d from {-traversal_range:g} to {traversal_range:g}, others at one image's "
+           f"posterior mean;\nrows by mean KL (nats)")
+  else:
+    dims = code_order(mean, max_traversal_rows)
+    lo, hi = np.quantile(mean, MANIFOLD_QUANTILES, axis=0)
+    values = np.linspace(lo, hi, traversal_steps, axis=1)
+    names = [f"z{d:<3d} sd {np.std(mean[:, d]):5.2f}" for d in dims]
+    how = "z_d over its 5%-95% range, others at one image's code;\nrows by the code's variance"
+  if latent_labels is not None:
+    names = [latent_labels[d] for d in dims]
+  z = np.tile(mean[:1], (len(dims), traversal_steps, 1))
+  for r, d in enumerate(dims):
+    z[r, :, d] = values[d]
+  images = decode_fn(z.reshape(-1, latent_dim))
   more = f", top {len(dims)} of {latent_dim} dims" if len(dims) < latent_dim else ""
-  paths.append(_save_labelled_rows(
-      images, traversal_steps, [f"z{d:<3d} KL {kl[d]:5.2f}" for d in dims],
-      os.path.join(workdir, "traversals.png"),
-      f"z_d from {-traversal_range:g} to {traversal_range:g}, others at one image's posterior "
-      f"mean;\nrows by mean KL (nats){more}"))
+  paths.append(_save_labelled_rows(images, traversal_steps, names,
+                                   os.path.join(workdir, "traversals.png"), how + more))
 
   pairs = min(num_pairs, n_shown // 2)
   if pairs:
     a, b = np.arange(0, 2 * pairs, 2), np.arange(1, 2 * pairs, 2)
     z = interpolation_latents(mean[a], mean[b], interpolation_steps)
-    between = decode(z.reshape(-1, latent_dim)).reshape(pairs, interpolation_steps,
-                                                        *shown.shape[1:])
+    between = decode_fn(z.reshape(-1, latent_dim)).reshape(pairs, interpolation_steps,
+                                                           *shown.shape[1:])
     rows = np.concatenate([shown[a][:, None], between, shown[b][:, None]], 1)
     paths.append(pictures.save_grid(rows.reshape(-1, *shown.shape[1:]),
                                     os.path.join(workdir, "interpolations.png"),
                                     ncols=interpolation_steps + 2))
 
   if latent_dim == 2:
-    z = manifold_latents(manifold_size)
-    paths.append(pictures.save_grid(decode(z), os.path.join(workdir, "manifold.png"),
-                                    ncols=manifold_size))
+    box = float(np.abs(mean).max())
+    if posterior:
+      z = manifold_latents(manifold_size)
+      paths.append(pictures.save_grid(decode_fn(z), os.path.join(workdir, "manifold.png"),
+                                      ncols=manifold_size))
+      box = float(np.abs(z).max())
     paths.append(_save_scatter(mean, labels, os.path.join(workdir, "latent_scatter.png"),
-                               source.info.num_classes, float(np.abs(z).max())))
+                               source.info.num_classes, box))
   return paths
+
+
+# The autoencoders' hook: codes, not posteriors.
+save_code_pictures = functools.partial(save_latent_pictures, posterior=False)

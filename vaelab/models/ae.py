@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from vaelab.errors import ConfigError
-from vaelab.evaluate import pca
+from vaelab.evaluate import latent_pictures, pca
 from vaelab.losses import contractive, corruption, reconstruction
 from vaelab.losses.ae import recon_loss_per_example
 from vaelab.models import nets
@@ -147,7 +147,8 @@ def variant(name, make_loss, hparams, validate, options=None) -> Family:
                 make_eval_metrics=make_eval_metrics, make_final_metrics=make_final_metrics,
                 hparams=hparams, validate=validate,
                 baselines=baselines, features="encode", decode=method("generate"),
-                mixed_precision=True, options={**OPTIONS, **(options or {})})
+                pictures=latent_pictures.save_code_pictures, mixed_precision=True,
+                options={**OPTIONS, **(options or {})})
 
 
 FAMILY = Family(
@@ -160,6 +161,7 @@ FAMILY = Family(
     baselines=baselines,
     features="encode",
     decode=method("generate"),
+    pictures=latent_pictures.save_code_pictures,
     mixed_precision=True,
     options=OPTIONS,
 )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaelab.errors import ConfigError
+from vaelab.evaluate import latent_pictures
 from vaelab.evaluate import pictures as pictures_lib
 from vaelab.losses import reconstruction
 from vaelab.models import ae, nets
@@ -182,6 +183,13 @@ def save_filters(config, model, variables, workdir, source=None, num: int = 100)
   return [pictures_lib.save_grid(w, os.path.join(workdir, "filters.png"), ncols=10)]
 
 
+def pictures(config, model, variables, workdir, source=None, latent_labels=None):
+  """The filters, and the code's traversals and interpolations like every autoencoder's."""
+  return save_filters(config, model, variables, workdir, source) + \
+      latent_pictures.save_code_pictures(config, model, variables, workdir, source,
+                                         latent_labels)
+
+
 FAMILY = Family(
     name="ksparse",
     make_model=make_model,
@@ -192,7 +200,7 @@ FAMILY = Family(
     baselines=ae.baselines,
     features="features",
     decode=ae.FAMILY.decode,
-    pictures=save_filters,
+    pictures=pictures,
     mixed_precision=True,
     options={"model.recon_loss": ae.RECON_LOSSES},
 )

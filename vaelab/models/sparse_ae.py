@@ -76,6 +76,7 @@ FAMILY = Family(
     baselines=ae.baselines,
     features="encode",
     decode=ae.FAMILY.decode,
+    pictures=ae.FAMILY.pictures,
     mixed_precision=True,
     options=ae.OPTIONS,
 )

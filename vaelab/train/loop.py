@@ -28,7 +28,8 @@ from vaelab.evaluate.evaluator import Evaluator
 from vaelab.models.base import Family
 from vaelab.train import optimizer as optimizer_lib
 from vaelab.train import step as step_lib
-from vaelab.train.metrics_writer import MetricsWriter, Progress, write_json
+from vaelab.files import write_json
+from vaelab.train.metrics_writer import MetricsWriter, Progress
 from vaelab.train.state import TrainState
 
 
@@ -447,7 +448,7 @@ def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str 
   lap("disentanglement")
   if workdir is not None and jax.process_index() == 0:
     write_json(os.path.join(workdir, "results.json"), results)
-    evaluator.save_pictures(state, workdir)
+    evaluator.save_pictures(state, workdir, results)
   lap("pictures")
   logging.info("Final evaluation (%s): %s",
                ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), results)

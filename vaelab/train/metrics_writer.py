@@ -11,6 +11,8 @@ import jax
 import numpy as np
 
 
+
+
 def _scalar(v):
   v = np.asarray(v)
   return v.item() if v.size == 1 else v.tolist()
@@ -98,13 +100,3 @@ _NOT_SHOWN = re.compile(r"^train/(grad_norm|learning_rate|skipped_steps)$|_(dim|
 
 def _shown(key: str) -> bool:
   return key.startswith("train/") and not _NOT_SHOWN.search(key)
-
-
-def write_json(path: str, obj) -> None:
-  """Writes via a temporary file and a rename, so a kill never leaves half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
