@@ -10,6 +10,29 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# One compilation cache for the whole test run: set when the first process (pytest, or
+# xdist's controller) loads this file, so that xdist's workers and every subprocess inherit
+# it with the environment. Tests compile the same tiny programs again and again (a run alone
+# and its population members, resumed runs), and JAX's persistent cache is keyed by the
+# program, not by the Python function object.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+      tempfile.gettempdir(), f"vaelab_tests_jax_cache_{os.getpid()}")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+else:
+  _OWN_CACHE = None
+
+
+def pytest_sessionfinish(session):
+  """The cache made for this run goes with it, removed by the process that made it."""
+  if _OWN_CACHE:
+    import shutil
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
 from vaelab import config_base  # noqa: E402
 
 

@@ -1,27 +1,17 @@
-"""Sparse autoencoder: the Bernoulli KL, the penalty on the global-batch rho_hat (the same on
-1 or 4 devices), refused values, and a run whose mean activation is pulled to rho.
+"""Sparse autoencoder: the Bernoulli KL, the penalty on the global-batch rho_hat, refused
+values, and a run whose mean activation is pulled to rho. (That the penalty is the global
+batch's, the same on 1 or 4 devices: tests/test_contract.py.)"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-Also runnable as a script (so XLA_FLAGS can set the device count of a fresh process):
-  python tests/test_sparse_ae.py TRAIN.npz EVAL.npz NUM_STEPS
-"""
-import json
-import os
-import subprocess
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from conftest import ROOT, tiny_config  # noqa: E402
-from vaelab import validation  # noqa: E402
-from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.losses import sparse  # noqa: E402
-from vaelab.models import ae, nets, sparse_ae  # noqa: E402
-from vaelab.train import loop  # noqa: E402
+from conftest import tiny_config
+from vaelab import validation
+from vaelab.errors import ConfigError
+from vaelab.losses import sparse
+from vaelab.models import ae, nets, sparse_ae
+from vaelab.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -122,41 +112,6 @@ def test_bad_values_are_refused_naming_the_key(npz_pair, overrides, match):
     validation.validate(sparse_config(*npz_pair, **overrides), num_devices=1)
 
 
-def _train_metrics(train, evalp, steps):
-  """Per-step train metrics of a tiny sparse-AE run through the shared SPMD step (no
-  evaluation or checkpoints: only the step is under test). The weight is large enough for
-  the penalty to matter in every step."""
-  from vaelab.train import step as step_lib
-  config = sparse_config(train, evalp, **{"loss.sparsity_weight": 5.0})
-  exp = loop.build(config)
-  state = step_lib.replicate(exp.mesh, exp.init_state())
-  batcher, out = exp.batcher(), []
-  for s in range(steps):
-    state, metrics = exp.train_step(state, step_lib.shard_batch(exp.mesh, batcher.batch(s)),
-                                    exp.hparams)
-    out.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-  return out
-
-
-def test_one_and_four_devices_give_the_same_losses(npz_pair):
-  """rho_hat is a mean over the global batch (pmean across devices): with a per-device mean
-  the KL of the four quarter-batch means differs from the KL of the whole batch's."""
-  logs = {}
-  for n in (1, 4):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), *npz_pair, "5"],
-                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["devices"] == n
-    logs[n] = result["metrics"]
-  assert len(logs[1]) == len(logs[4]) == 5
-  for step, (one, four) in enumerate(zip(logs[1], logs[4])):
-    for name in ("loss", "sparsity_kl", "mean_activation"):
-      assert four[name] == pytest.approx(one[name], rel=1e-5), (step, name)
-
-
 def test_sparsity_weight_pulls_the_mean_activation_to_rho(npz_pair, tmp_path):
   common = dict(num_train_steps=100, log_every=50, eval_every=100, checkpoint_every=100,
                 **{"optimizer.learning_rate": 1e-2, "model.rho": 0.05})
@@ -168,8 +123,3 @@ def test_sparsity_weight_pulls_the_mean_activation_to_rho(npz_pair, tmp_path):
   assert abs(results[30.0]["eval/mean_activation"] - 0.05) < 0.02, results[30.0]
   assert abs(results[0.0]["eval/mean_activation"] - 0.05) > 0.15, results[0.0]
 
-
-if __name__ == "__main__":
-  train, evalp, steps = sys.argv[1:4]
-  print(json.dumps({"devices": jax.device_count(),
-                    "metrics": _train_metrics(train, evalp, int(steps))}))
