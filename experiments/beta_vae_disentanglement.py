@@ -3,7 +3,7 @@ with beta, over seeds, with the metric curves, the latent x factor mutual inform
 labelled traversals.
 
   .venv/bin/python experiments/beta_vae_disentanglement.py [--betas 1,8,16] [--seeds 0,1,2]
-      [--steps 20000] [--arch mlp|higgins|conv] [--capacity] [--probe]
+      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--capacity] [--probe]
 
 Every run is configs/beta_vae_dsprites.py (Bernoulli pixels, 10 latents, batch 64) with the
 trunk `--arch`: `mlp` the runlocal MLP (512, 256), `higgins` Higgins et al.'s MLP
@@ -47,9 +47,12 @@ ARCHS = {
 
 def _args():
   p = common.parser(__doc__, "beta_vae_disentanglement", seeds="0,1,2")
-  p.add_argument("--betas", default="1,8,16")
+  p.add_argument("--betas", default="1,4,16")
   p.add_argument("--arch", default="mlp", choices=sorted(ARCHS))
-  p.add_argument("--lr", type=float, default=5e-4)
+  p.add_argument("--lr", type=float, default=1e-3)
+  p.add_argument("--num_train", type=int, default=3000,
+                 help="final scores' sample size (eval.disentanglement_num_train; num_eval "
+                      "is half of it)")
   p.add_argument("--curve_every", type=int, default=None, help="default: steps / 10")
   p.add_argument("--capacity", action="store_true",
                  help="also a capacity-annealed run (C to 25 nats over 2/3 of the steps)")
@@ -67,7 +70,8 @@ def config_for(args, beta: float, seed: int, arch: str, steps: int, curve_every:
   overrides = {"seed": seed, "num_train_steps": steps, "optimizer.learning_rate": args.lr,
                "eval_every": curve_every, "checkpoint_every": curve_every,
                "log_every": min(500, curve_every), "eval.disentanglement_every": curve_every,
-               "keep_checkpoints": 2, **ARCHS[arch]}
+               "keep_checkpoints": 2, "eval.disentanglement_num_train": args.num_train,
+               "eval.disentanglement_num_eval": args.num_train // 2, **ARCHS[arch]}
   if capacity:
     overrides.update({"loss.objective": "capacity", "loss.capacity_max": 25.0,
                       "loss.capacity_steps": int(steps * 2 / 3), "loss.gamma": 1000.0})
