@@ -26,6 +26,8 @@ ROOT = os.path.dirname(TESTS)
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from vaelab import config_base  # noqa: E402
+
 STEPS = 4
 BATCH = 8  # divisible by the 4 devices of the multi-device runs
 SIDE = 16  # image side: a multiple of 2**len(conv_channels) for every conv config here
@@ -76,7 +78,6 @@ def _config_files() -> list[str]:
 
 
 def _load(path: str):
-  from vaelab import config_base
   try:
     return config_base.load_config(path + ":runlocal")
   except ValueError:  # no runlocal variant
@@ -84,8 +85,7 @@ def _load(path: str):
 
 
 def _shrink(config, data: dict, vq_workdirs: dict):
-  from vaelab import config_base
-  flat = dict(_leaves(config.to_dict()))
+  flat = config_base.flat(config)
   overrides = {k: f(flat[k]) for k, f in SHRINK.items() if k in flat}
   if config.data.name in IMAGE_DATA:
     channels = IMAGE_DATA.get(config.data.name, 1)
@@ -95,14 +95,6 @@ def _shrink(config, data: dict, vq_workdirs: dict):
   if "vq_workdir" in flat:
     overrides["vq_workdir"] = vq_workdirs["vqvae"]
   return config_base.set_overrides(config, overrides)
-
-
-def _leaves(d, prefix=""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _leaves(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 def base_cases() -> dict[str, str]:
@@ -125,7 +117,7 @@ def option_cases() -> dict[str, tuple[str, str, str]]:
       options.update(GLOBAL_OPTIONS)  # the step's own options, once, on a family of images
       global_done = True
     seen.add(family.name)
-    flat = dict(_leaves(config.to_dict()))
+    flat = config_base.flat(config)
     for key, values in options.items():
       for value in values:
         if flat.get(key) != value:
@@ -141,7 +133,7 @@ def all_cases() -> list[str]:
 
 def config_of(case: str, data: dict, vq_workdirs: dict):
   """The shrunk config of `case` (raises ConfigError if its option does not apply)."""
-  from vaelab import config_base, validation
+  from vaelab import validation
   if case in base_cases():
     return _shrink(_load(base_cases()[case]), data, vq_workdirs)
   path, key, value = option_cases()[case]

@@ -125,7 +125,7 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
 def _population_keys(config) -> list[str]:
   """The keys a population may vary for this config, each changed by a small amount."""
   keys = list(population.ALWAYS)
-  flat = dict(cc._leaves(config.to_dict()))
+  flat = config_base.flat(config)
   family_keys = [k for k, v in flat.items() if k not in keys and isinstance(v, (int, float))
                  and not isinstance(v, bool) and population.is_population_key(config, k)]
   return keys + sorted(family_keys)

@@ -43,6 +43,21 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
   return set_overrides(config, overrides or {})
 
 
+def flat(config) -> dict:
+  """{dotted key: value} of every leaf of a ConfigDict (or nested dict)."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if hasattr(value, "items"):
+        walk(value, f"{prefix}{key}.")
+      else:
+        out[f"{prefix}{key}"] = value
+
+  walk(config, "")
+  return out
+
+
 def read_saved(workdir: str) -> ml_collections.ConfigDict:
   """The config a run wrote to `workdir`/config.json, locked, with JSON's lists back as the
   tuples the configs hold."""

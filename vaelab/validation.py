@@ -9,6 +9,7 @@ import math
 
 import jax
 
+from vaelab import config_base
 from vaelab import data as data_lib
 from vaelab import models
 from vaelab.data import pipeline
@@ -30,18 +31,10 @@ def _positive_int(config, key: str, minimum: int = 1):
     raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
 
 
-def _leaves(node, prefix=""):
-  for key, value in node.items():
-    if hasattr(value, "items"):
-      yield from _leaves(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
-
-
 def _refuse_nonfinite(config):
   """No config number may be inf or NaN: a weight of inf passes every `>= 0` check and
   turns the objective into NaN at the first step."""
-  for key, value in _leaves(config):
+  for key, value in config_base.flat(config).items():
     values = value if isinstance(value, (tuple, list)) else (value,)
     for v in values:
       if isinstance(v, float) and not math.isfinite(v):

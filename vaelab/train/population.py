@@ -77,7 +77,7 @@ def groups(configs: list) -> list[list[int]]:
   """Indices of `configs` grouped into populations (a group of one trains alone): configs
   that are equal once the keys that differ between them, all population keys, are set
   aside, and that build the same model and the same objective and evaluation programs."""
-  flat = [dict(_leaves(c.to_dict())) for c in configs]
+  flat = [config_base.flat(c.to_dict()) for c in configs]
   differing = sorted({k for f in flat for k in f if any(g.get(k) != f.get(k) for g in flat)})
   keys = [k for k in differing if all(_has(c, k) and is_population_key(c, k) for c in configs)]
   by_keys: dict[str, list[int]] = {}
@@ -144,14 +144,6 @@ def _const_bytes(c) -> str:
   if jax.dtypes.issubdtype(getattr(c, "dtype", None), jax.dtypes.prng_key):
     c = jax.random.key_data(c)
   return np.asarray(c).tobytes().hex()
-
-
-def _leaves(d, prefix=""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _leaves(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 def _has(config, key: str) -> bool:
