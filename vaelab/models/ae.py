@@ -137,7 +137,8 @@ def baselines(config, train_source, eval_source):
                                                    config.model.latent_dim)}
 
 
-# The string options that change every autoencoder's step (the contract tests run each).
+# The string options that change every autoencoder's step: the contract tests run each on
+# `ae`; the variants (denoising, contractive, ...) share this code and declare their own.
 OPTIONS = {"model.recon_loss": RECON_LOSSES, "model.code_activation": CODE_ACTIVATIONS}
 
 
@@ -148,7 +149,7 @@ def variant(name, make_loss, hparams, validate, options=None) -> Family:
                 hparams=hparams, validate=validate,
                 baselines=baselines, features="encode", decode=method("generate"),
                 pictures=latent_pictures.save_code_pictures, mixed_precision=True,
-                options={**OPTIONS, **(options or {})})
+                options=options or {})
 
 
 FAMILY = Family(

@@ -202,5 +202,4 @@ FAMILY = Family(
     decode=ae.FAMILY.decode,
     pictures=pictures,
     mixed_precision=True,
-    options={"model.recon_loss": ae.RECON_LOSSES},
 )

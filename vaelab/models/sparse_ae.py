@@ -78,5 +78,4 @@ FAMILY = Family(
     decode=ae.FAMILY.decode,
     pictures=ae.FAMILY.pictures,
     mixed_precision=True,
-    options=ae.OPTIONS,
 )
