@@ -33,8 +33,13 @@ def _apply(module, variables, *args, **kwargs):
   return jax.jit(functools.partial(module.apply, **kwargs))(variables, *args)
 
 
-def _init(module, *args):
-  return jax.jit(module.init)(*args)
+def _built(module, z, key=jax.random.key(0)):
+  """(variables, output on z, lookup of its indices) of a fresh module, in one compilation."""
+  def f(key, z):
+    v = module.init(key, z)
+    out = module.apply(v, z)
+    return v, out, module.apply(v, out["indices"], method="lookup")
+  return jax.jit(f)(key, z)
 
 
 def _keys(n, seed=0):
@@ -76,25 +81,23 @@ def test_fsq_module_passes_the_gradient_straight_through_and_projects_when_asked
   z = jax.random.normal(jax.random.key(1), (6, 5, 4))
   w = jax.random.normal(jax.random.key(2), (6, 5, 4))
   fq = fsq.FiniteScalarQuantizer(LEVELS, code_dim=4)
-  assert _init(fq, jax.random.key(0), z) == {}  # nothing to learn
+  assert jax.eval_shape(fq.init, jax.random.key(0), z) == {}  # nothing to learn
   out = _apply(fq, {}, z)
   assert out["pairs"] == () and out["indices"].shape == (6, 5)
   np.testing.assert_allclose(out["quantized"], out["z_q"], atol=1e-6)
   np.testing.assert_allclose(out["counts"], np.bincount(np.asarray(out["indices"]).ravel(),
                                                         minlength=240))
   # Straight-through the rounding: the gradient is that of the bounded value.
-  grad = jax.jit(jax.grad(lambda u: jnp.sum(w * _apply(fq, {}, u)["quantized"])))(z)
-  expected = jax.jit(jax.grad(lambda u: jnp.sum(w * fsq.quantize(u, LEVELS)[0])))(z)
+  grad, expected = jax.jit(lambda u: (
+      jax.grad(lambda a: jnp.sum(w * fq.apply({}, a)["quantized"]))(u),
+      jax.grad(lambda a: jnp.sum(w * fsq.quantize(a, LEVELS)[0]))(u)))(z)
   np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
   # code_dim 8 -> 4 channels and back; indices decode to the decoder input.
   z8 = jax.random.normal(jax.random.key(3), (6, 5, 8))
-  proj = fsq.FiniteScalarQuantizer(LEVELS, code_dim=8)
-  v = _init(proj, jax.random.key(0), z8)
+  v, out, looked_up = _built(fsq.FiniteScalarQuantizer(LEVELS, code_dim=8), z8)
   assert v["params"]["project_in"]["kernel"].shape == (8, 4)
-  out = _apply(proj, v, z8)
   assert out["quantized"].shape == (6, 5, 8) and out["z_q"].shape == (6, 5, 4)
-  np.testing.assert_allclose(_apply(proj, v, out["indices"], method="lookup"), out["quantized"],
-                             atol=1e-6)
+  np.testing.assert_allclose(looked_up, out["quantized"], atol=1e-6)
 
 
 # --- the rotation trick -------------------------------------------------------------------
@@ -158,10 +161,9 @@ def test_vq_with_the_rotation_trick_sends_the_rotated_gradient_to_the_encoder():
 def test_l2_codebook_looks_up_by_cosine_in_the_projected_space():
   z = jax.random.normal(jax.random.key(0), (3, 5, 8))
   vq = quantizer.VectorQuantizer(32, 8, ema_decay=0.0, codebook_norm="l2", codebook_dim=3)
-  v = _init(vq, jax.random.key(1), z)
+  v, out, looked_up = _built(vq, z)
   assert v["params"]["codebook"].shape == (32, 3)
   assert v["params"]["project_in"]["kernel"].shape == (8, 3)
-  out = _apply(vq, v, z)
   low = z @ v["params"]["project_in"]["kernel"] + v["params"]["project_in"]["bias"]
   np.testing.assert_allclose(out["z_e"], low / np.linalg.norm(low, axis=-1, keepdims=True),
                              rtol=1e-5, atol=1e-6)
@@ -170,8 +172,7 @@ def test_l2_codebook_looks_up_by_cosine_in_the_projected_space():
   np.testing.assert_array_equal(out["indices"], np.argmax(np.asarray(out["z_e"]) @ unit.T, -1))
   np.testing.assert_allclose(np.linalg.norm(out["z_q"], axis=-1), 1.0, rtol=1e-5)
   assert out["quantized"].shape == (3, 5, 8)
-  np.testing.assert_allclose(_apply(vq, v, out["indices"], method="lookup"), out["quantized"],
-                             atol=1e-6)
+  np.testing.assert_allclose(looked_up, out["quantized"], atol=1e-6)
 
 
 # --- residual VQ --------------------------------------------------------------------------
@@ -179,10 +180,16 @@ def test_l2_codebook_looks_up_by_cosine_in_the_projected_space():
 def test_residual_error_falls_with_every_level_and_the_codes_sum_to_z_q():
   z = jax.random.normal(jax.random.key(0), (256, 4))
   rvq = residual_vq.ResidualVectorQuantizer(4, 16, 4, ema_decay=0.99, kmeans_init=True)
-  v = _init(rvq, jax.random.key(1), z)
+
+  def f(key, z, keys):  # one compilation for all the calls
+    v = rvq.init(key, z)
+    # One training call: each level fits k-means to the residuals it is given.
+    out, new = rvq.apply(v, z, keys, mutable=["vq"])
+    again = rvq.apply(new, z)
+    return v, out, again, rvq.apply(new, again["indices"], method="lookup")
+
+  v, out, again, looked_up = jax.jit(f)(jax.random.key(1), z, _keys(256))
   assert set(v["vq"]) == {"q0", "q1", "q2", "q3"}
-  # One training call: each level fits k-means to the residuals it is given.
-  out, new = _apply(rvq, v, z, _keys(256), mutable=["vq"])
   assert out["indices"].shape == (256, 4) and out["counts"].shape == (4, 16)
   assert len(out["pairs"]) == 4
   # Level l's input is z minus the codes of the levels before it, and its error is the
@@ -197,9 +204,7 @@ def test_residual_error_falls_with_every_level_and_the_codes_sum_to_z_q():
   np.testing.assert_allclose(out["z_q"], np.asarray(z) - residual, atol=1e-5)
   np.testing.assert_allclose(out["quantized"], out["z_q"], atol=1e-5)
   # Indices of the updated codebooks decode to the sum of the levels' codes.
-  again = _apply(rvq, new, z)
-  np.testing.assert_allclose(_apply(rvq, new, again["indices"], method="lookup"),
-                             again["z_q"], atol=1e-5)
+  np.testing.assert_allclose(looked_up, again["z_q"], atol=1e-5)
   assert float(np.sum((np.asarray(z) - np.asarray(again["z_q"])) ** 2)) < 0.5 * errors[1]
 
 
@@ -306,9 +311,9 @@ def test_vqvae2_takes_fsq_with_the_rotation_trick_at_both_levels(npz_pair):
   assert top.shape == (6, 2, 2) and bottom.shape == (6, 4, 4)
   assert int(max(top.max(), bottom.max())) < vqvae.prior_num_codes(config)
   np.testing.assert_allclose(r["decoded"], r["reconstruct"], atol=1e-6)
-  codes = fam.encode(model, variables, x)
-  assert isinstance(codes, tuple) and len(codes) == 2
-  np.testing.assert_allclose(fam.decode(model, variables, codes), r["reconstruct"], atol=1e-6)
+  # Family.decode takes the (top, bottom) pair that Family.encode gives.
+  np.testing.assert_allclose(fam.decode(model, variables, r["maps"]), r["reconstruct"],
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides, match", [
