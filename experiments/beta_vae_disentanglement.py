@@ -3,7 +3,7 @@ with beta, over seeds, with the metric curves, the latent x factor mutual inform
 labelled traversals.
 
   .venv/bin/python experiments/beta_vae_disentanglement.py [--betas 1,8,16] [--seeds 0,1,2]
-      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--capacity] [--probe]
+      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--probe]
 
 Every run is configs/beta_vae_dsprites.py (Bernoulli pixels, 10 latents, batch 64) with the
 trunk `--arch`: `mlp` the runlocal MLP (512, 256), `higgins` Higgins et al.'s MLP
@@ -13,8 +13,8 @@ four metrics are scored at a fifth of the final sample sizes (eval.disentangleme
 into each run's metrics.jsonl), and at the end at the config's sizes with
 disentanglement_lib's DCI (boosted trees). Each run's workdir gets traversals.png (rows
 labelled with the factor each latent captures most), mi_matrix.png, and the experiment's
-root gets curves.png; `--capacity` adds a capacity-annealed run (Burgess et al.) and
-capacity_kl.png, the KL of each latent against the step.
+root gets curves.png. (The capacity-annealed run, latents switching on one at a time:
+experiments/capacity_annealing.py.)
 
 `--probe` measures which trunk buys more disentanglement per CPU-minute: each trunk trains
 beta = 8 for `--probe_minutes` of wall time, then is scored.
@@ -54,8 +54,6 @@ def _args():
                  help="final scores' sample size (eval.disentanglement_num_train; num_eval "
                       "is half of it)")
   p.add_argument("--curve_every", type=int, default=None, help="default: steps / 10")
-  p.add_argument("--capacity", action="store_true",
-                 help="also a capacity-annealed run (C to 25 nats over 2/3 of the steps)")
   p.add_argument("--probe", action="store_true", help="the trunk probe (see above)")
   p.add_argument("--probe_minutes", type=float, default=4.0)
   p.add_argument("--population", default="loop", choices=("loop", "vmap", "off"))
@@ -65,16 +63,12 @@ def _args():
   return args
 
 
-def config_for(args, beta: float, seed: int, arch: str, steps: int, curve_every: int,
-               capacity: bool = False):
+def config_for(args, beta: float, seed: int, arch: str, steps: int, curve_every: int):
   overrides = {"seed": seed, "num_train_steps": steps, "optimizer.learning_rate": args.lr,
                "eval_every": curve_every, "checkpoint_every": curve_every,
                "log_every": min(500, curve_every), "eval.disentanglement_every": curve_every,
                "keep_checkpoints": 2, "eval.disentanglement_num_train": args.num_train,
                "eval.disentanglement_num_eval": args.num_train // 2, **ARCHS[arch]}
-  if capacity:
-    overrides.update({"loss.objective": "capacity", "loss.capacity_max": 25.0,
-                      "loss.capacity_steps": int(steps * 2 / 3), "loss.gamma": 1000.0})
   return common.load_config("beta_vae_dsprites", f"runlocal,beta={beta}", overrides)
 
 
@@ -152,9 +146,6 @@ def main():
   configs = [config_for(args, b, s, args.arch, args.steps, args.curve_every) for b, s in runs]
   tag = f"{args.arch}_lr{args.lr:g}_steps{args.steps}"
   workdirs = [os.path.join(args.workdir_root, f"{tag}_beta{b:g}_seed{s}") for b, s in runs]
-  if args.capacity:
-    configs.append(config_for(args, 1.0, 0, args.arch, args.steps, args.curve_every, True))
-    workdirs.append(os.path.join(args.workdir_root, f"{tag}_capacity25_seed0"))
   wall = train_all(configs, workdirs, args.population)
   results = {w: results_of(w) for w in workdirs}
 
@@ -198,12 +189,6 @@ def main():
        for label, c in curve_runs.items()},
       os.path.join(args.workdir_root, f"{tag}_curves.png"),
       group=lambda label: label.split(" ")[0])]
-  if args.capacity:
-    c = curves(workdirs[-1])
-    kl = {int(k.split("kl_dim")[1]): v for k, v in c.items() if "kl_dim" in k}
-    labels = {d["latent"]: d["factor"] for d in captured[workdirs[-1]].get("latents", [])}
-    paths.append(factor_pictures.save_latent_kl_curves(
-        kl, os.path.join(args.workdir_root, f"{tag}_capacity_kl.png"), labels))
   common.note("pictures: " + ", ".join(paths))
   common.print_json({
       "experiment": "beta_vae_disentanglement", "arch": args.arch, "steps": args.steps,
@@ -211,8 +196,7 @@ def main():
       "ours": {f"beta={b:g}": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)),
                                    "values": v} for k, v in s.items()}
                for b, s in by_beta.items()},
-      "claims": claims,
-      "capacity": results.get(workdirs[-1]) if args.capacity else None})
+      "claims": claims})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ train/capacity from metrics.jsonl. Prints the largest |KL - C| after warm-up (th
 10% of the annealing, where the encoder has not yet learnt to carry information), the final
 KL per latent dimension, and writes capacity.png (KL and C against the step) into the
 workdir. Burgess et al.'s claim (their Fig. 3 and Sec. 4): under the constraint the KL
-tracks C closely, and latent dimensions switch on one by one as C grows.
+tracks C closely, and latent dimensions switch on one by one as C grows, position and
+scale before shape and orientation. capacity_kl.png draws each latent's KL against the step,
+labelled with the factor it captures most (latent_factors.json, from the final evaluation's
+mutual information), and the table lists the step at which each latent switched on (its
+KL first above 0.5 nats).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import json
 import os
 
 import common
+
+ON_NATS = 0.5  # a latent counts as switched on once its KL exceeds this
 
 
 def plot(rows, path):
@@ -57,6 +63,16 @@ def main():
   gap = max(abs(r["train/kl"] - r["train/capacity"]) for r in after)
   mean_gap = common.mean(abs(r["train/kl"] - r["train/capacity"]) for r in after)
   picture = plot(rows, os.path.join(workdir, "capacity.png"))
+  with open(os.path.join(workdir, "latent_factors.json")) as f:
+    factors = {d["latent"]: d["factor"] for d in json.load(f)["latents"]}
+  kl = {int(k.split("kl_dim")[1]): [(r["step"], r[k]) for r in rows] for k in rows[-1]
+        if k.startswith("train/kl_dim")}
+  from vaelab.evaluate import factor_pictures
+  per_latent = factor_pictures.save_latent_kl_curves(
+      kl, os.path.join(workdir, "capacity_kl.png"), factors)
+  switched = sorted((next((s for s, v in curve if v > ON_NATS), None), d)
+                    for d, curve in kl.items())
+  order = [(s, d, factors.get(d)) for s, d in switched if s is not None]
   last = rows[-1]
   kl_dims = sorted((last[k] for k in last if k.startswith("train/kl_dim")), reverse=True)
   common.print_table(["quantity", "ours", "Burgess et al."], [
@@ -68,12 +84,16 @@ def main():
       ["eval KL", common.fmt(results["eval/kl"], ".2f"), ""],
       ["eval recon (nats)", common.fmt(results["eval/recon"], ".1f"), ""],
       ["KL per dim, sorted", " ".join(f"{v:.1f}" for v in kl_dims), "few dims carry it"],
+      ["latents switching on (step: latent -> factor)",
+       ", ".join(f"{s}: z{d}->{f}" for s, d, f in order), "one by one; x, y, scale first"],
       ["steps, wall s", f"{int(config.num_train_steps)}, {wall:.0f}", "100k annealing"],
-  ], title=f"Capacity annealing on procedural dSprites ({picture})")
+  ], title=f"Capacity annealing on procedural dSprites ({picture}, {per_latent})")
   common.print_json({"experiment": "capacity_annealing", "max_abs_kl_minus_c": gap,
                      "mean_abs_kl_minus_c": mean_gap, "final_kl": last["train/kl"],
                      "capacity_max": float(config.loss.capacity_max),
-                     "kl_per_dim": kl_dims, "eval": results, "wall_s": wall})
+                     "kl_per_dim": kl_dims, "switch_on": [
+                         {"step": s, "latent": d, "factor": f} for s, d, f in order],
+                     "eval": results, "wall_s": wall})
 
 
 if __name__ == "__main__":
