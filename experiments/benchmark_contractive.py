@@ -22,10 +22,9 @@ import time
 import jax
 import numpy as np
 
-from vaelab import config_base
+from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
 from vaelab.train import loop
-from vaelab.train import step as step_lib
 
 LATENT = 1000
 
@@ -41,8 +40,8 @@ def build_step(name: str, batch_size: int, num_projections: int, src):
     c.loss.penalty = name.split(":")[1]
     c.loss.num_projections = num_projections
   exp = loop.build(c, sources=(src, src))
-  state = step_lib.replicate(exp.mesh, exp.init_state())
-  batch = step_lib.shard_batch(exp.mesh, exp.batcher().batch(0))
+  state = spmd.replicate(exp.mesh, exp.init_state())
+  batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   return (lambda s: exp.train_step(s, batch, exp.hparams)[0]), state
 
 

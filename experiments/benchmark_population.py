@@ -32,6 +32,7 @@ import common
 import jax
 import numpy as np
 
+from vaelab import spmd
 from vaelab.train import step as step_lib
 
 LIGHT_EVAL = {"eval.disentanglement": False, "eval.iwae_ks": (1,), "data.num_eval": 500,
@@ -74,9 +75,9 @@ def bench_input(steps: int) -> dict:
   from vaelab.data import pipeline
   config = common.load_config("beta_vae_dsprites", "runlocal", LIGHT_EVAL)
   exp = loop.build(config)
-  state = step_lib.replicate(exp.mesh, exp.init_state())
+  state = spmd.replicate(exp.mesh, exp.init_state())
   batcher = exp.batcher()
-  fixed = step_lib.shard_batch(exp.mesh, batcher.batch(0))
+  fixed = spmd.shard_batch(exp.mesh, batcher.batch(0))
   state, m = exp.train_step(state, fixed, exp.hparams)  # compile
   jax.block_until_ready(m)
 
@@ -92,7 +93,7 @@ def bench_input(steps: int) -> dict:
   for _ in range(2):  # alternated, so that a change in the machine's load hits both
     rates["synthetic"].append(timed(fixed for _ in range(steps)))
     rates["real"].append(timed(pipeline.prefetch(
-        step_lib.shard_batch(exp.mesh, batcher.batch(s)) for s in range(1, steps + 1))))
+        spmd.shard_batch(exp.mesh, batcher.batch(s)) for s in range(1, steps + 1))))
   real, synthetic = max(rates["real"]), max(rates["synthetic"])
   return {"steps_per_sec_real": real, "steps_per_sec_synthetic": synthetic,
           "ratio": real / synthetic, "batch_size": int(config.batch_size)}
@@ -138,8 +139,8 @@ def bench_compile(tmp: str) -> dict:
       config.data.train_path = config.data.eval_path = os.path.join(tmp, "vq.npz")
     config.batch_size = min(int(config.batch_size), 64)
     exp = loop.build(config)
-    state = step_lib.replicate(exp.mesh, exp.init_state())
-    batch = step_lib.shard_batch(exp.mesh, exp.batcher().batch(0))
+    state = spmd.replicate(exp.mesh, exp.init_state())
+    batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
     jax.clear_caches()
     t = time.perf_counter()
     exp.train_step.lower(state, batch, exp.hparams).compile()

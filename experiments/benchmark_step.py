@@ -30,10 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaelab import config_base
+from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
 from vaelab.train import loop
-from vaelab.train import step as step_lib
 
 HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
 
@@ -47,8 +46,8 @@ def vaelab_step(batch_size: int):
   images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, SIDE, SIDE, 1), np.uint8)
   src = InMemorySource("synthetic_mnist", images)
   exp = loop.build(c, sources=(src, src))
-  state = step_lib.replicate(exp.mesh, exp.init_state())
-  batch = step_lib.shard_batch(exp.mesh, exp.batcher().batch(0))
+  state = spmd.replicate(exp.mesh, exp.init_state())
+  batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   return (lambda s: exp.train_step(s, batch, exp.hparams)[0]), state, batch, exp
 
 

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config, vq_config
-from vaelab import models, validation
+from vaelab import models, spmd, validation
 from vaelab.errors import ConfigError
 from vaelab.train import loop
-from vaelab.train import step as step_lib
 
 
 def _config(family, npz_pair, **overrides):
@@ -41,7 +40,7 @@ def test_parameters_float32_activations_bfloat16_outputs_float32(family, experim
   exp, state = experiments[family]
   assert _dtypes(state.params) == {"float32"}
   x = jnp.asarray(exp.train_source.get(np.arange(4))["image"])
-  keys = step_lib.example_keys(0, 0, jnp.arange(4))
+  keys = spmd.example_keys(0, 0, jnp.arange(4))
   # Jitted: op-by-op bfloat16 convolutions are slow on CPU.
   out, captured = jax.jit(lambda v, x, k: exp.model.apply(
       v, x, k, capture_intermediates=True, mutable=["intermediates"]))(state.variables(), x, keys)
@@ -57,11 +56,11 @@ def test_parameters_float32_activations_bfloat16_outputs_float32(family, experim
 @pytest.mark.parametrize("family", ["vae", "ae", "vqvae"])
 def test_bfloat16_steps_are_finite_and_learn(family, experiments):
   exp, state = experiments[family]
-  state = step_lib.replicate(exp.mesh, state)
+  state = spmd.replicate(exp.mesh, state)
   batcher = exp.batcher()
   losses = []
   for s in range(40):
-    state, metrics = exp.train_step(state, step_lib.shard_batch(exp.mesh, batcher.batch(s)),
+    state, metrics = exp.train_step(state, spmd.shard_batch(exp.mesh, batcher.batch(s)),
                                     exp.hparams)
     m = jax.device_get(metrics)
     assert bool(m["finite"]) and np.isfinite(m["grad_norm"]), (s, m)
@@ -78,7 +77,7 @@ def test_bfloat16_objective_is_the_float32_one_up_to_rounding(npz_pair):
     exp = loop.build(_config("vae", npz_pair, dtype=dtype))
     state = state or exp.init_state()  # the same float32 parameters for every dtype
     batch = exp.batcher().batch(0)
-    keys = step_lib.example_keys(0, 0, jnp.asarray(batch["index"]))
+    keys = spmd.example_keys(0, 0, jnp.asarray(batch["index"]))
     loss = jax.jit(lambda *a, loss_fn=exp.family.make_loss(exp.config), model=exp.model:
                    loss_fn(model, *a)[0])
     hparams = {k: jnp.asarray(v) for k, v in exp.family.hparams(exp.config).items()}

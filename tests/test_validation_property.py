@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import set_overrides, tiny_config
-from vaelab import validation
+from vaelab import spmd, validation
 from vaelab.data import make_sources
 from vaelab.errors import ConfigError
-from vaelab.train import loop, step as step_lib
+from vaelab.train import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -86,8 +86,8 @@ def test_random_overrides_are_refused_by_key_or_train(case, npz_pair):
     return
   # Accepted: it must build and take a step (the loss may be anything at a wild lr).
   exp = loop.build(config, make_sources(config.data))
-  state = step_lib.replicate(exp.mesh, exp.init_state())
-  batch = step_lib.shard_batch(exp.mesh, exp.batcher().batch(0))
+  state = spmd.replicate(exp.mesh, exp.init_state())
+  batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   state, metrics = exp.train_step(state, batch, exp.hparams)
   assert int(jax.device_get(state.step)) == 1
   assert np.shape(jax.device_get(metrics["loss"])) == ()

@@ -80,9 +80,6 @@ class TrainStep:
       return state, out
     return state, Metrics(out, tuple(self._names[0]))
 
-  def trace(self, *args):
-    return self._fn.trace(*args)
-
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                     skip_nonfinite: bool = False, population: str | None = None,
