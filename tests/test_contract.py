@@ -90,9 +90,18 @@ def _four_devices(setup):
   return setup["four"]
 
 
-def _assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float = 1e-6):
+# Attention's key bias adds q.b to every logit of a query: softmax cancels it, so its
+# gradient is zero in exact arithmetic and rounding noise in float32, which Adam scales up
+# to steps of about the learning rate. No run can be compared on it but bitwise.
+UNOBSERVABLE = ("['attention']/['key']/['bias']",)
+
+
+def _assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float = 1e-5):
+  """atol 1e-5: about 1% of the most that 4 Adam steps at the configs' rates move a weight."""
   assert a.keys() == b.keys()
   for k in a:
+    if not exact and k.endswith(UNOBSERVABLE):
+      continue
     if exact:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     else:

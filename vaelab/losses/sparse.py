@@ -20,17 +20,14 @@ def bernoulli_kl(rho, rho_hat):
   return rho * jnp.log(rho / rho_hat) + (1 - rho) * jnp.log((1 - rho) / (1 - rho_hat))
 
 
-def mean_activation(code, axis_name: str | None = None):
+def mean_activation(code):
   """rho_hat: per-unit mean of `code` (B, H) over the GLOBAL batch.
 
-  Under shard_map each device holds a shard of the batch; the penalty is a nonlinear
-  function of the batch mean, so the mean must be taken over all shards (pmean) or the
-  objective would change with the device count. Shards are equal in size, so the pmean of
-  the shard means is the global mean, and its transpose hands every device the cotangent
-  of its own shard.
+  Under the step's shard_map each device holds a shard of the batch; the penalty is a
+  nonlinear function of the batch mean, so a shard's mean would make the objective change
+  with the device count (spmd.global_mean takes it over the whole batch).
   """
-  rho_hat = code.mean(0)
-  return lax.pmean(rho_hat, axis_name) if axis_name is not None else rho_hat
+  return spmd.global_mean(code.mean(0))
 
 
 def sparsity_penalty(rho, rho_hat):

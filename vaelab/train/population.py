@@ -129,7 +129,9 @@ def program_signature(config, sources) -> str:
   params, model_state = variables["params"], {k: v for k, v in variables.items()
                                               if k != "params"}
   loss = family.make_loss(config)
-  programs = [jax.make_jaxpr(lambda p, s, b, h: loss(model, p, s, b, keys, h))(
+  # The loss runs inside the step's shard_map, where its collectives have the batch axis.
+  programs = [jax.make_jaxpr(lambda p, s, b, h: loss(model, p, s, b, keys, h),
+                             axis_env=[(spmd.AXIS, 1)])(
       params, model_state, batch, {**hparams, "step": jnp.int32(0)})]
   for make in (family.make_eval_metrics, family.make_final_metrics):
     if make is not None:
