@@ -10,7 +10,7 @@ import pytest
 from vaelab import config_base, models
 from vaelab.data.base import SourceInfo
 from vaelab.models import nets, vae as vae_lib
-from vaelab.train.step import example_keys
+from vaelab.spmd import example_keys
 
 
 def _config(name, encoder="mlp", image_shape=(28, 28, 1)):

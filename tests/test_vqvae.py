@@ -269,6 +269,7 @@ def _device_runs(train, evalp, steps):
   all of them, from the same initial state. EMA, restarts after 1 unused step and k-means on
   the first batch, so that every cross-device path runs. Both meshes live in one process
   (started with 4 host devices) so that the model is built once."""
+  from vaelab import spmd
   from vaelab.train import step as step_lib
   from vaelab.train.state import TrainState
   config = vq_config(train, evalp, **{"model.dead_code_steps": 1, "model.kmeans_init": True})
@@ -280,14 +281,14 @@ def _device_runs(train, evalp, steps):
   initial = jax.device_get(TrainState.create(variables, exp.tx, int(config.seed)))
   out = {}
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh = step_lib.make_mesh(devices)
+    mesh = spmd.make_mesh(devices)
     train_step = step_lib.make_train_step(exp.family.make_loss(config), exp.model, exp.tx, mesh,
                                           config.data.binarize)
-    state = step_lib.replicate(mesh, initial)
+    state = spmd.replicate(mesh, initial)
     batcher, losses = exp.batcher(), []
     for s in range(steps):
-      state, metrics = train_step(state, step_lib.shard_batch(mesh, batcher.batch(s)),
-                                  step_lib.replicate(mesh, exp.hparams))
+      state, metrics = train_step(state, spmd.shard_batch(mesh, batcher.batch(s)),
+                                  spmd.replicate(mesh, exp.hparams))
       losses.append(float(metrics["loss"]))
     vq = state.model_state["vq"]["vq"]
     # Every device's own buffer, not the (replicated) global view of one of them.

@@ -167,9 +167,3 @@ def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
   batches = itertools.repeat(batch) if shared else batch
   out = [step(s, b, h) for s, b, h in zip(states, batches, hparams)]
   return tuple(s for s, _ in out), tuple(m for _, m in out)
-
-
-
-# Callers not yet moved to vaelab.spmd (removed once they are).
-make_mesh, example_keys, shard_batch, replicate = (spmd.make_mesh, spmd.example_keys,
-                                                   spmd.shard_batch, spmd.replicate)
