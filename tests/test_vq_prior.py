@@ -209,3 +209,18 @@ def test_a_checkpoint_that_does_not_fit_the_data_is_refused_naming_vq_workdir(
 def test_bad_prior_values_are_refused_naming_the_key(npz_pair, vq_workdir, overrides, match):
   with pytest.raises(ConfigError, match=match):
     validation.validate(prior_config(*npz_pair, vq_workdir, **overrides), num_devices=1)
+
+
+def test_a_residual_vq_workdir_is_refused_naming_it(npz_pair, tmp_path):
+  """A residual VQ stores several indices per position; a prior over one code per position
+  cannot take its codes, and says so before anything is restored or compiled."""
+  config = vq_config(*npz_pair, **{"model.quantizer": "residual", "model.num_quantizers": 2})
+  workdir = tmp_path / "residual"
+  (workdir / "checkpoints" / "1").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+  with pytest.raises(ConfigError, match=r"vq_workdir=.*residual.*num_quantizers=2"):
+    frozen_vq.check_workdir(str(workdir))
+  fsq = vq_config(*npz_pair, **{"model.quantizer": "fsq", "model.fsq_levels": (5, 4),
+                                "model.dead_code_steps": 0, "model.kmeans_init": False})
+  (workdir / "config.json").write_text(json.dumps(fsq.to_dict()))
+  frozen_vq.check_workdir(str(workdir))  # one code per position: accepted

@@ -59,6 +59,7 @@ import scipy.stats
 from sklearn import metrics as sk_metrics
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from vaelab.data import dsprites
 from vaelab.evaluate import gbt
@@ -390,7 +391,8 @@ def betavae_score(represent: Represent, ground_truth: GroundTruth, rng: np.rando
   # features); max_iter is raised from 100 so that lbfgs converges on codes of
   # any scale instead of stopping with a ConvergenceWarning.
   model = LogisticRegression(max_iter=1000)
-  model.fit(x_train, y_train)
+  with threadpool_limits(1):  # two BLAS threads spin against each other under load
+    model.fit(x_train, y_train)
   return {"betavae_score": float(np.mean(model.predict(x_eval) == y_eval)),
           "betavae_train_accuracy": float(np.mean(model.predict(x_train) == y_train))}
 
@@ -628,7 +630,8 @@ def dci_from_codes(codes_train: np.ndarray, factors_train: np.ndarray,
     models = gbt.fit_many(codes_train, [factors_train[:, k] for k in keep],
                           [random_state] * len(keep))
   else:
-    models = [_forest().fit(codes_train, factors_train[:, k]) for k in keep]
+    with threadpool_limits(1):
+      models = [_forest().fit(codes_train, factors_train[:, k]) for k in keep]
   r = np.zeros((codes_train.shape[1], len(keep)))
   acc_train, acc_test = np.full(num_f, np.nan), np.full(num_f, np.nan)
   for j, (k, model) in enumerate(zip(keep, models)):

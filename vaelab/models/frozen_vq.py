@@ -43,7 +43,9 @@ class FrozenVQ:
 
   @property
   def num_codes(self) -> int:
-    return int(self.config.model.num_codes)
+    """The values a code takes (FSQ: the grid's size), what a prior over them models."""
+    from vaelab.models import vqvae
+    return vqvae.prior_num_codes(self.config)
 
   def latent_shapes(self) -> tuple[tuple[int, int], ...]:
     """(H', W') of every level, LEVELS order."""
@@ -79,6 +81,11 @@ def check_workdir(vq_workdir: str) -> None:
   if name not in VQ_FAMILIES:
     raise ConfigError(f"vq_workdir={vq_workdir!r} holds a {name!r} run; a prior needs one of "
                       f"{VQ_FAMILIES}")
+  from vaelab.models import vqvae
+  try:
+    vqvae.prior_num_codes(read_config(vq_workdir))
+  except ConfigError as e:  # e.g. a residual VQ: several codes per position
+    raise ConfigError(f"vq_workdir={vq_workdir!r}: {e}") from e
 
 
 def read_config(vq_workdir: str) -> ml_collections.ConfigDict:
