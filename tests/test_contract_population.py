@@ -60,6 +60,8 @@ def test_population_members_equal_their_runs_alone(setup, case, tmp_path):
       if impl == "loop":  # the one-run step on each member
         assert got == losses
         cc.assert_params(flat, params, exact=True)
-      else:  # batched kernels round differently
+      else:  # batched kernels round differently, and Adam scales the rounding of a
+        # gradient near 0 up to a step of about the learning rate: a few weights of
+        # thousands move by up to ~8% of the most 4 steps can (atol 1e-4)
         np.testing.assert_allclose(got, losses, rtol=1e-5)
-        cc.assert_params(flat, params, exact=False, rtol=1e-4)
+        cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
