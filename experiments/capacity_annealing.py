@@ -71,8 +71,7 @@ def main():
   per_latent = factor_pictures.save_latent_kl_curves(
       kl, os.path.join(workdir, "capacity_kl.png"), factors)
   first_on = {d: next((s for s, v in curve if v > ON_NATS), None) for d, curve in kl.items()}
-  order = [(s, d, factors.get(d)) for d, s in sorted(
-      ((d, s) for d, s in first_on.items() if s is not None), key=lambda ds: (ds[1], ds[0]))]
+  order = sorted((s, d, factors.get(d)) for d, s in first_on.items() if s is not None)
   last = rows[-1]
   kl_dims = sorted((last[k] for k in last if k.startswith("train/kl_dim")), reverse=True)
   common.print_table(["quantity", "ours", "Burgess et al."], [

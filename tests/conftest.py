@@ -10,16 +10,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# One compilation cache for the whole test run: set when the first process (pytest, or
-# xdist's controller) loads this file, so that xdist's workers and every subprocess inherit
-# it with the environment. Tests compile the same tiny programs again and again (a run alone
-# and its population members, resumed runs), and JAX's persistent cache is keyed by the
-# program, not by the Python function object.
 # The suite's time is XLA's: each test compiles tiny programs that then run a few steps, and
 # XLA's optimization passes are most of each compilation (a VQ-VAE-2 contract case: 10 s
 # instead of 42 s cold). Runs compared with each other all compile the same way, and every
 # subprocess inherits the setting; JAX_DISABLE_MOST_OPTIMIZATIONS=0 restores them.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+# One compilation cache for the whole test run: set when the first process (pytest, or
+# xdist's controller) loads this file, so that xdist's workers and every subprocess inherit
+# it with the environment. Tests compile the same tiny programs again and again (a run alone
+# and its population members, resumed runs), and JAX's persistent cache is keyed by the
+# program, not by the Python function object.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import tempfile
   os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(

@@ -194,15 +194,19 @@ def assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float
       np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
 
 
+def flat_params(params) -> dict:
+  """{path: array} of a parameter tree, on the host."""
+  import jax
+  return {"/".join(str(k) for k in path): np.asarray(leaf) for path, leaf in
+          jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
+
+
 def run(config, workdir=None, stop_after=None):
   """(per-step train losses, final parameters as a flat dict of arrays) of one run."""
-  import jax
   from vaelab.train import loop
   _, state, _, history = loop.train(config, workdir, evaluate=False, stop_after=stop_after)
   losses = [h["train/loss"] for h in history if "train/loss" in h]
-  params = {"/".join(str(k) for k in path): np.asarray(leaf) for path, leaf in
-            jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
-  return losses, params
+  return losses, flat_params(state.params)
 
 
 def main(setup_path: str, out_path: str):

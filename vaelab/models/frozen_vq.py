@@ -23,7 +23,7 @@ from vaelab import config_base, spmd
 from vaelab.data.base import ModelInputSource, SourceInfo
 from vaelab.data.vq_codes import CodeSource, code_key
 from vaelab.errors import ConfigError
-from vaelab.models import get_family
+from vaelab.models import get_family, vqvae
 
 # The families whose models have `code_indices` / `decode_indices` and `LEVELS`.
 VQ_FAMILIES = ("vqvae", "vqvae2")
@@ -44,7 +44,6 @@ class FrozenVQ:
   @property
   def num_codes(self) -> int:
     """The values a code takes (FSQ: the grid's size), what a prior over them models."""
-    from vaelab.models import vqvae
     return vqvae.prior_num_codes(self.config)
 
   def latent_shapes(self) -> tuple[tuple[int, int], ...]:
@@ -81,7 +80,6 @@ def check_workdir(vq_workdir: str) -> None:
   if name not in VQ_FAMILIES:
     raise ConfigError(f"vq_workdir={vq_workdir!r} holds a {name!r} run; a prior needs one of "
                       f"{VQ_FAMILIES}")
-  from vaelab.models import vqvae
   try:
     vqvae.prior_num_codes(read_config(vq_workdir))
   except ConfigError as e:  # e.g. a residual VQ: several codes per position
