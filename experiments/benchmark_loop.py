@@ -5,8 +5,10 @@ jitted step with donated parameters and optimizer state, and random batches inde
 numpy array on the host each step. vaelab's loop is `vaelab.train.loop.train` on the same
 images (an npz source, placed on the device: `data.placement=auto`), as `python -m
 vaelab.main` runs it: metrics logged every `--steps / 10` steps, a checkpoint at the end,
-no evaluation. Both are timed after compilation: the bare loop from its second call, vaelab
-from the log points after the first (whose interval holds the compilation).
+no evaluation. Both are timed after compilation, per log interval (a tenth of the steps):
+the bare loop from its 21st step, vaelab from its second interval (the first holds the
+compilation); each figure is the median over the intervals of `--repeats` runs, bare and
+vaelab alternating, so that both see the machine's drift.
 
 Models (issue 15):
   small    MLP AE 784-32-30, batch 32
@@ -41,6 +43,9 @@ def _args():
   p.add_argument("--models", default="small,large,pythae")
   p.add_argument("--default_job", action="store_true")
   p.add_argument("--one_core", action="store_true")
+  p.add_argument("--repeats", type=int, default=2,
+                 help="bare and vaelab runs alternate this many times (the machine's speed "
+                      "drifts; both see the same drift)")
   return p.parse_args()
 
 
@@ -94,16 +99,16 @@ def config_for(spec: dict, npz: str, steps: int):
   return c
 
 
-def vaelab_rate(config, workdir: str) -> tuple[float, float]:
-  """(steps/s after compilation, wall seconds of the whole call)."""
+def vaelab_rates(config, workdir: str) -> tuple[list, float]:
+  """(steps/s of each log interval after compilation, wall seconds of the whole call)."""
   t = time.perf_counter()
   _, _, _, history = loop.train(config, workdir, evaluate=False)
   wall = time.perf_counter() - t
   rates = [h["steps_per_sec"] for h in history if "steps_per_sec" in h]
-  return float(np.median(rates[1:])), wall
+  return rates[1:], wall
 
 
-def bare_rate(config, x: np.ndarray, steps: int) -> float:
+def bare_rates(config, x: np.ndarray, steps: int) -> list:
   """The twenty-line loop: same module, Adam, host-indexed batches, donated jitted step."""
   exp = loop.build(config)
   model, vae = exp.model, config.model.name == "vae"
@@ -135,9 +140,12 @@ def bare_rate(config, x: np.ndarray, steps: int) -> float:
     jax.block_until_ready(loss)
 
   run(20)  # compile and warm up
-  t = time.perf_counter()
-  run(steps)
-  return steps / (time.perf_counter() - t)
+  interval, rates = max(steps // 10, 1), []
+  for _ in range(steps // interval):  # the intervals vaelab logs at
+    t = time.perf_counter()
+    run(interval)
+    rates.append(interval / (time.perf_counter() - t))
+  return rates
 
 
 def default_job(workdir: str) -> dict:
@@ -161,8 +169,13 @@ def main():
           f"{'vaelab wall s':>14s}")
     for name in ARGS.models.split(","):
       config = config_for(MODELS[name], npz, ARGS.steps)
-      bare = bare_rate(config, x, ARGS.steps)
-      ours, wall = vaelab_rate(config, os.path.join(tmp, name))
+      bare, ours, walls = [], [], []
+      for r in range(ARGS.repeats):
+        bare += bare_rates(config, x, ARGS.steps)
+        rates, wall = vaelab_rates(config, os.path.join(tmp, f"{name}{r}"))
+        ours, walls = ours + rates, walls + [wall]
+      # Medians over every log interval of every repeat: steps/s after compilation.
+      bare, ours, wall = float(np.median(bare)), float(np.median(ours)), float(np.median(walls))
       print(f"{name:8s} {bare:13.1f} {ours:15.1f} {ours / bare:6.2f} {wall:14.1f}")
       figures[name] = {"bare_steps_per_sec": bare, "vaelab_steps_per_sec": ours,
                        "ratio": ours / bare, "vaelab_wall_s": wall}

@@ -8,6 +8,10 @@ The notebook API, loaded on first use so that `import vaelab` stays light:
 """
 import importlib
 
+from vaelab import xla_flags
+
+xla_flags.apply()  # before JAX creates a backend (see vaelab/xla_flags.py)
+
 _API = {"load": ("vaelab.api", "load"), "Run": ("vaelab.api", "Run"),
         "disentanglement_scores": ("vaelab.evaluate.disentanglement", "scores")}
 
