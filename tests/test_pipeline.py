@@ -125,6 +125,25 @@ def test_members_batches_on_the_device_are_their_own():
       _assert_same({k: v[m] for k, v in both.items()}, b.batch(s))
 
 
+@pytest.mark.parametrize("family,binarize", [("ae", "none"), ("vae", "dynamic")])
+def test_a_run_on_the_device_path_is_the_host_path_run_bitwise(npz_pair, family, binarize):
+  """The device path compiles its gather into the train step (one program per step): the
+  run's losses and parameters are still bitwise those of the host path's separate batches."""
+  from conftest import tiny_config
+  from vaelab.train import loop
+  runs = []
+  for placement in ("host", "device"):
+    c = tiny_config(family, *npz_pair, num_train_steps=6, **{
+        "data.placement": placement, "data.binarize": binarize})
+    exp, state, _, history = loop.train(c, None, evaluate=False)
+    assert (exp.train_form is None) == (placement == "host")
+    runs.append((state.params, [h["train/loss"] for h in history if "train/loss" in h]))
+  (p_host, l_host), (p_dev, l_dev) = runs
+  assert l_host == l_dev and len(l_host) == 6
+  for a, b in zip(jax.tree.leaves(p_host), jax.tree.leaves(p_dev), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_placement_falls_back_to_the_host_or_refuses_naming_why():
   src = InMemorySource("ids", np.zeros((5, 2, 2, 1), np.uint8))
   assert pipeline.device_form(src, "host", 4) is None

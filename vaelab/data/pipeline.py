@@ -12,7 +12,8 @@ Two paths give those batches, bitwise the same:
           once; per step one jitted gather, from the data and a table of two epochs'
           permutations (replaced at epoch boundaries), computes each device's rows'
           indices from the step number and gathers or renders them into the same sharded
-          batch (`DeviceFeed`). The host does nothing per step but two dispatches.
+          batch (`DeviceFeed`). A run alone compiles that gather into its train step
+          (`DeviceFeed.args` + `TrainStep.with_input`): one dispatch per step.
 `data.placement` chooses: auto (device when the source has a device form that fits), device
 (refused naming the reason when it cannot), host.
 """
@@ -139,7 +140,9 @@ class DeviceFeed:
     self.per_member = per_member and not stacked
     self.n, self.global_batch = len(batchers[0].source), batchers[0].global_batch
     self.data = spmd.replicate(mesh, form.arrays)
-    self._gather = _train_gather(form.get, self.n, self.global_batch, mesh, stacked)
+    # The sharded gather, unjitted: a step can compile it in front of itself.
+    self.gather = _train_gather(form.get, self.n, self.global_batch, mesh, stacked)
+    self._gather = jax.jit(self.gather)
     self._first_epoch, self._tables = None, None
 
   def _table(self, batcher, step: int, first: int) -> dict:
@@ -149,6 +152,14 @@ class DeviceFeed:
             "s0": np.int32(step), "offset0": np.int32(step * self.global_batch - first * self.n)}
 
   def batch(self, step: int):
+    out = tuple(self._gather(*args) for args in self._args(step))
+    return out if self.per_member else out[0]
+
+  def args(self, step: int) -> tuple:
+    """`gather`'s arguments for `step` (one batcher): `gather(*args(step))` is `batch(step)`."""
+    return self._args(step)[0]
+
+  def _args(self, step: int) -> list:
     first = step * self.global_batch // self.n
     last = ((step + 1) * self.global_batch - 1) // self.n
     if self._first_epoch is None or not (
@@ -158,13 +169,12 @@ class DeviceFeed:
       if self.stacked:
         tables = [jax.tree.map(lambda *xs: np.stack(xs), *tables)]
       self._tables = [spmd.replicate(self.mesh, t) for t in tables]
-    out = tuple(self._gather(self.data, t, np.int32(step)) for t in self._tables)
-    return out if self.per_member else out[0]
+    return [(self.data, t, np.int32(step)) for t in self._tables]
 
 
 def _train_gather(get, num_examples: int, global_batch: int, mesh, stacked: bool):
-  """jitted (data, table, step) -> the sharded global batch at `step`: each device computes
-  its rows' source indices and gathers them."""
+  """(data, table, step) -> the sharded global batch at `step` (to be jitted): each device
+  computes its rows' source indices and gathers them."""
 
   def per_device(data, table, step):
     rows = spmd.local_rows(global_batch)
@@ -177,8 +187,7 @@ def _train_gather(get, num_examples: int, global_batch: int, mesh, stacked: bool
   if stacked:
     per_device = jax.vmap(per_device, in_axes=(None, 0, None))
     out_spec = P(None, AXIS)
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()),
-                               out_specs=out_spec))
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P()), out_specs=out_spec)
 
 
 class DeviceEvalFeed:

@@ -116,6 +116,17 @@ class Experiment:
     return pipeline.prefetch(batches)
 
 
+  def run_inputs(self, start: int):
+    """(train step, its inputs for steps [start, num_train_steps)) of a run alone: on the
+    device path the gather compiled into the step, which then takes the gather's arguments;
+    on the host path `train_step` and the prefetched batches."""
+    if self.train_form is None:
+      return self.train_step, self.step_inputs([self.batcher()], start)
+    feed = pipeline.DeviceFeed([self.batcher()], self.train_form, self.mesh)
+    steps = range(start, int(self.config.num_train_steps))
+    return self.train_step.with_input(feed.gather), (feed.args(s) for s in steps)
+
+
 def init_variables(family: Family, model, train_source, seed: int) -> dict:
   if family.init_input is not None:
     x = family.init_input(model, train_source)
@@ -260,9 +271,9 @@ def train(config, workdir: str | None, evaluate: bool = True, sources=None,
   run = Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
                _MetricsBuffer(config.nonfinite), exp.evaluator(), None)
   run.buffer.skipped = int(jax.device_get(state.skipped_steps))
-  inputs = exp.step_inputs([exp.batcher()], start)
+  train_step, inputs = exp.run_inputs(start)
   state, results = run_steps(exp, [run], spmd.replicate(exp.mesh, state), inputs, start,
-                             evaluate, stop_after)
+                             evaluate, stop_after, train_step)
   return exp, jax.device_get(state), results[0], run.writer.history
 
 
@@ -316,10 +327,12 @@ class Member:
 
 
 def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
-              evaluate: bool = True, stop_after: int | None = None):
+              evaluate: bool = True, stop_after: int | None = None, train_step=None):
   """The training loop from `start` and the final evaluation, for one run or a population
   (`exp.train_step` then updates every member at once); returns the final (device) state
-  and each run's results (None each without `evaluate`, or when stopped by `stop_after`)."""
+  and each run's results (None each without `evaluate`, or when stopped by `stop_after`).
+  `train_step` (default `exp.train_step`) is what `inputs` feed."""
+  train_step = exp.train_step if train_step is None else train_step
   config = exp.config
   num_steps = int(config.num_train_steps)
   stop = num_steps if stop_after is None else min(int(stop_after), num_steps)
@@ -334,7 +347,7 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
       if r.ckpt is not None:
         stack.callback(r.ckpt.wait)
     for step, step_inputs in zip(range(start, stop), inputs):
-      state, metrics = exp.train_step(state, step_inputs, exp.hparams)
+      state, metrics = train_step(state, step_inputs, exp.hparams)
       for r in runs:
         r.buffer.add(step, metrics)
       done = step + 1
