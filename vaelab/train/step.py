@@ -135,7 +135,7 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
         local_params)
     grads = mean(grads)
     metrics = mean({**metrics, "loss": loss})
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = _global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
@@ -174,6 +174,21 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
                        out_specs=(P(), P()), check_vma=not single)
   return TrainStep(jax.jit(step, donate_argnums=0), names, traceable=step)
+
+
+def _global_norm(tree):
+  """sqrt of the sum of squares of every leaf: each leaf summed along its last axis (a row
+  reduction fused with the square), then over the rows. The barrier keeps XLA from merging
+  the two sums into one reduce-to-scalar, which XLA:CPU writes as a square of the whole
+  gradient and a tree of reduce-windows over it (`optax.tree.norm`: 1.6 ms of the default
+  VAE's 11.5 ms step on the 2-core CPU)."""
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.float32(0)
+  rows = [jnp.sum(jnp.square(x.astype(jnp.float32)).reshape(-1, x.shape[-1] if x.ndim else 1),
+                  axis=-1) for x in leaves]
+  rows = lax.optimization_barrier(rows)
+  return jnp.sqrt(sum(jnp.sum(r) for r in rows))
 
 
 def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
