@@ -75,7 +75,12 @@ def test_one_and_four_devices_give_the_same_run(setup, case):
   losses, params = cc.run(cc.config_of(case, setup["data"], setup["vq"]))
   four = _four_devices(setup)
   assert len(losses) == cc.STEPS and np.all(np.isfinite(losses))
-  np.testing.assert_allclose(four[f"{case}:losses"], losses, rtol=1e-5)
+  # Step 0's loss is the forward pass alone: rounding only (the sparse AE's per-device rho_hat
+  # defect was 8e-5 there). Later losses follow Adam updates, which normalize each gradient
+  # entry, so entries that are ~0 in exact arithmetic turn rounding into steps of about the
+  # learning rate (measured: VQ-VAE-2 with FSQ, step 1, 2.1e-5 relative).
+  np.testing.assert_allclose(four[f"{case}:losses"][0], losses[0], rtol=1e-5)
+  np.testing.assert_allclose(four[f"{case}:losses"], losses, rtol=5e-5)
   prefix = f"{case}:param:"
   cc.assert_params({k[len(prefix):]: v for k, v in four.items() if k.startswith(prefix)},
                    params, exact=False)

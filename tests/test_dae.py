@@ -113,7 +113,8 @@ def test_noise_level_is_an_array_a_population_can_vmap_over(npz_pair):
   one = lambda nu: loss_fn(model, params, {}, batch, _keys(), {"noise_level": nu})[0]
   batched = jax.jit(jax.vmap(one))(levels)
   for i, nu in enumerate(levels):
-    np.testing.assert_allclose(batched[i], one(nu), rtol=1e-6)
+    # Two programs summing ~1,000 float32 terms in their own orders (measured 1.0e-6 apart).
+    np.testing.assert_allclose(batched[i], one(nu), rtol=1e-5)
   plain, _ = ae.make_loss(config)(model, params, {}, batch, _keys(), {})
   assert float(batched[0]) == pytest.approx(float(plain), rel=1e-6)
   assert len({float(v) for v in batched}) == 3
