@@ -41,10 +41,13 @@ class DeviceForm(NamedTuple):
   get:    pure jax function (arrays, int32 indices (n,)) -> the dict `source.get(indices)`
           returns on the host: same keys, dtypes, shapes and values. Traced inside the step,
           so a batch costs the host nothing but the step's dispatch.
+  fuse:   whether a run alone compiles `get` into its train step (one dispatch per step).
+          A gather is cheap to fuse; a renderer is not (see dsprites.device_form).
   A source without a device form (None) keeps the host path, prefetched in a thread.
   """
   arrays: dict
   get: Callable[[dict, Any], dict]
+  fuse: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,9 +118,10 @@ class Experiment:
 
   def run_inputs(self, start: int):
     """(train step, its inputs for steps [start, num_train_steps)) of a run alone: on the
-    device path the gather compiled into the step, which then takes the gather's arguments;
-    on the host path `train_step` and the prefetched batches."""
-    if self.train_form is None:
+    device path the gather compiled into the step, which then takes the gather's arguments
+    (where the device form allows it: `DeviceForm.fuse`); otherwise `train_step` and the
+    batches of `step_inputs`."""
+    if self.train_form is None or not self.train_form.fuse:
       return self.train_step, self.step_inputs([self.batcher()], start)
     feed = pipeline.DeviceFeed([self.batcher()], self.train_form, self.mesh)
     steps = range(start, int(self.config.num_train_steps))
