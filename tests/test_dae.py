@@ -116,7 +116,7 @@ def test_noise_level_is_an_array_a_population_can_vmap_over(npz_pair):
     # Two programs summing ~1,000 float32 terms in their own orders (measured 1.0e-6 apart).
     np.testing.assert_allclose(batched[i], one(nu), rtol=1e-5)
   plain, _ = ae.make_loss(config)(model, params, {}, batch, _keys(), {})
-  assert float(batched[0]) == pytest.approx(float(plain), rel=1e-6)
+  assert float(batched[0]) == pytest.approx(float(plain), rel=1e-5)
   assert len({float(v) for v in batched}) == 3
 
 
