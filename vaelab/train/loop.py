@@ -115,7 +115,6 @@ class Experiment:
       batches = (shard(batchers[0].batch(s)) for s in steps)
     return pipeline.prefetch(batches)
 
-
   def run_inputs(self, start: int):
     """(train step, its inputs for steps [start, num_train_steps)) of a run alone: on the
     device path the gather compiled into the step, which then takes the gather's arguments
