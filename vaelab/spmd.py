@@ -141,6 +141,36 @@ def local_rows(global_batch: int):
   return lax.axis_index(AXIS) * local + jnp.arange(local, dtype=jnp.int32)
 
 
+# ---------------------------------------------------------------- dispatch
+
+
+# How far the host may run ahead of the devices. XLA:CPU runs each device's part of a
+# program on a small pool of threads shared by all devices; a part that reaches a
+# collective holds its thread until every device's part has arrived, and a launch past a
+# device's limit of programs in flight holds one too. With dozens of programs queued
+# (evaluation batches dispatched without waiting) every thread can end up held while the
+# part that a collective waits for has none, and XLA aborts the process at its rendezvous
+# timeout (docs/design.md). Train steps each take the previous step's state, so a few may
+# be in flight; programs that do not depend on each other (evaluation batches, the members
+# of a "loop" population) must not overlap where they hold collectives, since their parts
+# could then wait on each other.
+CHAINED_IN_FLIGHT = 2
+
+
+class Window:
+  """`add(outputs)` after each dispatch: once more than `depth` programs' outputs are
+  pending, waits for the oldest. Depth 0 waits for each program before the next."""
+
+  def __init__(self, depth: int):
+    self.depth, self.pending = depth, []
+
+  def add(self, outputs):
+    self.pending.append(outputs)
+    while len(self.pending) > self.depth:
+      jax.block_until_ready(self.pending.pop(0))
+    return outputs
+
+
 # ---------------------------------------------------------------- models
 
 

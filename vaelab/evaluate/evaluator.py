@@ -93,11 +93,12 @@ class Evaluator:
 
   def _means(self, step, state, hparams) -> dict[str, float]:
     variables = state.variables()
-    total = None
+    # Batches do not depend on each other and the step holds collectives: one at a time
+    # (spmd.Window). Their sums are added on the host, not by one more program per batch.
+    window, outs = spmd.Window(0), []
     for inputs in self._inputs():
-      out = step(variables, state.seed, inputs, hparams)
-      total = out if total is None else jax.tree.map(lambda a, x: a + x, total, out)
-    sums, count, stats = jax.device_get(total)
+      outs.append(window.add(step(variables, state.seed, inputs, hparams)))
+    sums, count, stats = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *jax.device_get(outs))
     out = {f"eval/{k}": float(v) / float(count) for k, v in sums.items()}
     if stats:
       out.update({f"eval/{k}": float(v) for k, v in self._reduce(stats).items()})

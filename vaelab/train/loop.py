@@ -340,6 +340,7 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
   log_every, eval_every = int(config.log_every), int(config.eval_every)
   checkpoint_every = int(config.checkpoint_every)
   began = time.perf_counter()
+  window = spmd.Window(spmd.CHAINED_IN_FLIGHT)
   with contextlib.ExitStack() as stack:
     signals = stack.enter_context(_preemption_signals(runs[0].ckpt is not None))
     for r in runs:
@@ -348,6 +349,7 @@ def run_steps(exp: Experiment, runs: list[Member], state, inputs, start: int,
         stack.callback(r.ckpt.wait)
     for step, step_inputs in zip(range(start, stop), inputs):
       state, metrics = train_step(state, step_inputs, exp.hparams)
+      window.add(metrics)  # not the state: the next step has taken (donated) it
       for r in runs:
         r.buffer.add(step, metrics)
       done = step + 1

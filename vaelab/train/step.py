@@ -168,7 +168,8 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                        f"{POPULATION_IMPLS}")
     if population_impl == "loop":
       one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite)
-      return TrainStep(functools.partial(_member_loop, one, shared), one._names, packed=False)
+      return TrainStep(functools.partial(_member_loop, one, shared, not single), one._names,
+                       packed=False)
     per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
     batch_spec = P(AXIS) if shared else P(None, AXIS)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
@@ -191,8 +192,11 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(r) for r in rows))
 
 
-def _member_loop(step, shared: bool, states: tuple, batch, hparams: tuple):
-  """A "loop" population's step: `step` (one run's) on each member; tuples in and out."""
+def _member_loop(step, shared: bool, collective: bool, states: tuple, batch, hparams: tuple):
+  """A "loop" population's step: `step` (one run's) on each member; tuples in and out.
+  Members' steps do not depend on each other: where they hold collectives (several
+  devices), each waits for the one before (spmd.Window)."""
   batches = itertools.repeat(batch) if shared else batch
-  out = [step(s, b, h) for s, b, h in zip(states, batches, hparams)]
+  window = spmd.Window(0 if collective else len(states))
+  out = [window.add(step(s, b, h)) for s, b, h in zip(states, batches, hparams)]
   return tuple(s for s, _ in out), tuple(m for _, m in out)
