@@ -1,7 +1,7 @@
 """Speed of the contractive train step, for each penalty path, against the plain AE step.
 
 All steps train the same 784-1000 sigmoid autoencoder (cross-entropy, Adam, batch 128)
-through `vaelab.train.loop.build` (the SPMD step the trainer runs): `ae` is the family `ae`
+through `vaelab.training.loop.build` (the SPMD step the trainer runs): `ae` is the family `ae`
 with no penalty; `cae:<path>` is the family `cae` with `loss.penalty=<path>` (closed_form:
 exact, one matmul; estimator: `--num_projections` jvps; jacfwd: the full 1000x784 Jacobian per
 example, the reference). Steps are timed in alternating rounds after warm-up (compile
@@ -24,7 +24,7 @@ import numpy as np
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
-from vaelab.train import loop
+from vaelab.training import loop
 
 LATENT = 1000
 

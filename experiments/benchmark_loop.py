@@ -2,7 +2,7 @@
 
 The bare loop is what a researcher writes in twenty lines: the same Flax module, Adam, a
 jitted step with donated parameters and optimizer state, and random batches indexed from a
-numpy array on the host each step. vaelab's loop is `vaelab.train.loop.train` on the same
+numpy array on the host each step. vaelab's loop is `vaelab.training.loop.train` on the same
 images (an npz source, placed on the device: `data.placement=auto`), as `python -m
 vaelab.main` runs it: metrics logged every `--steps / 10` steps, a checkpoint at the end,
 no evaluation. Both are timed after compilation, per log interval (a tenth of the steps):
@@ -63,7 +63,7 @@ import optax  # noqa: E402
 
 from vaelab import config_base  # noqa: E402
 from vaelab.losses import reconstruction  # noqa: E402
-from vaelab.train import loop  # noqa: E402
+from vaelab.training import loop  # noqa: E402
 
 MODELS = {
     "small": dict(family="ae", hidden=(32,), latent=30, batch=32, activation="relu"),

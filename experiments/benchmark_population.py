@@ -33,14 +33,14 @@ import jax
 import numpy as np
 
 from vaelab import spmd
-from vaelab.train import step as step_lib
+from vaelab.training import step as step_lib
 
 LIGHT_EVAL = {"eval.disentanglement": False, "eval.iwae_ks": (1,), "data.num_eval": 500,
               "eval.num_pictures": 8}
 
 
 def bench_population(steps: int, root: str, config_name: str) -> dict:
-  from vaelab.train import loop, population, sweep
+  from vaelab.training import loop, population, sweep
   name, _, arg = config_name.partition(":")
   base = common.load_config(name, arg or None, {
       **LIGHT_EVAL, "num_train_steps": steps, "eval_every": 10 * steps,
@@ -71,7 +71,7 @@ def bench_population(steps: int, root: str, config_name: str) -> dict:
 
 
 def bench_input(steps: int) -> dict:
-  from vaelab.train import loop
+  from vaelab.training import loop
   from vaelab.data import pipeline
   config = common.load_config("beta_vae_dsprites", "runlocal", LIGHT_EVAL)
   exp = loop.build(config)
@@ -108,7 +108,7 @@ def _random_npz(path: str, shape, n: int = 64) -> str:
 
 def bench_compile(tmp: str) -> dict:
   from vaelab import checkpoint
-  from vaelab.train import loop
+  from vaelab.training import loop
   from vaelab.data import TFDS_NAMES
   shapes = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
             "dsprites": (64, 64, 1), "shapes3d": (64, 64, 3)}

@@ -4,7 +4,7 @@ Both steps train the same MLP VAE (by default 784-512-512-32, Bernoulli likeliho
 batch 128; `--side 64 --hidden 512,256 --latent 10 --batch_size 64` is the runlocal
 beta-VAE of configs/beta_vae_dsprites.py, whose 4.5M gradients once made vaelab's step 2x
 slower through a 1-device all-reduce):
-vaelab's is built by `vaelab.train.loop.build` (the SPMD step the trainer runs: shard_map,
+vaelab's is built by `vaelab.training.loop.build` (the SPMD step the trainer runs: shard_map,
 per-example keys, pmean, NaN guard, metrics); the other is the shortest jitted step a
 researcher would write by hand (flax Dense layers, one `jax.random.normal` call, softplus
 Bernoulli NLL + analytic KL, optax.adam, donated params and optimizer state). Steps are
@@ -32,7 +32,7 @@ import optax
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
-from vaelab.train import loop
+from vaelab.training import loop
 
 HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
 

@@ -84,7 +84,7 @@ def curves(workdir: str) -> dict[str, list]:
 
 
 def train_all(configs, workdirs, population: str):
-  from vaelab.train import loop, population as population_lib
+  from vaelab.training import loop, population as population_lib
   t = time.perf_counter()
   todo = [(c, w) for c, w in zip(configs, workdirs)
           if not os.path.exists(os.path.join(w, "results.json"))]
@@ -113,7 +113,7 @@ def factors_of(workdir: str) -> dict:
 
 def probe(args):
   """Equal wall time per trunk at beta = 8; disentanglement per CPU-minute."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   rows, out = [], {}
   for arch in ("mlp", "higgins", "conv"):
     # Steps for the wall budget from a short timed run of this trunk.

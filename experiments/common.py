@@ -1,7 +1,7 @@
 """What the reproduction scripts in experiments/ share: configs with overrides, runs in
 workdirs, restored models, an aligned table and the final JSON line.
 
-The scripts run `vaelab.train.loop.train_and_evaluate`, the same code as
+The scripts run `vaelab.training.loop.train_and_evaluate`, the same code as
 `python -m vaelab.main --config=configs/NAME.py --workdir=DIR --config.key=value ...`, so each
 run's workdir holds what that command writes (results.json, metrics.jsonl, checkpoints,
 pictures). A workdir is named after its overrides and step count: running a script again
@@ -102,7 +102,7 @@ def workdir_for(root: str, tag: str, config) -> str:
 
 def train(config, workdir: str) -> tuple[dict, float]:
   """Trains (or resumes) one run; returns (results.json dict, wall seconds)."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   t = time.perf_counter()
   results = loop.train_and_evaluate(config, workdir)
   return results, time.perf_counter() - t
@@ -110,7 +110,7 @@ def train(config, workdir: str) -> tuple[dict, float]:
 
 def restore(config, workdir: str, sources=None):
   """(Experiment, TrainState on the mesh) of the latest checkpoint in `workdir`."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   exp = loop.build(config, sources)
   return exp, loop.restore_latest(exp, workdir)
 

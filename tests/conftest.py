@@ -118,7 +118,7 @@ def vq_config(train, evalp, family="vqvae", **overrides):
 @pytest.fixture(scope="session")
 def vq_workdir(npz_pair, tmp_path_factory):
   """A trained (briefly) VQ-VAE run on the npz blobs: what a prior config points at."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   workdir = str(tmp_path_factory.mktemp("vq") / "vqvae")
   loop.train_and_evaluate(vq_config(*npz_pair, num_train_steps=40, log_every=20,
                                     eval_every=40, checkpoint_every=40,

@@ -168,7 +168,7 @@ def config_of(case: str, data: dict, vq_workdirs: dict):
 def prepare(root: str) -> dict:
   """The tiny data and the frozen VQ runs (vqvae, vqvae2) the prior cases read, in `root`:
   {"data": {split: path}, "vq": {name: workdir}}."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   data = write_data(root)
   vq_workdirs = {}
   for name in ("vqvae", "vqvae2"):
@@ -203,7 +203,7 @@ def flat_params(params) -> dict:
 
 def run(config, workdir=None, stop_after=None):
   """(per-step train losses, final parameters as a flat dict of arrays) of one run."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   _, state, _, history = loop.train(config, workdir, evaluate=False, stop_after=stop_after)
   losses = [h["train/loss"] for h in history if "train/loss" in h]
   return losses, flat_params(state.params)

@@ -13,7 +13,7 @@ from vaelab.errors import ConfigError
 from vaelab.losses import contractive
 from vaelab.models import ae, cae
 from vaelab.models.nets import NetSpec
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -15,7 +15,7 @@ from absl import logging as absl_logging
 from conftest import ROOT, tiny_config
 from vaelab.errors import CheckpointError
 from vaelab import checkpoint
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -14,7 +14,7 @@ from conftest import ROOT, tiny_config
 from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pca
-from vaelab.train import loop
+from vaelab.training import loop
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 # Configs whose data is generated rather than read from files: they keep their own data.name

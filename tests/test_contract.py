@@ -28,7 +28,7 @@ import pytest
 
 import contract_cases as cc
 from conftest import ROOT
-from vaelab.train import population
+from vaelab.training import population
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CASES = cc.all_cases()

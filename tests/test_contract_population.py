@@ -11,7 +11,7 @@ import pytest
 
 import contract_cases as cc
 from vaelab import config_base
-from vaelab.train import loop, population
+from vaelab.training import loop, population
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -13,7 +13,7 @@ from vaelab.errors import ConfigError
 from vaelab.losses import corruption
 from vaelab.models import ae, dae, get_family
 from vaelab.models import nets
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -342,7 +342,7 @@ def test_same_seed_same_scores():
 def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
   from conftest import set_overrides
   from vaelab import config_base
-  from vaelab.train import loop
+  from vaelab.training import loop
   c = config_base.base_config()
   config_base.vae_keys(c)
   set_overrides(c, {

@@ -15,7 +15,7 @@ from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.losses import iwae
 from vaelab.losses import vae as vae_losses
-from vaelab.train import loop
+from vaelab.training import loop
 
 # x = A z + sigma * noise with z ~ N(0, I): p(x) = N(0, A A^T + sigma^2 I).
 A = np.array([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.1]], np.float32)

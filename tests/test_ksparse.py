@@ -13,7 +13,7 @@ from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.models import ksparse
 from vaelab.models.nets import NetSpec
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

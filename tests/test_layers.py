@@ -16,12 +16,12 @@ PACKAGE = os.path.join(ROOT, "vaelab")
 FORBIDDEN = {
     "vaelab/spmd.py": ("vaelab.",),
     "vaelab/errors.py": ("vaelab.",),
-    "vaelab/checkpoint.py": ("vaelab.data", "vaelab.models", "vaelab.evaluate", "vaelab.train",
+    "vaelab/checkpoint.py": ("vaelab.data", "vaelab.models", "vaelab.evaluate", "vaelab.training",
                              "vaelab.losses", "vaelab.api"),
-    "vaelab/data/": ("vaelab.models", "vaelab.train", "vaelab.api", "vaelab.evaluate"),
-    "vaelab/evaluate/": ("vaelab.models", "vaelab.train", "vaelab.api"),
-    "vaelab/losses/": ("vaelab.models", "vaelab.train", "vaelab.api", "vaelab.evaluate"),
-    "vaelab/models/": ("vaelab.train", "vaelab.api"),
+    "vaelab/data/": ("vaelab.models", "vaelab.training", "vaelab.api", "vaelab.evaluate"),
+    "vaelab/evaluate/": ("vaelab.models", "vaelab.training", "vaelab.api"),
+    "vaelab/losses/": ("vaelab.models", "vaelab.training", "vaelab.api", "vaelab.evaluate"),
+    "vaelab/models/": ("vaelab.training", "vaelab.api"),
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_config, vq_config
 from vaelab import models, spmd, validation
 from vaelab.errors import ConfigError
-from vaelab.train import loop
+from vaelab.training import loop
 
 
 def _config(family, npz_pair, **overrides):

@@ -23,7 +23,7 @@ from jax.sharding import SingleDeviceSharding
 
 from conftest import ROOT
 from vaelab.errors import ConfigError
-from vaelab.train import distributed
+from vaelab.training import distributed
 
 STEPS = 6
 # A tiny VAE on the 8x8 blobs with dynamic binarization, whose randomness depends on each

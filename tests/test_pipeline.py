@@ -130,7 +130,7 @@ def test_a_run_on_the_device_path_is_the_host_path_run_bitwise(npz_pair, family,
   """The device path compiles its gather into the train step (one program per step): the
   run's losses and parameters are still bitwise those of the host path's separate batches."""
   from conftest import tiny_config
-  from vaelab.train import loop
+  from vaelab.training import loop
   runs = []
   for placement in ("host", "device"):
     c = tiny_config(family, *npz_pair, num_train_steps=6, **{

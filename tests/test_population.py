@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from vaelab.errors import ConfigError
-from vaelab.train import loop, optimizer, population, sweep
+from vaelab.training import loop, optimizer, population, sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

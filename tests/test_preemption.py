@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, set_overrides
 from test_configs import load
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -11,7 +11,7 @@ from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.losses import sparse
 from vaelab.models import ae, nets, sparse_ae
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

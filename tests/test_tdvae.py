@@ -22,7 +22,7 @@ from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.losses import tdvae as tdvae_losses  # noqa: E402
 from vaelab.losses.iwae import gaussian_log_density  # noqa: E402
 from vaelab.models import tdvae  # noqa: E402
-from vaelab.train import loop  # noqa: E402
+from vaelab.training import loop  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -12,7 +12,7 @@ from conftest import set_overrides, tiny_config
 from vaelab import spmd, validation
 from vaelab.data import make_sources
 from vaelab.errors import ConfigError
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

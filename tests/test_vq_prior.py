@@ -17,7 +17,7 @@ from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
 from vaelab.models import vq_prior
 from vaelab import checkpoint
-from vaelab.train import loop
+from vaelab.training import loop
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

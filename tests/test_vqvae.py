@@ -24,7 +24,7 @@ from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.losses import vq as vq_losses  # noqa: E402
 from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
 from vaelab.models import quantizer, vqvae, vqvae2  # noqa: E402
-from vaelab.train import loop  # noqa: E402
+from vaelab.training import loop  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -270,8 +270,8 @@ def _device_runs(train, evalp, steps):
   the first batch, so that every cross-device path runs. Both meshes live in one process
   (started with 4 host devices) so that the model is built once."""
   from vaelab import spmd
-  from vaelab.train import step as step_lib
-  from vaelab.train.state import TrainState
+  from vaelab.training import step as step_lib
+  from vaelab.training.state import TrainState
   config = vq_config(train, evalp, **{"model.dead_code_steps": 1, "model.kmeans_init": True})
   exp = loop.build(config)
   # Any initial state shared by both meshes will do: an "rbg" init key compiles in a

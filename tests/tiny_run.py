@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
-from vaelab.train import loop  # noqa: E402
+from vaelab.training import loop  # noqa: E402
 
 if __name__ == "__main__":
   workdir, train, evalp, steps = sys.argv[1:5]

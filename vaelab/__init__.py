@@ -1,7 +1,7 @@
 """vaelab: the autoencoder family in JAX/Flax.
 
 The notebook API, loaded on first use so that `import vaelab` stays light:
-  vaelab.train(config, workdir=None) -> vaelab.Run   (vaelab/api.py; the package is callable)
+  vaelab.train(config, workdir=None) -> vaelab.Run   (vaelab/api.py)
   vaelab.load(workdir) -> vaelab.Run
   vaelab.disentanglement_scores(codes=, factors=) or (represent=, ground_truth=)
                                                      (vaelab/evaluate/disentanglement.py)
@@ -12,13 +12,12 @@ from vaelab import xla_flags
 
 xla_flags.apply()  # before JAX creates a backend (see vaelab/xla_flags.py)
 
-_API = {"load": ("vaelab.api", "load"), "Run": ("vaelab.api", "Run"),
+_API = {"train": ("vaelab.api", "train"), "load": ("vaelab.api", "load"),
+        "Run": ("vaelab.api", "Run"),
         "disentanglement_scores": ("vaelab.evaluate.disentanglement", "scores")}
 
 
 def __getattr__(name):
-  if name == "train":
-    return importlib.import_module("vaelab.train")
   if name in _API:
     module, attr = _API[name]
     return getattr(importlib.import_module(module), attr)

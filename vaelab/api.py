@@ -26,7 +26,7 @@ import numpy as np
 
 from vaelab import config_base, spmd
 from vaelab.models import base
-from vaelab.train import loop
+from vaelab.training import loop
 
 
 @dataclasses.dataclass
@@ -37,6 +37,8 @@ class Run:
   state: Any  # the TrainState, on the host
   history: list[dict]
   workdir: str | None = None
+  # The final evaluation's results, once it has run (`train(..., evaluate=True)`, `evaluate()`).
+  results: dict | None = None
 
   @property
   def model(self):
@@ -91,7 +93,8 @@ class Run:
     workdir, also results.json and the pictures."""
     exp = self.experiment
     state = spmd.replicate(exp.mesh, self.state)
-    return loop.final_evaluation(exp, state, exp.evaluator(), self.workdir)
+    self.results = loop.final_evaluation(exp, state, exp.evaluator(), self.workdir)
+    return self.results
 
 
 def _config(config, overrides: dict | None):
@@ -107,10 +110,11 @@ def train(config, workdir: str | None = None, *, overrides: dict | None = None,
           evaluate: bool = False) -> Run:
   """Trains `config` (a ConfigDict, or a path like "configs/vae_mnist.py:runlocal") with
   dotted-key `overrides`; in memory when `workdir` is None. Returns the trained Run;
-  `evaluate=True` also runs the final evaluation (`run.evaluate()` does it later)."""
+  `evaluate=True` also runs the final evaluation, kept as `run.results` (`run.evaluate()`
+  does it later)."""
   config = _config(config, overrides)
-  exp, state, _, history = loop.train(config, workdir, evaluate=evaluate)
-  return Run(config, exp, state, history, workdir)
+  exp, state, results, history = loop.train(config, workdir, evaluate=evaluate)
+  return Run(config, exp, state, history, workdir, results)
 
 
 def load(workdir: str) -> Run:

@@ -25,7 +25,7 @@ def start_processes():
   """Joins the multi-process run the flags or the environment describe (nothing for one
   process). Call it before anything touches a JAX backend: backends read the cluster when
   they start."""
-  from vaelab.train import distributed
+  from vaelab.training import distributed
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
@@ -41,7 +41,7 @@ def reporting_errors():
   """Preemption exits with 128 + the signal (the shell's convention for death by that
   signal) after saying how to resume; a refused config, data file, checkpoint or workdir
   exits with 2 and one line naming it, instead of a traceback."""
-  from vaelab.train import loop
+  from vaelab.training import loop
   logging.get_absl_handler().addFilter(QuietCheckpointing())
   try:
     yield

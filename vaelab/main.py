@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from vaelab.train import loop
+  from vaelab.training import loop
   with cli.reporting_errors():
     cli.start_processes()
     if _MODE.value == "train":

@@ -35,7 +35,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from vaelab.train import sweep
+  from vaelab.training import sweep
   with cli.reporting_errors():
     cli.start_processes()
     rows = sweep.run_sweep(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]),

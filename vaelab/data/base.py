@@ -59,6 +59,14 @@ class SourceInfo:
   # Number of values each ground-truth factor takes (dSprites: 1, 3, 6, 40, 32, 32).
   factor_sizes: tuple[int, ...] | None = None
   factor_names: tuple[str, ...] | None = None
+  # Examples in the split (set by `described`): what an objective that estimates a
+  # population quantity from a minibatch needs (beta-TCVAE's minibatch-weighted sampling).
+  num_examples: int | None = None
+
+
+def described(source) -> SourceInfo:
+  """The source's info with its size: what `make_model` and `make_loss` are given."""
+  return dataclasses.replace(source.info, num_examples=len(source))
 
 
 class InMemorySource:

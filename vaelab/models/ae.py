@@ -58,7 +58,7 @@ def make_model(config, info):
             info.image_shape, config.model.code_activation)
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   recon_loss = config.model.recon_loss
 
   def loss(model, params, model_state, batch, keys, hparams):

@@ -37,11 +37,12 @@ def method(name: str) -> Callable[..., Any]:
 @dataclasses.dataclass(frozen=True)
 class Family:
   name: str
-  # (config, SourceInfo) -> nn.Module whose __call__(x, keys) is used for init.
+  # (config, SourceInfo) -> nn.Module whose __call__(x, keys) is used for init. The info is
+  # the training split's, with its size (`num_examples`).
   make_model: Callable[..., Any]
   # Every model also has a method `reconstruct(x)` -> images in [0, 1], used for pictures.
-  # config -> loss_fn(model, params, model_state, batch, keys, hparams)
-  #           -> (loss, (metrics, new_model_state)).
+  # (config, SourceInfo of the training split, with its size) -> loss_fn(model, params,
+  #   model_state, batch, keys, hparams) -> (loss, (metrics, new_model_state)).
   # Metrics are per-device means; the step averages them over devices. A factory, so that
   # string options (likelihood, penalty path) are fixed before tracing.
   make_loss: Callable[[Any], Callable[..., Any]]

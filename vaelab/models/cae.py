@@ -37,7 +37,7 @@ def penalty_fn(penalty: str, num_projections: int):
   return fn
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   recon_loss = config.model.recon_loss
   penalty = penalty_fn(config.loss.penalty, int(config.loss.num_projections))
 

@@ -16,7 +16,7 @@ from vaelab.losses import corruption, reconstruction
 from vaelab.models import ae
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   recon_loss, kind = config.model.recon_loss, config.model.corruption
 
   def loss(model, params, model_state, batch, keys, hparams):

@@ -139,7 +139,7 @@ def make_model(config, info):
                    int(m.k), float(m.alpha), bool(m.tied), m.code_activation)
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   m = config.model
   recon_loss, k, k_start = m.recon_loss, int(m.k), int(m.k_start)
   num_steps = int(config.num_train_steps)

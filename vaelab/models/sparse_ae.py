@@ -17,7 +17,7 @@ from vaelab.losses import reconstruction, sparse
 from vaelab.models import ae
 from vaelab.models.base import Family
 
-def make_loss(config):
+def make_loss(config, info=None):
   recon_loss = config.model.recon_loss
 
   def loss(model, params, model_state, batch, keys, hparams):

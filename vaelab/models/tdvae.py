@@ -306,7 +306,7 @@ def _pairs(config, keys, seq_len: int, hparams):
   return jax.vmap(one)(keys)
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   def loss(model, params, model_state, batch, keys, hparams):
     variables = {"params": params, **model_state}
     x = batch["image"]

@@ -120,7 +120,7 @@ def _objective_value(config, model, variables, x, keys, nll, kl, hparams):
   return nll + hparams["beta"] * kl
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   objective = config.loss.objective
   train_k = int(config.loss.iwae_k)
 

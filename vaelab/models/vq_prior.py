@@ -143,7 +143,7 @@ def _nll_terms(model: CodePrior, logits, codes) -> dict:
   return out
 
 
-def make_loss(config):
+def make_loss(config, info=None):
   dropout = float(config.model.dropout) > 0
 
   def loss(model, params, model_state, batch, keys, hparams):

@@ -67,7 +67,7 @@ from vaelab.models.base import Family
 from vaelab.models.quantizer import COLLECTION, VectorQuantizer, perplexity
 from vaelab.models.residual_vq import ResidualVectorQuantizer
 
-# The mesh axis of the train step (vaelab.train.step.AXIS); the loss runs under shard_map.
+# The mesh axis of the train step (vaelab.training.step.AXIS); the loss runs under shard_map.
 AXIS = "batch"
 RECON_LOSSES = ("mse", "bernoulli")
 QUANTIZERS = ("vq", "fsq", "residual")
@@ -379,7 +379,7 @@ def _commitment_metrics(q, level: str, residual: bool) -> dict:
   return out
 
 
-def make_loss(config, axis_name: str | None = AXIS):
+def make_loss(config, info=None, axis_name: str | None = AXIS):
   """The objective of both VQ families (their modules return (logits, levels))."""
   recon_loss = config.model.recon_loss
   spec = QuantizerSpec.from_config(config.model)

@@ -23,14 +23,15 @@ from absl import logging
 from vaelab import checkpoint as checkpoint_lib
 from vaelab import spmd, validation
 from vaelab.data import make_sources, pipeline
+from vaelab.data.base import described
 from vaelab.errors import ConfigError
 from vaelab.evaluate.evaluator import Evaluator
 from vaelab.models.base import Family
-from vaelab.train import optimizer as optimizer_lib
-from vaelab.train import step as step_lib
+from vaelab.training import optimizer as optimizer_lib
+from vaelab.training import step as step_lib
 from vaelab.files import write_json
-from vaelab.train.metrics_writer import MetricsWriter, Progress
-from vaelab.train.state import TrainState
+from vaelab.training.metrics_writer import MetricsWriter, Progress
+from vaelab.training.state import TrainState
 
 
 class NonFiniteError(FloatingPointError):
@@ -150,13 +151,14 @@ def build(config, sources=None, population: str | None = None,
   _check_data(config, train_source, eval_source)
   if family.transform_sources is not None:
     train_source, eval_source = family.transform_sources(config, train_source, eval_source)
-  model = family.make_model(config, train_source.info)
+  info = described(train_source)
+  model = family.make_model(config, info)
   tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
   mesh = spmd.make_mesh()
   batch_size = int(config.batch_size)
   form = pipeline.device_form(train_source, config.data.placement, batch_size,
                               reads=batch_size * int(config.num_train_steps))
-  train_step = step_lib.make_train_step(family.make_loss(config), model, tx, mesh,
+  train_step = step_lib.make_train_step(family.make_loss(config, info), model, tx, mesh,
                                         config.data.binarize, config.nonfinite == "skip",
                                         population, population_impl)
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,

@@ -137,8 +137,8 @@ def finished(config, workdir: str) -> bool:
 def run_sweep(base, config_file: str, workdir: str, population: str = "auto") -> list[dict]:
   """Runs (or resumes) every trial, then writes sweep.csv and the plots; returns the rows."""
   from vaelab import validation
-  from vaelab.train import loop
-  from vaelab.train import population as population_lib
+  from vaelab.training import loop
+  from vaelab.training import population as population_lib
   if population not in POPULATION_MODES:
     raise ConfigError(f"--population={population!r}: expected one of {POPULATION_MODES}")
   trials = trial_configs(base, load_sweep(config_file))

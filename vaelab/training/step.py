@@ -27,7 +27,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from vaelab import spmd
-from vaelab.train import optimizer
+from vaelab.training import optimizer
 
 AXIS = spmd.AXIS
 POPULATION_BATCHES = ("shared", "stacked")

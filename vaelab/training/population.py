@@ -35,9 +35,10 @@ import numpy as np
 
 from vaelab import config_base, models, spmd, validation
 from vaelab.data import make_sources
-from vaelab.train import loop
-from vaelab.train import optimizer as optimizer_lib
-from vaelab.train.metrics_writer import MetricsWriter
+from vaelab.data.base import described
+from vaelab.training import loop
+from vaelab.training import optimizer as optimizer_lib
+from vaelab.training.metrics_writer import MetricsWriter
 
 # Keys a population may vary besides the family's hyperparameters.
 ALWAYS = ("seed", "optimizer.learning_rate")
@@ -118,7 +119,8 @@ def program_signature(config, sources) -> str:
   constants included)."""
   family = models.get_family(config.model.name)
   train_source, _ = sources
-  model = family.make_model(config, train_source.info)
+  info = described(train_source)
+  model = family.make_model(config, info)
   variables = jax.eval_shape(lambda: loop.init_variables(family, model, train_source,
                                                          int(config.seed)))
   batch = train_source.get(np.arange(2))
@@ -128,7 +130,7 @@ def program_signature(config, sources) -> str:
   hparams = {k: jnp.float32(v) for k, v in family.hparams(config).items()}
   params, model_state = variables["params"], {k: v for k, v in variables.items()
                                               if k != "params"}
-  loss = family.make_loss(config)
+  loss = family.make_loss(config, info)
   # The loss runs inside the step's shard_map, where its collectives have the batch axis.
   programs = [jax.make_jaxpr(lambda p, s, b, h: loss(model, p, s, b, keys, h),
                              axis_env=[(spmd.AXIS, 1)])(
