@@ -186,6 +186,18 @@ def apply(model, variables, *args, method):
   return model.apply(variables, *args, method=method)
 
 
+def apply_in_chunks(model, variables, source, *, method, indices=None, chunk: int = 1000,
+                    key: str = "image"):
+  """`method` of the model applied to examples `indices` (default: all) of a source, `chunk`
+  at a time, on the host: a tree of numpy arrays with the examples concatenated on the
+  first axis. The one way to encode a split (active units, probes, code maps)."""
+  indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+  parts = [jax.device_get(apply(model, variables, source.get(indices[i:i + chunk])[key],
+                                method=method))
+           for i in range(0, len(indices), chunk)]
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def init(model, *args):
   """`model.init(*args)`, jitted once per (model, shapes), as `apply` is: eager init runs op by

@@ -184,11 +184,8 @@ def make_final_metrics(config):
 def analyses(config, model, variables, train_source, eval_source):
   """Active units (Burda et al.): latent dimensions whose posterior mean varies over the
   evaluation images, Var_x E_q[z_d | x] > 0.01."""
-  encode = functools.partial(spmd.apply, model, method=VAE.posterior_mean)
-  n = min(len(eval_source), 10000)
-  means = np.concatenate([
-      np.asarray(encode(variables, eval_source.get(np.arange(i, min(i + 1000, n)))["image"]))
-      for i in range(0, n, 1000)])
+  means = spmd.apply_in_chunks(model, variables, eval_source, method=VAE.posterior_mean,
+                               indices=np.arange(min(len(eval_source), 10000)))
   return {"eval/active_units": float((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum())}
 
 
