@@ -1,14 +1,13 @@
-"""Preemption: SIGTERM checkpoints the current step and exits; SIGKILL at random moments
-(including during checkpoint writes) and restarts reach an uninterrupted run's parameters."""
+"""Preemption: SIGTERM checkpoints the current step and exits; SIGKILLs (one inside a
+checkpoint write) and restarts reach an uninterrupted run's parameters. Every interruption
+lands at a chosen step, whatever the machine's speed (tests/preempt_run.py)."""
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -35,10 +34,19 @@ def _config(npz_pair):
   return set_overrides(load(os.path.join(ROOT, "configs", "vae_mnist.py")), _overrides(*npz_pair))
 
 
-def _command(npz_pair, workdir):
+def _command(npz_pair, workdir, **interrupt):
+  """The run's command line; `interrupt` (sigterm_at=, kill_at=, kill_in_write=) places
+  an interruption at a step (tests/preempt_run.py)."""
   args = [f"--config.{k}={v}" for k, v in _overrides(*npz_pair).items()]
-  return [sys.executable, "-m", "vaelab.main", "--config=configs/vae_mnist.py",
-          f"--workdir={workdir}", *args]
+  points = [f"--{k}={v}" for k, v in interrupt.items()]
+  return [sys.executable, os.path.join(ROOT, "tests", "preempt_run.py"), *points, "--",
+          "--config=configs/vae_mnist.py", f"--workdir={workdir}", *args]
+
+
+def _run(npz_pair, workdir, **interrupt):
+  return subprocess.run(_command(npz_pair, workdir, **interrupt), cwd=ROOT, text=True,
+                        capture_output=True, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
 
 
 def _logged_steps(workdir):
@@ -48,24 +56,6 @@ def _logged_steps(workdir):
   with open(path) as f:
     lines = [line for line in f if line.strip()]
   return json.loads(lines[-1])["step"] if lines else 0
-
-
-def _start(npz_pair, workdir):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.Popen(_command(npz_pair, workdir), cwd=ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _wait_until_training(proc, workdir, beyond: int, timeout=240):
-  """Blocks until the run has logged a step past `beyond` (so it is really training)."""
-  t = time.time()
-  while _logged_steps(workdir) <= beyond:
-    if proc.poll() is not None:
-      raise AssertionError(f"run ended early (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
-    if time.time() - t > timeout:
-      proc.kill()
-      raise AssertionError("run did not start training in time")
-    time.sleep(0.05)
 
 
 def _checkpoint_steps(workdir):
@@ -95,50 +85,39 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_bitwise(npz_pair, tmp_
                                                                    reference):
   config, straight = reference
   workdir = str(tmp_path / "run")
-  proc = _start(npz_pair, workdir)
-  _wait_until_training(proc, workdir, beyond=120)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  stopped = _run(npz_pair, workdir, sigterm_at=123)
+  err = stopped.stderr
+  assert stopped.returncode == 128 + signal.SIGTERM, err[-2000:]
   assert "SIGTERM" in err and "Run the same command again to resume" in err, err[-2000:]
-  stopped = int(err.split("stopped at step ")[1].split()[0])
-  assert 120 < stopped < STEPS
-  assert _checkpoint_steps(workdir)[-1] == stopped  # not only the last periodic one
-  assert _logged_steps(workdir) == stopped  # pending metrics were flushed
+  assert int(err.split("stopped at step ")[1].split()[0]) == 123
+  assert _checkpoint_steps(workdir)[-1] == 123  # not only the last periodic one
+  assert _logged_steps(workdir) == 123  # pending metrics were flushed
   assert not os.path.exists(os.path.join(workdir, "results.json"))
-  rerun = subprocess.run(_command(npz_pair, workdir), cwd=ROOT, capture_output=True,
-                         text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  rerun = _run(npz_pair, workdir)
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   _assert_same_params(_params(config, workdir), straight)
 
 
-def test_sigkill_at_random_moments_then_restarts_reach_the_same_params(npz_pair, tmp_path,
-                                                                       reference):
+def test_sigkills_one_inside_a_checkpoint_write_then_restarts_reach_the_same_params(
+    npz_pair, tmp_path, reference):
+  """Killed inside the write of step 200's checkpoint (its arrays written, the directory not
+  yet renamed), restarted from 100, killed again at step 350 between checkpoints, restarted
+  from 300 to the end: the parameters of the uninterrupted run, bitwise."""
   config, straight = reference
   workdir = str(tmp_path / "run")
-  rng = random.Random(0)
-  kills, beyond = 0, 0
-  for _ in range(3):
-    proc = _start(npz_pair, workdir)
-    try:
-      _wait_until_training(proc, workdir, beyond)
-    except AssertionError:
-      if proc.returncode == 0:  # finished before we could kill it
-        break
-      raise
-    # Checkpoints every 100 steps at a few hundred steps/s: random delays land some kills
-    # inside an (async) checkpoint write.
-    time.sleep(rng.uniform(0.0, 1.0))
-    if proc.poll() is not None:
-      break
-    proc.kill()
-    proc.wait()
-    kills += 1
-    beyond = _logged_steps(workdir)
-  assert kills >= 2
-  final = subprocess.run(_command(npz_pair, workdir), cwd=ROOT, capture_output=True,
-                         text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  first = _run(npz_pair, workdir, kill_in_write=200)
+  assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+  assert _checkpoint_steps(workdir) == [100]
+  leftovers = [n for n in os.listdir(os.path.join(workdir, "checkpoints"))
+               if n.startswith("200")]
+  assert leftovers, "the kill did not land inside step 200's write"
+  second = _run(npz_pair, workdir, kill_at=350)
+  assert second.returncode == -signal.SIGKILL, second.stderr[-2000:]
+  assert "Resuming from the checkpoint at step 100" in second.stderr, second.stderr[-2000:]
+  assert _checkpoint_steps(workdir)[-1] == 300
+  final = _run(npz_pair, workdir)
   assert final.returncode == 0, final.stderr[-2000:]
+  assert "Resuming from the checkpoint at step 300" in final.stderr, final.stderr[-2000:]
   assert os.path.exists(os.path.join(workdir, "results.json"))
   _assert_same_params(_params(config, workdir), straight)
   steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))
