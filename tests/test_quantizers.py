@@ -142,6 +142,61 @@ def test_rotation_trick_forward_is_the_code_and_its_jacobian_is_lambda_r():
   np.testing.assert_allclose(anti, -3.0 * e32[:1], atol=1e-5)
 
 
+def test_rotation_trick_is_straight_through_where_the_code_is_the_origin():
+  """Nothing rotates onto the origin, and lambda = |q|/|e| = 0 there would pass no gradient
+  at all: FSQ's grid always holds the all-zero code, and an EMA code no vector chose sits
+  at the origin. There the gradient is straight-through's; elsewhere still lambda R."""
+  rng = np.random.default_rng(3)
+  e = rng.normal(size=(5, 6))
+  q = rng.normal(size=(5, 6)) * 2.0
+  q[[0, 3]] = 0.0
+  e32, q32 = jnp.asarray(e, jnp.float32), jnp.asarray(q, jnp.float32)
+  g = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+  out = quantizer.rotation_trick(e32, q32)
+  np.testing.assert_allclose(out, q, atol=1e-6)
+  grad = np.asarray(jax.grad(lambda u: jnp.sum(g * quantizer.rotation_trick(u, q32)))(e32))
+  straight = np.asarray(jax.grad(lambda u: jnp.sum(g * quantizer.straight_through(u, q32)))(
+      e32))
+  np.testing.assert_array_equal(grad[[0, 3]], straight[[0, 3]])
+  for i in (1, 2, 4):
+    np.testing.assert_allclose(grad[i], _explicit_rotation(e[i], q[i])[0].T @ np.asarray(g[i]),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_fsq_and_ema_codes_at_the_origin_pass_the_straight_through_gradient():
+  # FSQ at initialisation: small encoder outputs round to the all-zero grid point.
+  z = 0.05 * jax.random.normal(jax.random.key(4), (6, 5, 4))
+  w = jax.random.normal(jax.random.key(5), (6, 5, 4))
+  fq = fsq.FiniteScalarQuantizer(LEVELS, code_dim=4, gradient="rotation")
+  assert float(jnp.abs(_apply(fq, {}, z)["z_q"]).max()) == 0  # all at the origin
+  grad, expected = jax.jit(lambda u: (
+      jax.grad(lambda a: jnp.sum(w * fq.apply({}, a)["quantized"]))(u),
+      jax.grad(lambda a: jnp.sum(w * fsq.quantize(a, LEVELS)[0]))(u)))(z)
+  np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
+  assert float(jnp.abs(grad).min()) > 0
+  # An EMA codebook whose code 0 is at the origin (a code no vector chose yet).
+  vq = quantizer.VectorQuantizer(4, 2, ema_decay=0.9, gradient="rotation")
+  variables = _vq_state(vq, np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0], [5.0, 5.0]]))
+  x = jnp.asarray([[0.1, -0.2], [2.5, 0.3], [-0.3, 0.1], [0.2, 2.0]], jnp.float32)
+  g = np.array([[1.0, 2.0], [0.5, -1.0], [-2.0, 0.5], [1.5, 1.0]], np.float32)
+  out = _apply(vq, variables, x)
+  np.testing.assert_array_equal(out["indices"], [0, 1, 0, 2])
+  grad = np.asarray(jax.jit(jax.grad(
+      lambda u: jnp.sum(g * vq.apply(variables, u)["quantized"])))(x))
+  np.testing.assert_array_equal(grad[[0, 2]], g[[0, 2]])
+  assert not np.allclose(grad[[1, 3]], g[[1, 3]])  # rotated where the code is not 0
+
+
+def _vq_state(module, codebook):
+  """An EMA quantizer's variables with the given codebook (statistics at one use each)."""
+  k, d = codebook.shape
+  v = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, d)))
+  assert set(v["vq"]) == {"codebook", "cluster_size", "embed_sum"}
+  return {"vq": {"codebook": jnp.asarray(codebook, jnp.float32),
+                 "cluster_size": jnp.ones((k,), jnp.float32),
+                 "embed_sum": jnp.asarray(codebook, jnp.float32)}}
+
+
 def test_vq_with_the_rotation_trick_sends_the_rotated_gradient_to_the_encoder():
   z = jax.random.normal(jax.random.key(0), (7, 4))
   g = jax.random.normal(jax.random.key(1), (7, 4))

@@ -42,7 +42,7 @@ k-means and the commitment / codebook terms all live in that space (`z_e` and `z
 output are in it); the EMA keeps the raw means and the lookup normalizes them.
 
 Gradient estimator (`gradient`): "straight_through" (above) or "rotation" (Fifty et al.
-2025, `rotation_trick`): the decoder input has the value z_q but its Jacobian with respect
+2024, `rotation_trick`): the decoder input has the value z_q but its Jacobian with respect
 to z_e is the constant rotation and rescaling that maps z_e onto z_q, not the identity.
 
 Options of the EMA codebook (they overwrite codes, so they need the codebook to be state):
@@ -110,7 +110,7 @@ def l2_normalize(x, eps: float = 1e-6):
 
 
 def rotation_trick(z_e, z_q, eps: float = 1e-6):
-  """The decoder input sg(lambda R) z_e of the rotation trick (Fifty et al. 2025, sec. 4.2).
+  """The decoder input sg(lambda R) z_e of the rotation trick (Fifty et al. 2024, sec. 4.2).
 
   R is the rotation taking e^ = z_e/|z_e| to q^ = z_q/|z_q| that acts only in their plane,
   in the paper's Householder form R = I - 2 r r^T + 2 q^ e^T with r = (e^ + q^)/|e^ + q^|,
@@ -120,16 +120,24 @@ def rotation_trick(z_e, z_q, eps: float = 1e-6):
   straight-through copies it. Computed without forming R (the paper's efficient form):
   R z = z - 2 r (r.z) + 2 q^ (e^.z), O(D) per vector. The value is then moved onto z_q
   exactly (z_q - that value is a constant), so the forward pass equals straight-through's
-  to rounding. At z_e = -z_q, r = 0 still gives R e^ = q^; at z_q = 0, lambda = 0 and no
-  gradient passes (nothing can rotate onto the origin).
+  to rounding. At z_e = -z_q, r = 0 still gives R e^ = q^.
+
+  Where |z_q| <= eps (FSQ's all-zero grid point, an EMA code no vector has chosen) there is
+  no direction to rotate onto and lambda = 0 would pass no gradient at all: such positions
+  take straight-through's identity: the estimator the trick replaces, and the trick's own
+  map (lambda R = I) wherever the code equals z_e.
   """
   sg = lax.stop_gradient
-  e_norm, q_norm = _safe_norm(sg(z_e), eps), _safe_norm(sg(z_q), eps)
-  e_hat, q_hat = sg(z_e) / e_norm, sg(z_q) / q_norm
+  e, q = sg(z_e), sg(z_q)
+  q_sq = jnp.sum(jnp.square(q), axis=-1, keepdims=True)
+  rotates = q_sq > eps * eps
+  e_norm = _safe_norm(e, eps)
+  q_norm = jnp.sqrt(jnp.where(rotates, q_sq, 1.0))
+  e_hat, q_hat = e / e_norm, q / q_norm
   r = l2_normalize(e_hat + q_hat, eps)
   dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
   rotated = z_e - 2.0 * r * dot(r, z_e) + 2.0 * q_hat * dot(e_hat, z_e)
-  out = sg(q_norm / e_norm) * rotated
+  out = jnp.where(rotates, sg(q_norm / e_norm) * rotated, z_e)
   return out + sg(z_q - out)
 
 
