@@ -12,13 +12,15 @@
 `workdir` is None; with a workdir it is the command line's run (resumes from the workdir,
 checkpoints, metrics.jsonl), without the final evaluation unless `evaluate=True`.
 Inputs go through the same transform as in evaluation (binarization as `data.binarize`
-says, with the evaluation's fixed draw), so `encode` sees what the model was trained on.
+says; a dynamic draw keyed by each image's content, so that an image's code does not
+depend on its neighbours), so `encode` sees what the model was trained on.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import zlib
 from typing import Any
 
 import jax
@@ -59,7 +61,7 @@ class Run:
   def _inputs(self, x):
     x = np.asarray(x, np.float32)
     return spmd.eval_input(self.config.data.binarize, int(self.config.seed), x,
-                           np.arange(len(x)))
+                           _content_index(x))
 
   def encode(self, x):
     """Codes of a batch of examples (images in [0, 1], or sequences for TD-VAE): the family's
@@ -95,6 +97,14 @@ class Run:
     state = spmd.replicate(exp.mesh, self.state)
     self.results = loop.final_evaluation(exp, state, exp.evaluator(), self.workdir)
     return self.results
+
+
+def _content_index(x: np.ndarray) -> np.ndarray:
+  """An index per example from its content alone: the evaluation draw of dynamic
+  binarization is keyed by it, so an image's code does not depend on where it sits in the
+  array or on its neighbours."""
+  return np.asarray([zlib.crc32(np.ascontiguousarray(e).tobytes()) & 0x7FFFFFFF for e in x],
+                    np.int32)
 
 
 def _config(config, overrides: dict | None):

@@ -10,8 +10,9 @@ gradients. A mean over examples of a per-example value is therefore right as it 
 shards are equal in size), but a nonlinear function of a batch statistic is not: the
 capacity objective's |mean KL - C|, the sparse autoencoder's KL(rho || rho_hat), a batch
 MMD. Compute such statistics with `global_mean` / `global_sum` / `global_gather`, which
-reduce over the mesh axis inside the step and are the identity outside it (init, eval,
-notebooks), and the run does not depend on the device count.
+reduce over the mesh axis wherever it is bound (the train step and the evaluation step,
+both per-device code) and are the identity outside it (init, notebooks, single-device
+passes), and neither the run nor its evaluation depends on the device count.
 """
 from __future__ import annotations
 
@@ -94,8 +95,8 @@ def eval_input(mode: str, seed: int, image, index) -> np.ndarray:
 
 
 def _over_axis(reduce, x):
-  # Outside the step's shard_map (init, evaluation, a notebook) the axis is not bound and
-  # the local batch is the whole batch.
+  # Outside the train and evaluation steps' shard_map (init, a notebook, single-device
+  # passes) the axis is not bound and the local batch is the whole batch.
   try:
     return reduce(x, AXIS)
   except NameError:

@@ -24,7 +24,7 @@ from vaelab.evaluate import latent_pictures
 from vaelab.evaluate import pictures as pictures_lib
 from vaelab.losses import reconstruction
 from vaelab.models import ae, nets
-from vaelab.models.base import Family
+from vaelab.models.base import Family, method
 
 
 def topk_mask(code, k, k_max: int):
@@ -199,6 +199,9 @@ FAMILY = Family(
     validate=validate,
     baselines=ae.baselines,
     features="features",
+    # Codes and decoder agree on the final k: decode(encode(x)) is the reconstruction. The
+    # alpha*k code (`features`) is the probes' representation, not the decoder's input.
+    encode=method("encode"),
     decode=ae.FAMILY.decode,
     pictures=pictures,
     mixed_precision=True,
