@@ -163,6 +163,27 @@ def test_rotation_trick_is_straight_through_where_the_code_is_the_origin():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_rotation_trick_gradient_stays_bounded_as_the_input_vanishes():
+  """lambda = |q|/|e| grows without bound as e -> 0 (at e = 0 it was |q|/eps = 5e6 here).
+  Below eps, as l2_normalize does, the direction of e counts as undefined: the gradient is
+  straight-through's there, and above it at most |q|/eps times the incoming one."""
+  eps = 1e-6
+  q = jnp.asarray([[3.0, 4.0, 0.0]])
+  g = jnp.asarray([[1.0, -2.0, 0.5]])
+  direction = np.asarray([[0.6, 0.0, -0.8]])
+  grad = lambda e: np.asarray(jax.grad(lambda u: jnp.sum(g * quantizer.rotation_trick(
+      u, q, eps)))(jnp.asarray(e, jnp.float32)))
+  for scale in (0.0, 1e-9, 1e-7, 0.9e-6):
+    np.testing.assert_array_equal(grad(scale * direction), g, err_msg=str(scale))
+  for scale in (2e-6, 1e-4, 1.0):
+    e = scale * direction
+    got = grad(e)
+    assert np.all(np.isfinite(got))
+    assert np.linalg.norm(got) <= 5.0 / eps * np.linalg.norm(g) * (1 + 1e-5)
+    expected = _explicit_rotation(e[0], np.asarray(q[0], np.float64))[0].T @ np.asarray(g[0])
+    np.testing.assert_allclose(got[0], expected, rtol=1e-4)
+
+
 def test_fsq_and_ema_codes_at_the_origin_pass_the_straight_through_gradient():
   # FSQ at initialisation: small encoder outputs round to the all-zero grid point.
   z = 0.05 * jax.random.normal(jax.random.key(4), (6, 5, 4))

@@ -94,11 +94,6 @@ def straight_through(z_e, z_q):
   return z_e + lax.stop_gradient(z_q - z_e)
 
 
-def _safe_norm(x, eps):
-  """max(|x|, eps) over the last axis (of held-constant values: no gradient is taken)."""
-  return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
-
-
 def l2_normalize(x, eps: float = 1e-6):
   """x / |x| over the last axis; a vector shorter than eps (the direction is undefined)
   becomes 0 with a zero gradient. x / max(|x|, eps), torch's F.normalize, would send a
@@ -123,15 +118,20 @@ def rotation_trick(z_e, z_q, eps: float = 1e-6):
   to rounding. At z_e = -z_q, r = 0 still gives R e^ = q^.
 
   Where |z_q| <= eps (FSQ's all-zero grid point, an EMA code no vector has chosen) there is
-  no direction to rotate onto and lambda = 0 would pass no gradient at all: such positions
-  take straight-through's identity: the estimator the trick replaces, and the trick's own
-  map (lambda R = I) wherever the code equals z_e.
+  no direction to rotate onto and lambda = 0 would pass no gradient at all; where
+  |z_e| <= eps (exact zeros are common at the start: a black image region through
+  zero-initialized biases) there is none to rotate from and lambda = |z_q|/|z_e| is
+  unbounded. Both cases take straight-through's identity, the estimator the trick replaces
+  and the trick's own map (lambda R = I) where the code equals z_e; so, like
+  l2_normalize's, the gradient is bounded through eps: at most |z_q|/eps times the one at
+  the decoder input.
   """
   sg = lax.stop_gradient
   e, q = sg(z_e), sg(z_q)
+  e_sq = jnp.sum(jnp.square(e), axis=-1, keepdims=True)
   q_sq = jnp.sum(jnp.square(q), axis=-1, keepdims=True)
-  rotates = q_sq > eps * eps
-  e_norm = _safe_norm(e, eps)
+  rotates = (e_sq > eps * eps) & (q_sq > eps * eps)
+  e_norm = jnp.sqrt(jnp.where(rotates, e_sq, 1.0))
   q_norm = jnp.sqrt(jnp.where(rotates, q_sq, 1.0))
   e_hat, q_hat = e / e_norm, q / q_norm
   r = l2_normalize(e_hat + q_hat, eps)
