@@ -251,6 +251,27 @@ def test_l2_codebook_looks_up_by_cosine_in_the_projected_space():
   np.testing.assert_allclose(looked_up, out["quantized"], atol=1e-6)
 
 
+def test_kmeans_under_l2_is_spherical_as_the_cosine_lookup():
+  """k-means for a cosine codebook assigns by cosine and normalizes its centroids, as the
+  lookup does: the codes it leaves are the normalized means of the vectors the lookup then
+  assigns to them (a fixed point of spherical k-means). Euclidean k-means of the unit
+  vectors left a wide cluster's centroid shorter than a tight one's, moving the boundary
+  it converged to away from the lookup's (here by 0.05 in a code)."""
+  ang = np.deg2rad(np.concatenate([np.linspace(-3, 3, 20), np.linspace(30, 270, 40)]))
+  z = np.stack([np.cos(ang), np.sin(ang)], 1) * np.linspace(0.5, 2.0, 60)[:, None]
+  vq = quantizer.VectorQuantizer(2, 2, ema_decay=0.99, kmeans_init=True, codebook_norm="l2")
+  # The output's codes are those k-means left (the EMA update comes after the lookup).
+  out, _ = jax.jit(lambda z, keys: vq.apply(vq.init(jax.random.key(0), z), z, keys,
+                                            mutable=["vq"]))(jnp.asarray(z, jnp.float32),
+                                                             _keys(60))
+  z_e, idx, z_q = (np.asarray(out[k]) for k in ("z_e", "indices", "z_q"))
+  assert set(idx) == {0, 1}
+  for i in (0, 1):
+    mean = z_e[idx == i].mean(0)
+    np.testing.assert_allclose(z_q[idx == i], np.broadcast_to(
+        mean / np.linalg.norm(mean), z_q[idx == i].shape), atol=1e-5)
+
+
 # --- residual VQ --------------------------------------------------------------------------
 
 def test_residual_error_falls_with_every_level_and_the_codes_sum_to_z_q():

@@ -53,6 +53,9 @@ Options of the EMA codebook (they overwrite codes, so they need the codebook to 
   kmeans_init: the first update replaces the initial codebook by k-means centroids of the
     first global batch (Lloyd's algorithm, KMEANS_ITERS iterations from K rows drawn the
     same way; each iteration psums the per-device counts and sums like the EMA update).
+    Under codebook_norm = "l2" it is spherical k-means: every centroid is normalized as
+    the lookup normalizes the codes, so the vectors are assigned by cosine, as the lookup
+    will assign them, and not by distance to means shortened by their clusters' spread.
 """
 from __future__ import annotations
 
@@ -170,17 +173,23 @@ def ema_update(cluster_size, embed_sum, counts, sums, decay, epsilon):
   return cluster_size, embed_sum, embed_sum / smoothed[:, None]
 
 
-def kmeans(start, z, iters: int = KMEANS_ITERS, psum=lambda x: x):
+def kmeans(start, z, iters: int = KMEANS_ITERS, psum=lambda x: x, normalize=None):
   """Lloyd's algorithm from the centroids `start` (K, D) on the rows of z (N, D); a centroid
   that loses all its points keeps its place. With `psum` summing over devices, z is each
-  device's shard and every device gets the centroids of the union."""
+  device's shard and every device gets the centroids of the union. `normalize` (e.g.
+  l2_normalize) maps every centroid as a lookup maps its codes: with unit rows of z and
+  unit centroids the nearest centroid is the one of largest cosine (spherical k-means)."""
   k = start.shape[0]
+  if normalize is not None:
+    start = normalize(start)
 
   def step(_, centroids):
     onehot = jax.nn.one_hot(nearest_codes(z, centroids), k, dtype=z.dtype)
     counts = psum(onehot.sum(0))
     sums = psum(jnp.dot(onehot.T, z, precision=lax.Precision.HIGHEST))
     means = sums / jnp.maximum(counts, 1.0)[:, None]
+    if normalize is not None:
+      means = normalize(means)
     return jnp.where(counts[:, None] > 0, means, centroids)
 
   return lax.fori_loop(0, iters, step, start)
@@ -338,7 +347,7 @@ class VectorQuantizer(nn.Module):
 
     def fit(_):
       centroids = kmeans(self._random_rows(flat, keys, _KMEANS_STREAM), flat, KMEANS_ITERS,
-                         self._psum)
+                         self._psum, l2_normalize if self.codebook_norm == "l2" else None)
       return centroids, jnp.ones_like(state[1]), centroids
 
     # A cond, not a select: Lloyd's iterations run on the first step only.
