@@ -22,9 +22,10 @@ The variants (VARIANTS):
   cosine     l2-normalized codes looked up in a learned 4-d projection (codebook_norm=l2,
              codebook_dim=4), codebook learned by the codebook loss (ViT-VQGAN's recipe)
   rotation   the plain VQ with the rotation trick as gradient estimator
-  fsq        finite scalar quantization; K is prod(fsq_levels), the paper's level tuple
-             nearest each K (FSQ_LEVELS: 512 = 8x8x8, 4,375 = 7x5x5x5x5 for 4,096,
-             15,360 = 8x8x8x6x5 for 16,384), a learned projection 16 -> len(levels) -> 16
+  fsq        finite scalar quantization; K is prod(fsq_levels), the level tuple for each K
+             (FSQ_LEVELS: 512 = 8x8x8, this project's choice; 4,375 = 7x5x5x5x5 for 4,096
+             and 15,360 = 8x8x8x6x5 for 16,384, the FSQ paper's Table 1), a learned
+             projection 16 -> len(levels) -> 16
   residual   2 codebooks of K codes each on the residuals (num_quantizers=2), EMA; usage
              and perplexity are the means over the two codebooks (results.json has each
              one's as eval/codebook_usage_q0, _q1)
@@ -52,7 +53,8 @@ import time
 
 import common
 
-# The FSQ paper's recommended levels (Mentzer et al. 2023, Table 1) nearest each K.
+# vaelab.models.fsq.RECOMMENDED_LEVELS: the FSQ paper's (Mentzer et al. 2023, Table 1) for
+# 2^8, 2^10, 2^12, 2^14 and 2^16, this project's own for 512 and 2048 (not in the table).
 FSQ_LEVELS = {256: (8, 6, 5), 512: (8, 8, 8), 1024: (8, 5, 5, 5), 2048: (8, 8, 6, 5),
               4096: (7, 5, 5, 5, 5), 16384: (8, 8, 8, 6, 5), 65536: (8, 8, 8, 5, 5, 5)}
 VARIANTS = {

@@ -77,6 +77,16 @@ def test_fsq_grid_is_the_product_of_the_levels_and_indices_round_trip():
   assert np.all(np.abs(at_zero[:3]) < 1e-3) and np.all(np.round(at_zero) == 0), at_zero
 
 
+def test_fsq_levels_say_which_are_the_papers():
+  """Table 1 of Mentzer et al. 2023 recommends levels for 2^8, 2^10, 2^12, 2^14 and 2^16
+  codes only; those for 2^9 and 2^11 are this project's."""
+  table = {256: 240, 1024: 1000, 4096: 4375, 16384: 15360, 65536: 64000}
+  assert {k: fsq.codebook_size(v) for k, v in fsq.PAPER_LEVELS.items()} == table
+  assert fsq.OWN_LEVELS == {512: (8, 8, 8), 2048: (8, 8, 6, 5)}
+  assert list(fsq.RECOMMENDED_LEVELS) == sorted({**fsq.PAPER_LEVELS, **fsq.OWN_LEVELS})
+  assert fsq.levels_near(256) == (8, 6, 5) and fsq.levels_near(500) == (8, 8, 8)
+
+
 def test_fsq_module_passes_the_gradient_straight_through_and_projects_when_asked():
   z = jax.random.normal(jax.random.key(1), (6, 5, 4))
   w = jax.random.normal(jax.random.key(2), (6, 5, 4))

@@ -38,11 +38,15 @@ from jax import lax
 from vaelab.models.quantizer import GRADIENTS, code_counts
 
 _EPS = 1e-3
-# The paper's recommended levels for codebooks of about 2^8 ... 2^16 codes (Mentzer et al.
-# 2023, Table 1: 240, 512, 1000, 1920, 4375, 15360, 64000 codes).
-RECOMMENDED_LEVELS = {256: (8, 6, 5), 512: (8, 8, 8), 1024: (8, 5, 5, 5), 2048: (8, 8, 6, 5),
-                      4096: (7, 5, 5, 5, 5), 16384: (8, 8, 8, 6, 5),
-                      65536: (8, 8, 8, 5, 5, 5)}
+# The FSQ paper's recommended levels (Mentzer et al. 2023, Table 1), for target codebook
+# sizes 2^8, 2^10, 2^12, 2^14 and 2^16: 240, 1000, 4375, 15360 and 64000 codes.
+PAPER_LEVELS = {256: (8, 6, 5), 1024: (8, 5, 5, 5), 4096: (7, 5, 5, 5, 5),
+                16384: (8, 8, 8, 6, 5), 65536: (8, 8, 8, 5, 5, 5)}
+# This project's own choices for the odd powers the table skips, not the paper's: 2^9 as
+# (8, 8, 8) = 512 codes, 2^11 as (8, 8, 6, 5) = 1920.
+OWN_LEVELS = {512: (8, 8, 8), 2048: (8, 8, 6, 5)}
+# Both, by target size (levels_near takes the first of two equally near targets).
+RECOMMENDED_LEVELS = dict(sorted({**PAPER_LEVELS, **OWN_LEVELS}.items()))
 
 
 def codebook_size(levels) -> int:
@@ -50,7 +54,8 @@ def codebook_size(levels) -> int:
 
 
 def levels_near(num_codes: int) -> tuple[int, ...]:
-  """The recommended levels whose target size is nearest `num_codes` (in log scale)."""
+  """The RECOMMENDED_LEVELS (the paper's, or this project's for 2^9 and 2^11) whose target
+  size is nearest `num_codes` (in log scale)."""
   target = min(RECOMMENDED_LEVELS, key=lambda k: abs(math.log(k) - math.log(num_codes)))
   return RECOMMENDED_LEVELS[target]
 

@@ -110,7 +110,7 @@ PRESETS = ("vq", "fsq", "residual", "cosine", "rotation")
 
 
 def apply_preset(c, preset: str) -> None:
-  """vq: as configured; fsq: the paper's levels nearest K (fsq.levels_near), no restarts or
+  """vq: as configured; fsq: the recommended levels nearest K (fsq.levels_near), no restarts or
   k-means; residual: 2 codebooks of K; cosine: l2-normalized 4-d codes learned by the
   codebook loss (ViT-VQGAN), no restarts (they need the EMA); rotation: the rotation trick."""
   m = c.model
