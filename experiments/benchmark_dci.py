@@ -1,5 +1,5 @@
-"""DCI's boosted trees: vaelab.evaluate.gbt against sklearn's GradientBoostingClassifier()
-(disentanglement_lib's model), speed and agreement.
+"""DCI's boosted trees: vaelab.evaluate.disentanglement.gbt against sklearn's
+GradientBoostingClassifier() (disentanglement_lib's model), speed and agreement.
 
   .venv/bin/python experiments/benchmark_dci.py [--points 2000] [--stages 100] [--threads 1]
 
@@ -55,7 +55,8 @@ def main():
     os.environ["VAELAB_GBT_THREADS"] = str(args.threads)
   from sklearn.ensemble import GradientBoostingClassifier
 
-  from vaelab.evaluate import disentanglement, gbt
+  from vaelab.evaluate import disentanglement
+  from vaelab.evaluate.disentanglement import gbt
 
   sizes = (3, 6, 40, 32, 32)
   z, y = codes(args.points, sizes)

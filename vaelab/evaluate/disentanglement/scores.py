@@ -1,0 +1,232 @@
+"""All the scores at once: `scores(...)` (structured results), `disentanglement_metrics`
+(the flat `eval/` floats a run writes) and the sample sizes they share."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from vaelab.evaluate.disentanglement import discretize
+from vaelab.evaluate.disentanglement.beta_vae import betavae_score
+from vaelab.evaluate.disentanglement.dci import DCI_IMPORTANCE, DCIResult, dci_from_codes
+from vaelab.evaluate.disentanglement.factor_vae import factorvae_score
+from vaelab.evaluate.disentanglement.ground_truth import (GroundTruth, codes_ground_truth,
+                                                          varying_factors)
+from vaelab.evaluate.disentanglement.mig import MIGResult, mig_from_codes
+from vaelab.evaluate.disentanglement.sampling import (NonFiniteCodesError, Represent,
+                                                      check_codes_factors, sample_codes)
+
+_log = logging.getLogger(__name__)
+
+METRICS = ("betavae", "factorvae", "mig", "dci")
+
+
+def default_sizes() -> dict[str, int]:
+  """Sample sizes of disentanglement_lib's metric configs (unsupervised_study_v1).
+
+  num_train:   points to fit each score's classifier / estimate MIG (all four metrics)
+  num_eval:    points to evaluate it (BetaVAE, FactorVAE; DCI's num_test)
+  batch_size:  observations behind one BetaVAE / FactorVAE point (pairs for BetaVAE)
+  num_variance_estimate: observations for FactorVAE's global code variances
+  represent_batch_size:  observations per `represent` call (not a protocol constant)
+  """
+  return {"num_train": 10000, "num_eval": 5000, "batch_size": 64,
+          "num_variance_estimate": 10000, "represent_batch_size": 256}
+
+
+def _checked_sizes(sizes):
+  s = default_sizes()
+  unknown = set(sizes or {}) - set(s)
+  if unknown:
+    raise ValueError(f"unknown disentanglement sizes {sorted(unknown)}; expected keys of "
+                     f"{sorted(s)}")
+  s.update({k: int(v) for k, v in (sizes or {}).items()})
+  return s
+
+
+def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance):
+  """Per metric, a function of its generator giving its structured result."""
+  rb = s["represent_batch_size"]
+
+  def mig_call(r):
+    factors, codes = sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    return mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins,
+                          candidates=varying_factors(ground_truth))
+
+  def dci_call(r):
+    f_train, z_train = sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    f_test, z_test = sample_codes(represent, ground_truth, s["num_eval"], r, rb)
+    return dci_from_codes(z_train, f_train, z_test, f_test, importance=dci_importance,
+                          random_state=int(r.integers(2**31 - 1)),
+                          candidates=varying_factors(ground_truth))
+
+  return {
+      "betavae": lambda r: betavae_score(
+          represent, ground_truth, r, num_train=s["num_train"], num_eval=s["num_eval"],
+          batch_size=s["batch_size"], represent_batch_size=rb),
+      "factorvae": lambda r: factorvae_score(
+          represent, ground_truth, r, num_train=s["num_train"], num_eval=s["num_eval"],
+          batch_size=s["batch_size"], num_variance_estimate=s["num_variance_estimate"],
+          represent_batch_size=rb),
+      "mig": mig_call,
+      "dci": dci_call,
+  }
+
+
+@dataclasses.dataclass
+class Scores:
+  """The four scores with their parts: `betavae` / `factorvae` are the dicts of
+  `betavae_score` / `factorvae_score`; `mig` and `dci` hold the per-factor values and
+  the (d, F) mutual-information and importance matrices. A metric not asked for (or
+  whose codes were not finite) is None."""
+  betavae: dict | None = None
+  factorvae: dict | None = None
+  mig: MIGResult | None = None
+  dci: DCIResult | None = None
+  factor_names: tuple[str, ...] | None = None
+
+  def as_dict(self) -> dict[str, float]:
+    """The flat floats `disentanglement_metrics` reports (without the eval/ prefix)."""
+    out = dict(self.betavae or {})
+    out.update(self.factorvae or {})
+    if self.mig is not None:
+      out["mig"] = self.mig.mig
+    if self.dci is not None:
+      out.update({"dci_disentanglement": self.dci.disentanglement,
+                  "dci_completeness": self.dci.completeness,
+                  "dci_informativeness_train": self.dci.informativeness_train,
+                  "dci_informativeness_test": self.dci.informativeness_test})
+    return {k: float(v) for k, v in out.items()}
+
+
+def _identity(x):
+  return x
+
+
+def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None,
+           codes_test: np.ndarray | None = None, factors_test: np.ndarray | None = None,
+           represent: Represent | None = None, ground_truth: GroundTruth | None = None,
+           rng: np.random.Generator | int | None = None, metrics: Sequence[str] = METRICS,
+           discretizer="histogram", num_bins: int = 20, dci_importance: str = "gbt",
+           train_fraction: float = 2 / 3, sizes: dict | None = None,
+           factor_names: Sequence[str] | None = None,
+           dci_random_state: int | None = None) -> Scores:
+  """Disentanglement scores of any representation, with their parts.
+
+  Either precomputed `codes` (n, d) and `factors` (n, F) (disentanglement_lib's
+  `compute_*_on_fixed_data`), or a `represent` function (a batch of observations ->
+  (batch, d) codes) and a `ground_truth` (`ProceduralGroundTruth`, `TableGroundTruth`,
+  `ground_truth_from_source(source)`) to sample from with disentanglement_lib's
+  protocols and sample sizes (`sizes` overrides `default_sizes()`).
+
+  On fixed data, MIG uses every row; DCI trains on `codes_test`/`factors_test`'s
+  complement: the rows given as `codes`, tested on `codes_test`, or, without them, on
+  the first `train_fraction` of the rows, tested on the rest (dlib's split_train_test);
+  BetaVAE and FactorVAE draw their groups among the rows (`codes_ground_truth`).
+  `discretizer` ("histogram", dlib's equal widths; "quantile", equal mass; or a function
+  (codes, num_bins) -> bins) and `num_bins` are MIG's; `dci_importance` is "gbt"
+  (dlib's boosted trees, exact) or "forest". `rng` (a Generator or a seed) drives all
+  sampling and, unless `dci_random_state` fixes it, the boosted trees' seed (sklearn's
+  `random_state`; disentanglement_lib leaves it unseeded); each metric gets its own
+  child generator.
+
+  Example, scoring codes computed elsewhere::
+
+    from vaelab.evaluate import disentanglement
+    s = disentanglement.scores(codes=z, factors=y)       # z (n, d) float, y (n, F) int
+    s.mig.mig, s.mig.per_factor, s.mig.mutual_information  # float, (F,), (d, F)
+    s.dci.disentanglement, s.dci.importance                # float, (d, F)
+    s.dci.per_code_disentanglement, s.dci.per_factor_completeness
+    s.betavae["betavae_score"], s.factorvae["factorvae_score"]
+    disentanglement.scores(codes=z, factors=y, metrics=("mig",), discretizer="quantile")
+
+  and a model's encoder on procedural dSprites::
+
+    gt = disentanglement.ground_truth_from_source(vaelab.data.dsprites.DSpritesSource())
+    s = disentanglement.scores(represent=lambda x: np.asarray(encode(x)), ground_truth=gt,
+                               sizes={"num_train": 2000, "num_eval": 1000})
+  """
+  unknown = set(metrics) - set(METRICS)
+  if unknown:
+    raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
+                     f"{METRICS}")
+  if dci_importance not in DCI_IMPORTANCE:  # refused before any metric runs
+    raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
+  discretize.resolve(discretizer)
+  fixed = codes is not None or factors is not None
+  if fixed == (represent is not None or ground_truth is not None):
+    raise ValueError("scores: give either codes= and factors= (fixed data) or represent= "
+                     "and ground_truth= (sampled), not both or neither")
+  rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(
+      0 if rng is None else rng)
+  s = _checked_sizes(sizes)
+  children = dict(zip(METRICS, rng.spawn(len(METRICS))))
+  out = Scores(factor_names=tuple(factor_names) if factor_names is not None else
+               getattr(ground_truth, "factor_names", None))
+  if not fixed:
+    if represent is None or ground_truth is None:
+      raise ValueError("scores: represent= and ground_truth= go together")
+    calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
+    for name in metrics:
+      setattr(out, name, calls[name](children[name]))
+    return out
+
+  if codes is None or factors is None:
+    raise ValueError("scores: codes= and factors= go together")
+  codes, factors = check_codes_factors(codes, factors, "scores")
+  if "mig" in metrics:
+    out.mig = mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins)
+  if "dci" in metrics:
+    if (codes_test is None) != (factors_test is None):
+      raise ValueError("scores: codes_test= and factors_test= go together")
+    if codes_test is None:
+      if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction={train_fraction}: expected a number in (0, 1)")
+      pivot = int(len(codes) * train_fraction)
+      split = codes[:pivot], factors[:pivot], codes[pivot:], factors[pivot:]
+    else:
+      split = (codes, factors) + check_codes_factors(codes_test, factors_test, "scores")
+    seed = (int(children["dci"].integers(2**31 - 1)) if dci_random_state is None
+            else dci_random_state)
+    out.dci = dci_from_codes(*split, importance=dci_importance, random_state=seed)
+  table = [m for m in ("betavae", "factorvae") if m in metrics]
+  if table:
+    gt = codes_ground_truth(codes, factors, factor_names)
+    calls = _metric_calls(_identity, gt, s, discretizer, num_bins, dci_importance)
+    for name in table:
+      setattr(out, name, calls[name](children[name]))
+  return out
+
+
+def disentanglement_metrics(represent: Represent, ground_truth: GroundTruth,
+                            rng: np.random.Generator, sizes: dict | None = None, *,
+                            dci_importance: str = "gbt", discretizer="histogram",
+                            num_bins: int = 20) -> dict[str, float]:
+  """All four scores (and their by-products) as a flat dict of `eval/` floats.
+
+  `sizes` overrides entries of `default_sizes()` (an unknown key is an error, as
+  a misspelled config key is). Each metric draws from its own child generator,
+  so shrinking one metric's sample does not change the others' draws. A model
+  whose codes are not finite gets NaN scores instead of an exception.
+  `dci_importance` ("gbt": disentanglement_lib's boosted trees, the default; "forest")
+  and MIG's `discretizer` / `num_bins` are as in `scores`, which also returns the
+  per-factor values and matrices behind these numbers.
+  """
+  if dci_importance not in DCI_IMPORTANCE:
+    raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
+  discretize.resolve(discretizer)
+  s = _checked_sizes(sizes)
+  calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
+  main = {"betavae": "betavae_score", "factorvae": "factorvae_score", "mig": "mig",
+          "dci": "dci_disentanglement"}
+  out = {}
+  for (name, call), child in zip(calls.items(), rng.spawn(len(calls))):
+    try:
+      result = Scores(**{name: call(child)}).as_dict()
+    except NonFiniteCodesError:
+      _log.warning("%s: the representation is not finite; reporting NaN", main[name])
+      result = {main[name]: float("nan")}
+    out.update({f"eval/{k}": float(v) for k, v in result.items()})
+  return out
