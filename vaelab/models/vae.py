@@ -90,6 +90,25 @@ def _terms(config, model, variables, x, keys):
                                config.model.obs_sigma)
 
 
+def sampled_terms(config, model, variables, x, keys):
+  """`_terms` with the posterior's parameters and its sample beside them: (nll, kl, kl_dims,
+  mean, logvar, z), for objectives that regularize the codes themselves (beta_tcvae,
+  dip_vae). The draw is the one `VAE.__call__` makes from the same keys."""
+  mean, logvar = model.apply(variables, x, method=VAE.encode)
+  z = reparameterize(keys, mean, logvar)
+  decoded = model.apply(variables, z, method=VAE.decode)
+  nll, kl, kl_dims = vae_losses.elbo_terms(config.model.likelihood, decoded, x, mean, logvar,
+                                           config.model.obs_sigma)
+  return nll, kl, kl_dims, mean, logvar, z
+
+
+def elbo_metrics(nll, kl, kl_dims) -> dict:
+  """The train metrics every VAE objective logs: recon, kl, elbo and the KL per latent."""
+  metrics = {"recon": nll.mean(), "kl": kl.mean(), "elbo": -(nll + kl).mean()}
+  metrics.update({f"kl_dim{d}": v for d, v in enumerate(kl_dims.mean(0))})
+  return metrics
+
+
 def _log_weights(config, model, variables, x, keys, num_samples: int, chunk: int):
   """(B, num_samples) importance log-weights log p(x, z_i) - log q(z_i | x)."""
   mean, logvar = model.apply(variables, x, method=VAE.encode)
@@ -128,8 +147,7 @@ def make_loss(config, info=None):
     variables = {"params": params, **model_state}
     x = batch["image"]
     nll, kl, kl_dims = _terms(config, model, variables, x, keys)
-    metrics = {"recon": nll.mean(), "kl": kl.mean(), "elbo": -(nll + kl).mean()}
-    metrics.update({f"kl_dim{d}": v for d, v in enumerate(kl_dims.mean(0))})
+    metrics = elbo_metrics(nll, kl, kl_dims)
     if objective == "capacity":
       target = vae_losses.capacity(hparams["step"], hparams["capacity_max"],
                                    hparams["capacity_steps"])
@@ -147,11 +165,24 @@ def make_loss(config, info=None):
 
 
 def make_eval_metrics(config):
+  return eval_metrics_with(config, functools.partial(_objective_value, config))
+
+
+def negative_elbo(model, variables, x, keys, nll, kl, hparams):
+  """eval/loss of an objective whose regularizer is a statistic of the batch (capacity,
+  beta_tcvae's TC, dip_vae's covariance): it has no per-example value, so eval/loss reports
+  the negative ELBO."""
+  return nll + kl
+
+
+def eval_metrics_with(config, objective_value):
+  """The VAE's per-example evaluation metrics, eval/loss given by `objective_value(model,
+  variables, x, keys, nll, kl, hparams)` -> (B,)."""
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
     nll, kl, kl_dims = _terms(config, model, variables, x, keys)
     recon = model.apply(variables, x, method=VAE.reconstruct)
-    out = {"loss": _objective_value(config, model, variables, x, keys, nll, kl, hparams),
+    out = {"loss": objective_value(model, variables, x, keys, nll, kl, hparams),
            "elbo": -(nll + kl), "kl": kl,
            "recon": nll,
            # Against the image before binarization: the decoder mean estimates its intensities.
@@ -208,12 +239,8 @@ def hparams(config):
 
 
 def validate(config):
-  m, l = config.model, config.loss
-  nets.validate(m)
-  if m.likelihood not in LIKELIHOODS:
-    raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
-  if not float(m.obs_sigma) > 0:
-    raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
+  l = config.loss
+  validate_model(config)
   if l.objective not in OBJECTIVES:
     raise ConfigError(f"loss.objective={l.objective!r}: expected one of {OBJECTIVES}")
   for key in ("beta", "gamma", "capacity_max"):
@@ -221,6 +248,22 @@ def validate(config):
       raise ConfigError(f"loss.{key}={l[key]}: must be >= 0")
   _positive(l.capacity_steps, "loss.capacity_steps")
   _positive(l.iwae_k, "loss.iwae_k")
+  validate_bounds(config)
+
+
+def validate_model(config):
+  """The trunk, model.likelihood and model.obs_sigma: what every Gaussian-posterior family
+  built on this module checks."""
+  m = config.model
+  nets.validate(m)
+  if m.likelihood not in LIKELIHOODS:
+    raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
+  if not float(m.obs_sigma) > 0:
+    raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
+
+
+def validate_bounds(config):
+  """eval.iwae_ks and eval.iwae_chunk, read by the final metrics (make_final_metrics)."""
   ks = tuple(config.eval.iwae_ks)
   if not ks:
     raise ConfigError("eval.iwae_ks=(): give at least one number of importance samples, "
