@@ -3,7 +3,7 @@
 `full` runs the whole network once per position (H*W passes over the map); `cached`
 (eval.sampler's default) computes per new position only what its logits need, from cached
 activations of the masked convolutions and cached attention keys and values
-(vaelab/models/pixelsnail.py). Both draw position p from fold_in(key, p), so from one key
+(vaelab/models/pixelsnail_sampler.py). Both draw position p from fold_in(key, p), so from one key
 they must give the same codes.
 
 The priors are randomly initialised at the size the configs train: configs/vq_prior_mnist.py's
@@ -39,7 +39,8 @@ import numpy as np
 
 import common  # noqa: F401  (puts the repository on sys.path)
 from vaelab.data.base import SourceInfo
-from vaelab.models import pixelsnail, vq_prior, vqvae, vqvae2
+from vaelab.models import pixelsnail_sampler, vq_prior, vqvae, vqvae2
+from vaelab.models.quantizer_spec import prior_num_codes
 
 IMAGE_SHAPE = (28, 28, 1)
 ROWS = {"vqvae": "VQ-VAE prior, 7x7", "vqvae2_top": "VQ-VAE-2 top prior, 7x7",
@@ -56,7 +57,7 @@ def code_prior(vq_name: str):
   shapes = tuple(tuple(s) for s in module.latent_shapes(vq_model))
   prior_config = common.load_config("vq_prior_mnist")
   model = vq_prior.CodePrior(vq_prior.PriorSpec.from_config(prior_config),
-                             vqvae.prior_num_codes(vq_config), tuple(vq_model.LEVELS), shapes,
+                             prior_num_codes(vq_config), tuple(vq_model.LEVELS), shapes,
                              vq_workdir="", vq_step=0, image_shape=IMAGE_SHAPE)
   return model, vq_model
 
@@ -98,7 +99,8 @@ def bench_row(name: str, args, priors) -> dict:
     condition = tuple(jax.random.randint(jax.random.key(100 + i), (b, *model.code_shapes[i]),
                                          0, model.num_codes) for i in range(level)) or None
     shape = (b, *model.code_shapes[level])
-    make = lambda s: (lambda v, k, c: pixelsnail.sample(level_model, v, k, shape, c, 1.0, s))
+    make = lambda s: (lambda v, k, c: pixelsnail_sampler.sample(level_model, v, k, shape, c,
+                                                                1.0, s))
     inputs = (level_vars, key, condition)
   out = {"shape": list(shape)}
   samples = {}

@@ -38,13 +38,13 @@ of those code frequencies) and eval/recon_sse. `vq_codebook_usage.png` (in --wor
 plots them against K (another --variants / --ks selection: vq_codebook_usage_<variants>_K<ks>.png).
 The last line of stdout is JSON.
 
-Measured here (300 steps, seed 0, 77 min for the default 15 runs on the 2-core CPU under a
-load of 6-12): usage at K = 512 / 4,096 / 16,384: VQ 13.9 / 1.7 / 0.7%, cosine 40.6 / 7.9 /
-3.1%, rotation 40.6 / 7.3 / 1.8%, FSQ 20.1 / 9.7 / 1.0%, residual 42.3 / 6.7 / 2.2%; recon_sse
-at 4,096: 8.28 / 5.48 / 7.88 / 5.85 / 5.74. Every new quantizer uses 4-6x the plain VQ's codes
-at K = 4,096 and reconstructs better, but none reaches 90% without restarts; with them
-(--variants vq_restart,rotation_restart,residual_restart --ks 4096) VQ 99.1% (recon 5.55),
-rotation 99.0% (5.75), residual 99.4% (5.19). FSQ at 1,000 steps: 23.4%, recon 3.12.
+Measured here (300 steps, seed 0, the default 15 runs): usage at K = 512 / 4,096 / 16,384:
+VQ 13.9 / 1.7 / 0.7%, cosine 40.6 / 7.9 / 3.1%, rotation 40.6 / 7.3 / 1.8%, FSQ 20.1 / 9.7 /
+1.0%, residual 42.3 / 6.7 / 2.2%; recon_sse at 4,096: 8.28 / 5.48 / 7.88 / 5.85 / 5.74.
+Every new quantizer uses 4-6x the plain VQ's codes at K = 4,096 and reconstructs better,
+but none reaches 90% without restarts; with them (--variants
+vq_restart,rotation_restart,residual_restart --ks 4096) VQ 99.1% (recon 5.55), rotation
+99.0% (5.75), residual 99.4% (5.19). FSQ at 1,000 steps: 23.4%, recon 3.12.
 """
 from __future__ import annotations
 
@@ -144,14 +144,14 @@ def main():
                     f"{results['eval/recon_sse']:.2f}, {wall:.0f} s")
         runs[(name, k, seed)] = (results, wall)
 
-  from vaelab.models import vqvae
+  from vaelab.models.quantizer_spec import QuantizerSpec
   out = {"steps": args.steps, "seeds": seeds, "ks": ks, "runs": {}}
   for name in names:
     out["runs"][name] = {}
     for k in ks:
       per_seed = [runs[(name, k, s)] for s in seeds]
       config = common.load_config("vqvae_mnist", None, overrides_for(name, k))
-      codes = vqvae.QuantizerSpec.from_config(config.model).codebook_size
+      codes = QuantizerSpec.from_config(config.model).codebook_size
       figures = {m: common.mean(r.get(f"eval/{m}", float("nan")) for r, _ in per_seed)
                  for m in ("codebook_usage", "perplexity", "recon_sse", "commitment",
                            "codebook_usage_q0", "codebook_usage_q1", "probe_error")}

@@ -1,6 +1,6 @@
-"""The PixelSNAIL prior: shapes, exact causality through gradients, conditioning, sampling
-(the cached sampler against the module's logits and the full-pass sampler's codes), the loss
-helpers, and that a tiny model learns a structured code distribution."""
+"""The PixelSNAIL network: shapes, exact causality through gradients, conditioning, and that
+a tiny model learns a structured code distribution (and its samples follow it). Its
+samplers: tests/test_pixelsnail_sampler.py; its loss: tests/test_losses_vq_prior.py."""
 from __future__ import annotations
 
 import math
@@ -12,43 +12,10 @@ import numpy as np
 import optax
 import pytest
 
-from vaelab.models import pixelsnail
-
-K = 4
-
-
-def _model(**kw):
-  base = dict(num_codes=K, channels=16, num_blocks=1, res_per_block=1, num_heads=2,
-              condition_codes=K)
-  return pixelsnail.PixelSNAIL(**{**base, **kw})
-
-
-def _codes(b, h, w, k=K, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).integers(0, k, (b, h, w)), jnp.int32)
-
-
-def _init(model, *args, seed=0):
-  """model.init's parameter tree, traced but filled from numpy (fan-in scaled normals).
-
-  On this CPU every random initializer is a separate slow XLA compilation (the real init
-  of this tiny model compiles for 5-15 s); tracing alone still runs the module's init code.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0), *args)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    names = [getattr(k, "key", "") for k in path]
-    if names[-1] == "bias":
-      return jnp.zeros(leaf.shape, leaf.dtype)
-    if names[-1] == "scale":
-      return jnp.ones(leaf.shape, leaf.dtype)
-    if names[-1] == "kernel":  # attention's q/k/v kernels are (in, heads, head_dim)
-      qkv = names[-2] in ("query", "key", "value")
-      fan_in = leaf.shape[0] if qkv else math.prod(leaf.shape[:-1])
-      return jnp.asarray(rng.normal(0, fan_in ** -0.5, leaf.shape), leaf.dtype)
-    return jnp.asarray(rng.normal(0, 1, leaf.shape), leaf.dtype)  # embeddings
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+from pixelsnail_cases import K, bottom_prior, codes as _codes
+from pixelsnail_cases import model as _model
+from vaelab.losses import vq_prior as prior_losses
+from vaelab.models import pixelsnail, pixelsnail_sampler
 
 
 def _dependence(model, variables, codes, condition):
@@ -70,12 +37,9 @@ def _assert_causal(dep):
 
 @pytest.fixture(scope="module")
 def prior():
-  """Attention + a lower-resolution conditioning map: the shape of VQ-VAE-2's bottom prior.
-  The tests without attention reuse its parameters (theirs are a subset; apply ignores
-  the rest)."""
-  model = _model()
-  codes, cond = _codes(1, 5, 5), _codes(1, 3, 3, seed=1)
-  return model, _init(model, codes, cond), codes, cond
+  """pixelsnail_cases.bottom_prior. The tests without attention reuse its parameters
+  (theirs are a subset; apply ignores the rest)."""
+  return bottom_prior()
 
 
 def test_shapes_and_onehot_path(prior):
@@ -143,68 +107,6 @@ def test_causality_check_catches_a_leaky_mask(prior, monkeypatch):
     _assert_causal(dep)
 
 
-def test_sampling_valid_deterministic_and_follows_the_head(prior):
-  model, variables, _, _ = prior
-  cond = _codes(6, 3, 3, seed=4)
-  key = jax.random.key(5)
-  a = pixelsnail.sample(model, variables, key, (6, 5, 5), cond)
-  b = pixelsnail.sample(model, variables, key, (6, 5, 5), cond)
-  assert a.dtype == jnp.int32 and a.shape == (6, 5, 5)
-  assert int(a.min()) >= 0 and int(a.max()) < K
-  np.testing.assert_array_equal(a, b)
-  c = pixelsnail.sample(model, variables, jax.random.key(6), (6, 5, 5), cond)
-  assert np.any(np.asarray(a) != np.asarray(c))
-
-  params = dict(variables["params"])
-  params["logits"] = {**params["logits"], "bias": jnp.array([0.0, 0.0, 100.0, 0.0])}
-  biased = pixelsnail.sample(model, {"params": params}, key, (6, 5, 5), cond)
-  np.testing.assert_array_equal(biased, 2)
-
-
-@pytest.mark.parametrize("arch", ["bottom_prior", "deep_gated_k5"])
-def test_cached_sampler_matches_the_full_pass(prior, arch):
-  """The cached sampler's logits (teacher-forced through its caches) are the module's, and
-  from one key it draws the codes of the full-pass sampler: with attention and a
-  lower-resolution condition, and (logits only, to save compilations) a deeper
-  unconditional Gated PixelCNN with 5x5 kernels, whose caches are padded wider."""
-  if arch == "bottom_prior":
-    model, variables, _, _ = prior
-    cond = _codes(6, 3, 3, seed=4)
-  else:
-    model = _model(attention=False, kernel_size=5, num_blocks=2, res_per_block=2,
-                   condition_codes=0)
-    variables, cond = _init(model, _codes(1, 5, 5), seed=3), None
-  codes = _codes(6, 5, 5, seed=7)
-  full = jax.jit(model.apply)(variables, codes, cond)
-  cached = pixelsnail.cached_logits(model, variables, codes, cond)
-  np.testing.assert_allclose(cached, full, atol=1e-5, rtol=1e-5)
-  if arch != "bottom_prior":
-    return
-  key = jax.random.key(5)  # as in the sampling test below: the cached compilation is shared
-  for temperature in (1.0, 0.0):
-    maps = {s: np.asarray(pixelsnail.sample(model, variables, key, (6, 5, 5), cond,
-                                            temperature, sampler=s))
-            for s in pixelsnail.SAMPLERS}
-    np.testing.assert_array_equal(maps["cached"], maps["full"])
-    assert len(np.unique(maps["cached"])) > 1  # not one constant code everywhere
-  with pytest.raises(ValueError, match="sampler 'fast'"):
-    pixelsnail.sample(model, variables, key, (6, 5, 5), cond, sampler="fast")
-
-
-def test_loss_helpers():
-  logits = np.random.default_rng(0).normal(size=(2, 3, 4, K)).astype(np.float32)
-  codes = np.asarray(_codes(2, 3, 4))
-  helpers = jax.jit(lambda l, c: (pixelsnail.nll_per_example(l, c),
-                                  pixelsnail.bits_per_code(l, c),
-                                  pixelsnail.nats_per_code(jnp.zeros_like(l), c)))
-  nll, bits, uniform = helpers(logits, codes)
-  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  manual = -np.take_along_axis(log_p, codes[..., None], -1).reshape(2, -1).sum(-1)
-  np.testing.assert_allclose(nll, manual, rtol=1e-5)
-  np.testing.assert_allclose(bits, manual / (12 * math.log(2)), rtol=1e-5)
-  np.testing.assert_allclose(uniform, math.log(K), rtol=1e-6)
-
-
 def _diagonals(n, seed):
   """5x5 maps with code(i, j) = (offset + i + j) mod K, a random offset per map, and a 3x3
   condition holding offset // 2: it leaves one bit of the first code open, and the codes
@@ -223,7 +125,7 @@ def test_learns_a_structured_map_and_samples_it(prior):
   @jax.jit
   def step(params, opt_state, batch, cond):
     def loss_fn(p):
-      return pixelsnail.nats_per_code(model.apply({"params": p}, batch, cond), batch).mean()
+      return prior_losses.nats_per_code(model.apply({"params": p}, batch, cond), batch).mean()
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -240,10 +142,10 @@ def test_learns_a_structured_map_and_samples_it(prior):
   held_out = np.mean(losses[-10:])
   assert held_out < 0.1 * math.log(K), losses[::10]
 
-  # The sampling test's compiled sampler is reused: same model, shapes and tree.
+  # The sampler tests' compiled sampler is reused: same model, shapes and tree.
   test_cond = _diagonals(6, 1)[1]
-  maps = np.asarray(pixelsnail.sample(model, {"params": params}, jax.random.key(1),
-                                      (6, 5, 5), test_cond, temperature=0.1))
+  maps = np.asarray(pixelsnail_sampler.sample(model, {"params": params}, jax.random.key(1),
+                                              (6, 5, 5), test_cond, temperature=0.1))
   ii, jj = np.mgrid[:5, :5]
   assert np.mean(maps == (maps[:, :1, :1] + ii + jj) % K) > 0.95
   np.testing.assert_array_equal(maps[:, 0, 0] // 2, np.asarray(test_cond)[:, 0, 0])

@@ -97,8 +97,8 @@ def test_eval_nll_is_the_pixelsnail_likelihood_of_the_held_out_codes(prior_run):
   variables = jax.device_get(loop.restore_latest(exp, workdir).variables())
   codes = exp.eval_source.get(np.arange(len(exp.eval_source)))["codes"]
   logits, = exp.model.apply(variables, (jnp.asarray(codes),))
-  from vaelab.models import pixelsnail
-  direct = float(np.mean(pixelsnail.nats_per_code(logits, jnp.asarray(codes))))
+  from vaelab.losses import vq_prior as prior_losses
+  direct = float(np.mean(prior_losses.nats_per_code(logits, jnp.asarray(codes))))
   assert results["eval/prior_nll"] == pytest.approx(direct, rel=1e-4)
 
 

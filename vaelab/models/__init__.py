@@ -8,7 +8,8 @@ from vaelab.errors import ConfigError
 from vaelab.models.base import Family
 
 # Shared building blocks, not families: they define no FAMILY.
-_NOT_FAMILIES = {"base", "frozen_vq", "fsq", "nets", "pixelsnail", "quantizer", "residual_vq"}
+_NOT_FAMILIES = {"base", "frozen_vq", "fsq", "nets", "pixelsnail", "pixelsnail_sampler",
+                 "quantizer", "quantizer_spec", "residual_vq", "vq_metrics", "vq_trunk"}
 
 
 def available() -> list[str]:

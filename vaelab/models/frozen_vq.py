@@ -4,7 +4,7 @@
 `config.json` and restores its latest usable checkpoint (cached, so the data pipeline, the
 prior's model and its sampler share one copy). `encode(frozen, source)` turns an image
 source into a `CodeSource` (vaelab/data/vq_codes.py): one int32 map (N, H', W') per latent
-level, extracted once (a few seconds for MNIST on a CPU), with the images' labels kept.
+level, extracted once, with the images' labels kept.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from vaelab import config_base, spmd
 from vaelab.data.base import ModelInputSource, SourceInfo
 from vaelab.data.vq_codes import CodeSource, code_key
 from vaelab.errors import ConfigError
-from vaelab.models import get_family, vqvae
+from vaelab.models import get_family
+from vaelab.models.quantizer_spec import prior_num_codes
 
 # The families whose models have `code_indices` / `decode_indices` and `LEVELS`.
 VQ_FAMILIES = ("vqvae", "vqvae2")
@@ -44,7 +45,7 @@ class FrozenVQ:
   @property
   def num_codes(self) -> int:
     """The values a code takes (FSQ: the grid's size), what a prior over them models."""
-    return vqvae.prior_num_codes(self.config)
+    return prior_num_codes(self.config)
 
   def latent_shapes(self) -> tuple[tuple[int, int], ...]:
     """(H', W') of every level, LEVELS order."""
@@ -81,7 +82,7 @@ def check_workdir(vq_workdir: str) -> None:
     raise ConfigError(f"vq_workdir={vq_workdir!r} holds a {name!r} run; a prior needs one of "
                       f"{VQ_FAMILIES}")
   try:
-    vqvae.prior_num_codes(read_config(vq_workdir))
+    prior_num_codes(read_config(vq_workdir))
   except ConfigError as e:  # e.g. a residual VQ: several codes per position
     raise ConfigError(f"vq_workdir={vq_workdir!r}: {e}") from e
 

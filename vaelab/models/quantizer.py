@@ -6,7 +6,7 @@ treat every quantizer alike.
 
 A codebook of K vectors of size D; each encoder output is replaced by its nearest code.
 With `ema_decay` = 0 the codebook is a parameter learned through the codebook loss
-||sg(z_e) - e||^2 (losses/vq.py). With `ema_decay` = gamma > 0 it is state (the "vq"
+||sg(z_e) - e||^2 (losses/vqvae.py). With `ema_decay` = gamma > 0 it is state (the "vq"
 variable collection) updated by exponential moving averages in Sonnet's form:
 
   N_i <- gamma N_i + (1 - gamma) n_i          n_i: vectors assigned to code i
@@ -156,14 +156,6 @@ def code_counts(indices, num_codes: int):
   return jnp.zeros((num_codes,), jnp.int32).at[flat].add(1).astype(jnp.float32)
 
 
-def perplexity(counts):
-  """exp(entropy) of the code-usage distribution `counts` (K,): K when uniform, 1 when a
-  single code is used (0 log 0 = 0)."""
-  counts = jnp.asarray(counts, jnp.float32)
-  p = counts / jnp.maximum(counts.sum(), 1e-12)
-  return jnp.exp(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
-
-
 def ema_update(cluster_size, embed_sum, counts, sums, decay, epsilon):
   """One EMA step (module docstring): returns (N, m, codebook e)."""
   cluster_size = decay * cluster_size + (1 - decay) * counts
@@ -267,7 +259,7 @@ class VectorQuantizer(nn.Module):
       indices:   int32 (...)
       counts:    (K,) uses of each code in the batch (global batch inside the train step)
       pairs:     the (input, code) pairs the commitment / codebook terms act on
-                 (losses/vq.py): here ((z_e, z_q),)
+                 (losses/vqvae.py): here ((z_e, z_q),)
     With a mutable "vq" collection, also updates the EMA codebook (module docstring);
     `keys` (per-example PRNG keys) are then needed for dead-code restarts and k-means."""
     update = self.ema and self.is_mutable_collection(COLLECTION) and not self.is_initializing()

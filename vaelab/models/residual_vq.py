@@ -12,7 +12,7 @@ dead-code restarts drawn from its own key stream, own k-means initialization on 
 residuals it sees). The residuals are formed with the codes held constant, as the
 reference implementations do: r_{l+1} = r_l - sg(q_l), so a level's commitment term
 ||r_l - sg(q_l)||^2 trains the encoder alone and its codebook term ||sg(r_l) - q_l||^2 its own
-codebook alone (losses/vq.py sums one pair per level). The decoder input is z_q with the
+codebook alone (losses/vqvae.py sums one pair per level). The decoder input is z_q with the
 gradient estimator (`gradient`) applied from z to the sum z_q, as for a single codebook.
 
 `codebook_dim` > 0 projects z to that many dimensions before the first level and the sum

@@ -10,8 +10,8 @@ on (a checkpoint that does not fit those images is refused, naming `vq_workdir`)
 Model. One PixelSNAIL per level (models/pixelsnail.py): VQ-VAE has one map; VQ-VAE-2 has a
 top prior over the top map and a bottom prior over the bottom map conditioned on the top
 map (and, in general, level i on every coarser level before it), as in Razavi et al.
-The objective is the cross-entropy of the codes, reported in nats per code (all levels:
-total nats over total codes) and per level.
+The objective (losses/vq_prior.py) is the cross-entropy of the codes, reported in nats per
+code (all levels: total nats over total codes) and per level.
 
 Evaluation. eval/prior_nll (nats per code, held-out codes) and eval/prior_bits_per_code,
 per level eval/prior_nll_<level>, beside two baselines on the same held-out codes:
@@ -25,7 +25,7 @@ decoder, all in one compiled program (`sample`): samples.png at the end, `--mode
 and code_reconstructions.png (decoded held-out codes, what a perfect prior's samples would
 look like). `eval.sampler` chooses PixelSNAIL's sampler: `cached` (the default: per new
 position only what its logits need) or `full` (one full network pass per position, the
-reference); both give the same codes from the same key (models/pixelsnail.py).
+reference); both give the same codes from the same key (models/pixelsnail_sampler.py).
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ import numpy as np
 from absl import logging
 
 from vaelab.data import vq_codes
-from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pictures as pictures_lib
-from vaelab.models import nets, pixelsnail
+from vaelab.losses import vq_prior as prior_losses
+from vaelab.models import frozen_vq, nets, pixelsnail, pixelsnail_sampler
 from vaelab.models.base import Family
 
 
@@ -128,21 +128,6 @@ def _codes(model: CodePrior, batch) -> tuple:
   return tuple(batch[vq_codes.code_key(level)] for level in model.levels)
 
 
-def _level_metric(name: str, level: str) -> str:
-  return f"{name}_{level}" if level else name
-
-
-def _nll_terms(model: CodePrior, logits, codes) -> dict:
-  """Per-example nats per code: overall (total nats / total codes) and per level."""
-  nats = [pixelsnail.nll_per_example(l, c) for l, c in zip(logits, codes)]
-  total_codes = sum(math.prod(c.shape[1:]) for c in codes)
-  out = {"nll": sum(nats) / total_codes}
-  if len(model.levels) > 1:
-    for level, n, c in zip(model.levels, nats, codes):
-      out[_level_metric("nll", level)] = n / math.prod(c.shape[1:])
-  return out
-
-
 def make_loss(config, info=None):
   dropout = float(config.model.dropout) > 0
 
@@ -158,7 +143,7 @@ def make_loss(config, info=None):
       logits = jax.vmap(one)(codes, keys)
     else:
       logits = model.apply(variables, codes)
-    terms = _nll_terms(model, logits, codes)
+    terms = prior_losses.nll_terms(model.levels, logits, codes)
     metrics = {k: v.mean() for k, v in terms.items()}
     metrics["bits_per_code"] = metrics["nll"] / math.log(2)
     return metrics["nll"], (metrics, model_state)
@@ -169,7 +154,8 @@ def make_loss(config, info=None):
 def make_eval_metrics(config):
 
   def eval_metrics(model, variables, batch, keys, hparams):
-    terms = _nll_terms(model, model.apply(variables, _codes(model, batch)), _codes(model, batch))
+    codes = _codes(model, batch)
+    terms = prior_losses.nll_terms(model.levels, model.apply(variables, codes), codes)
     out = {"loss": terms["nll"], "prior_bits_per_code": terms["nll"] / math.log(2)}
     out.update({f"prior_{k}": v for k, v in terms.items()})
     return out
@@ -198,8 +184,8 @@ def baselines(config, train_source, eval_source):
     total_nats += nll * held.size
     total_codes += held.size
     if len(frozen.levels) > 1:
-      out[_level_metric("prior_unigram_nll", level)] = nll
-      out[_level_metric("prior_uniform_nll", level)] = math.log(k)
+      out[prior_losses.level_metric("prior_unigram_nll", level)] = nll
+      out[prior_losses.level_metric("prior_uniform_nll", level)] = math.log(k)
   out["prior_unigram_nll"] = total_nats / total_codes
   # The names of earlier runs (no prior_ prefix) stay beside the fixed ones.
   out.update({name[len("prior_"):]: value for name, value in list(out.items())
@@ -217,7 +203,7 @@ def sample_codes(model: CodePrior, variables, key, n: int, temperature=None,
   codes = []
   for i, (level, (h, w)) in enumerate(zip(model.levels, model.code_shapes)):
     level_vars = {"params": variables["params"][prior_name(level)]}
-    codes.append(pixelsnail.sample(level_prior(model, i), level_vars,
+    codes.append(pixelsnail_sampler.sample(level_prior(model, i), level_vars,
                                    jax.random.fold_in(key, i), (n, h, w),
                                    tuple(codes) or None, temperature, sampler))
   return tuple(codes)
@@ -310,9 +296,9 @@ def validate(config):
     raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
   if not 0 <= float(config.eval.temperature) < math.inf:
     raise ConfigError(f"eval.temperature={config.eval.temperature}: must be a number >= 0")
-  if config.eval.sampler not in pixelsnail.SAMPLERS:
+  if config.eval.sampler not in pixelsnail_sampler.SAMPLERS:
     raise ConfigError(f"eval.sampler={config.eval.sampler!r}: expected one of "
-                      f"{pixelsnail.SAMPLERS}")
+                      f"{pixelsnail_sampler.SAMPLERS}")
   frozen_vq.check_workdir(config.vq_workdir)
 
 

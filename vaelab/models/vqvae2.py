@@ -8,14 +8,15 @@
 
 So the bottom codes are chosen knowing the top ones and only need to carry what the top
 does not (the local detail). The two levels have quantizers of the same kind and settings
-(`model.quantizer` and its options, vqvae.py: codebooks of the same `model.num_codes`
-x `model.code_dim` and EMA settings, or the same FSQ grid), and the loss sums both levels' terms
-(losses/vq.py). Metrics carry a level suffix (train/perplexity_top, eval/perplexity_bottom,
-...); eval/perplexity and eval/codebook_usage are the bottom level's, which holds most of
-the image. The PCA baseline has as many components as both maps have positions.
+(`model.quantizer` and its options, quantizer_spec.py: codebooks of the same
+`model.num_codes` x `model.code_dim` and EMA settings, or the same FSQ grid), and the loss
+sums both levels' terms (losses/vqvae.py). Metrics carry a level suffix
+(train/perplexity_top, eval/perplexity_bottom, ...); eval/perplexity and
+eval/codebook_usage are the bottom level's, which holds most of the image. The PCA
+baseline has as many components as both maps have positions.
 
 For the prior: `encode_indices(x) -> (top (B, H'/2, W'/2), bottom (B, H', W'))`,
-`decode_indices(top, bottom) -> images`; `vqvae.encode_source` works for both families.
+`decode_indices(top, bottom) -> images`; `vq_metrics.encode_source` works for both families.
 """
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ import jax
 import jax.numpy as jnp
 
 from vaelab.errors import ConfigError
-from vaelab.models import nets, vqvae
+from vaelab.models import nets, vq_metrics, vqvae
 from vaelab.models.base import Family
+from vaelab.models.quantizer_spec import OPTIONS, QuantizerSpec, refuse_multiple_indices
+from vaelab.models.vq_trunk import ConvSpec, Decoder, Encoder, dtype_of
 
 
 class VQVAE2(nn.Module):
-  spec: vqvae.ConvSpec
-  quantizer: vqvae.QuantizerSpec
+  spec: ConvSpec
+  quantizer: QuantizerSpec
   image_shape: tuple[int, int, int]
   axis_name: str | None = None
 
@@ -42,16 +45,16 @@ class VQVAE2(nn.Module):
     width = self.spec.channels[-1]
     code_dim = self.quantizer.code_dim
     top = dataclasses.replace(self.spec, channels=(width,))
-    self.encoder_bottom = vqvae.Encoder(self.spec)
-    self.encoder_top = vqvae.Encoder(top)
+    self.encoder_bottom = Encoder(self.spec)
+    self.encoder_top = Encoder(top)
     self.pre_vq_top = self.spec.conv(code_dim, (1, 1))
     self.vq_top = self.quantizer.module(self.axis_name, name="vq_top")
     # The top codes at the bottom resolution, which condition the bottom quantization.
-    self.decoder_top = vqvae.Decoder(top, code_dim)
+    self.decoder_top = Decoder(top, code_dim)
     self.pre_vq_bottom = self.spec.conv(code_dim, (1, 1))
     self.vq_bottom = self.quantizer.module(self.axis_name, name="vq_bottom")
     self.upsample_top = nets.Upsample(code_dim, nets.compute_dtype(self.spec.dtype))
-    self.decoder = vqvae.Decoder(self.spec, self.image_shape[-1])
+    self.decoder = Decoder(self.spec, self.image_shape[-1])
 
   def _levels(self, x, keys=None):
     h = self.encoder_bottom(x)
@@ -76,8 +79,8 @@ class VQVAE2(nn.Module):
 
   def encode_indices(self, x):
     """Images -> (top int32 (B, H'/2, W'/2), bottom int32 (B, H', W')); a residual quantizer
-    is refused (vqvae.refuse_multiple_indices)."""
-    vqvae.refuse_multiple_indices(self.quantizer)
+    is refused (quantizer_spec.refuse_multiple_indices)."""
+    refuse_multiple_indices(self.quantizer)
     return self.code_maps(x)
 
   def code_indices(self, x):
@@ -111,8 +114,8 @@ def make_model(config, info):
         f"model.conv_channels has {len(config.model.conv_channels)} stride-2 layers and the "
         f"top level one more, so image height and width must be multiples of {f}; the data "
         f"({config.data.name}) has {h}x{w}")
-  return VQVAE2(vqvae.ConvSpec.from_config(config.model, vqvae.dtype_of(config)),
-                vqvae.QuantizerSpec.from_config(config.model), tuple(info.image_shape))
+  return VQVAE2(ConvSpec.from_config(config.model, dtype_of(config)),
+                QuantizerSpec.from_config(config.model), tuple(info.image_shape))
 
 
 def latent_shapes(model) -> list[tuple[int, int]]:
@@ -122,7 +125,7 @@ def latent_shapes(model) -> list[tuple[int, int]]:
 
 
 def analyses(config, model, variables, train_source, eval_source):
-  out = vqvae.analyses(config, model, variables, train_source, eval_source)
+  out = vq_metrics.analyses(config, model, variables, train_source, eval_source)
   out["eval/perplexity"] = out["eval/perplexity_bottom"]
   out["eval/codebook_usage"] = out["eval/codebook_usage_bottom"]
   return out
@@ -141,5 +144,5 @@ FAMILY = Family(
     encode=vqvae.encode,
     decode=vqvae.decode,
     mixed_precision=True,
-    options=vqvae.OPTIONS,
+    options=OPTIONS,
 )

@@ -23,6 +23,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from vaelab.losses.ae import recon_loss_per_example
+
 
 def _sum_latent(x):
   return x.reshape(x.shape[0], -1).sum(-1)
@@ -48,3 +50,12 @@ def vq_loss(pairs, commitment, ema: bool):
     if not ema:
       total = total + codebook_loss(z_e, z_q)
   return total
+
+
+def objective(recon_loss: str, logits, x, levels, commitment, ema: bool):
+  """The per-example terms (reconstruction, quantization) of both VQ families' objective,
+  from the decoder's logits and every latent level's quantizer output (`levels`; their
+  `pairs`): `model.recon_loss` of the image x, and vq_loss. The loss is their sum."""
+  recon = recon_loss_per_example(recon_loss, logits, x)
+  quant = vq_loss([p for q in levels for p in q["pairs"]], commitment, ema)
+  return recon, quant

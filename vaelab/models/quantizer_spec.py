@@ -1,0 +1,181 @@
+"""The quantizer of a VQ family's config: its keys, their checks, and the module they build.
+
+Quantizers (`model.quantizer`, each usable in both VQ families and at both levels of
+VQ-VAE-2; their modules return one dict, see quantizer.VectorQuantizer.__call__):
+  vq        the nearest of `model.num_codes` codes (models/quantizer.py; EMA codebook unless
+            `model.ema_decay` = 0; restarts, k-means). The default.
+  fsq       finite scalar quantization (models/fsq.py) to the grid `model.fsq_levels`:
+            prod(levels) implicit codes, no codebook, no quantization loss. model.code_dim
+            may differ from len(fsq_levels): a learned projection is put between them.
+  residual  `model.num_quantizers` codebooks of `model.num_codes` codes, each quantizing
+            the previous one's residual (models/residual_vq.py); EMA etc. as for vq.
+Options where they apply: `model.codebook_norm` = "l2" (vq: cosine lookup, ViT-VQGAN),
+`model.codebook_dim` > 0 (vq, residual: lookup in a learned projection to that dimension;
+0 = no projection), `model.gradient` = "straight_through" | "rotation" (all: the rotation
+trick, quantizer.rotation_trick). `validate` refuses what does not apply.
+
+One index per latent position, in [0, prior_num_codes(config)) (fsq: prod(fsq_levels)),
+is what a prior over the codes models; a residual model has num_quantizers indices per
+position, which that prior does not (`refuse_multiple_indices`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+
+from vaelab.errors import ConfigError
+from vaelab.models import fsq, quantizer as quantizer_lib
+from vaelab.models.quantizer import VectorQuantizer
+from vaelab.models.residual_vq import ResidualVectorQuantizer
+
+QUANTIZERS = ("vq", "fsq", "residual")
+# The step-changing string options, with all their values (Family.options).
+OPTIONS = {"model.quantizer": QUANTIZERS,
+           "model.codebook_norm": quantizer_lib.CODEBOOK_NORMS,
+           "model.gradient": tuple(quantizer_lib.GRADIENTS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSpec:
+  num_codes: int = 512
+  code_dim: int = 64
+  ema_decay: float = 0.99
+  epsilon: float = 1e-5
+  dead_code_steps: int = 0
+  kmeans_init: bool = False
+  quantizer: str = "vq"
+  codebook_norm: str = "none"
+  codebook_dim: int = 0
+  gradient: str = "straight_through"
+  fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+  num_quantizers: int = 4
+
+  @classmethod
+  def from_config(cls, m) -> "QuantizerSpec":
+    # .get: a prior rebuilds a frozen run from its config.json, which lacks the keys that
+    # did not exist when it was written (it used today's defaults).
+    return cls(int(m.num_codes), int(m.code_dim), float(m.ema_decay), float(m.ema_epsilon),
+               int(m.dead_code_steps), bool(m.kmeans_init), m.get("quantizer", "vq"),
+               m.get("codebook_norm", "none"), int(m.get("codebook_dim", 0)),
+               m.get("gradient", "straight_through"),
+               tuple(int(l) for l in m.get("fsq_levels", (8, 5, 5, 5))),
+               int(m.get("num_quantizers", 4)))
+
+  @property
+  def codebook_size(self) -> int:
+    """The number of values one index takes (fsq: the grid's prod(fsq_levels))."""
+    return fsq.codebook_size(self.fsq_levels) if self.quantizer == "fsq" else self.num_codes
+
+  @property
+  def num_indices(self) -> int:
+    """Indices per latent position: num_quantizers for residual, else 1."""
+    return self.num_quantizers if self.quantizer == "residual" else 1
+
+  @property
+  def ema(self) -> bool:
+    """Whether the module keeps state in the "vq" collection (an EMA codebook)."""
+    return self.quantizer != "fsq" and self.ema_decay > 0
+
+  def module(self, axis_name, name=None) -> nn.Module:
+    if self.quantizer == "fsq":
+      return fsq.FiniteScalarQuantizer(self.fsq_levels, self.code_dim, self.gradient,
+                                       axis_name, name=name)
+    if self.quantizer == "residual":
+      return ResidualVectorQuantizer(
+          self.num_quantizers, self.num_codes, self.code_dim, self.ema_decay, self.epsilon,
+          self.dead_code_steps, self.kmeans_init, axis_name, self.codebook_dim,
+          self.gradient, name=name)
+    return VectorQuantizer(self.num_codes, self.code_dim, self.ema_decay, self.epsilon,
+                           self.dead_code_steps, self.kmeans_init, axis_name,
+                           self.codebook_norm, self.codebook_dim, self.gradient, name=name)
+
+
+def refuse_multiple_indices(spec: QuantizerSpec) -> None:
+  """Raises ConfigError when a latent position has more than one index (what a prior over
+  one code per position cannot take)."""
+  if spec.num_indices > 1:
+    raise ConfigError(
+        f"model.quantizer={spec.quantizer!r} stores model.num_quantizers={spec.num_indices} "
+        f"indices per latent position; encode_indices / decode_indices (and the vq_prior) "
+        f"take one: use model.quantizer='vq' or 'fsq', or code_maps for all the levels")
+
+
+def prior_num_codes(config) -> int:
+  """The number of values a code of a trained VQ run takes, what a prior over its codes
+  models: model.num_codes, or prod(model.fsq_levels) for fsq. ConfigError for residual."""
+  spec = QuantizerSpec.from_config(config.model)
+  refuse_multiple_indices(spec)
+  return spec.codebook_size
+
+
+def int_at_least(value, key: str, minimum: int):
+  """Raises ConfigError naming `key` unless `value` is an integer >= minimum."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) \
+      or not math.isfinite(value) or int(value) != value or value < minimum:
+    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
+
+
+def validate(m) -> None:
+  """Checks the quantizer keys of `config.model`, its options and the combinations that do
+  not apply; raises ConfigError naming the key."""
+  int_at_least(m.num_codes, "model.num_codes", 1)
+  int_at_least(m.code_dim, "model.code_dim", 1)
+  if not 0 <= float(m.ema_decay) < 1:
+    raise ConfigError(f"model.ema_decay={m.ema_decay}: must be in [0, 1) (0 turns the EMA "
+                      f"codebook off)")
+  if not 0 < float(m.ema_epsilon) < math.inf:
+    raise ConfigError(f"model.ema_epsilon={m.ema_epsilon}: must be a number > 0")
+  int_at_least(m.dead_code_steps, "model.dead_code_steps", 0)
+  if not isinstance(m.kmeans_init, bool):
+    raise ConfigError(f"model.kmeans_init={m.kmeans_init!r}: must be True or False")
+  if float(m.ema_decay) == 0:
+    # Both overwrite codes; a parameter codebook may only change by the optimizer's updates.
+    if m.dead_code_steps > 0:
+      raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs the EMA codebook: "
+                        f"set model.ema_decay > 0 or model.dead_code_steps=0")
+    if m.kmeans_init:
+      raise ConfigError("model.kmeans_init=True needs the EMA codebook: set "
+                        "model.ema_decay > 0 or model.kmeans_init=False")
+  for key, values in OPTIONS.items():
+    value = m[key.split(".")[1]]
+    if value not in values:
+      raise ConfigError(f"{key}={value!r}: expected one of {values}")
+  int_at_least(m.codebook_dim, "model.codebook_dim", 0)
+  int_at_least(m.num_quantizers, "model.num_quantizers", 1)
+  levels = m.fsq_levels
+  if not isinstance(levels, (tuple, list)) or not levels:
+    raise ConfigError(f"model.fsq_levels={levels!r}: expected a non-empty tuple of integers "
+                      f">= 2, e.g. (8, 5, 5, 5)")
+  for level in levels:
+    int_at_least(level, f"model.fsq_levels (entry {level!r})", 2)
+  if fsq.codebook_size(levels) >= 2**31:
+    raise ConfigError(f"model.fsq_levels={tuple(levels)}: prod = {fsq.codebook_size(levels)} "
+                      f"codes do not fit an int32 index; use fewer or smaller levels")
+  if m.quantizer == "fsq":
+    _validate_fsq(m, levels)
+  if m.quantizer == "residual" and m.codebook_norm != "none":
+    raise ConfigError(f"model.codebook_norm={m.codebook_norm!r} does not apply to "
+                      f"model.quantizer='residual' (unit-norm codes cannot sum to the "
+                      f"shrinking residuals): use 'none'")
+
+
+def _validate_fsq(m, levels) -> None:
+  # FSQ has a fixed grid and no codebook: nothing to normalize, restart or initialize, and
+  # its lookup space is len(fsq_levels) (a projection from code_dim is added when needed).
+  # model.ema_decay is not read (it has a default that every VQ config sets).
+  if m.codebook_norm != "none":
+    raise ConfigError(f"model.codebook_norm={m.codebook_norm!r} does not apply to "
+                      f"model.quantizer='fsq' (its codes are a fixed grid): use 'none'")
+  if m.codebook_dim:
+    raise ConfigError(f"model.codebook_dim={m.codebook_dim} does not apply to "
+                      f"model.quantizer='fsq': its dimension is len(model.fsq_levels) = "
+                      f"{len(levels)} (projected from model.code_dim when they differ); "
+                      f"use 0")
+  if m.dead_code_steps > 0:
+    raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs a learned codebook; "
+                      f"model.quantizer='fsq' has none: set model.dead_code_steps=0")
+  if m.kmeans_init:
+    raise ConfigError("model.kmeans_init=True needs a learned codebook; "
+                      "model.quantizer='fsq' has none: set model.kmeans_init=False")
