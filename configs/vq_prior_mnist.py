@@ -19,7 +19,7 @@
 The levels, K and the code map sizes come from the VQ run (`vq_workdir`, its latest
 checkpoint). The prior is small for a CPU: 32 channels, 2 blocks of 2 gated residual
 layers each followed by 4-head causal attention, 1,500 steps of Adam 1e-3 with a cosine
-decay (64 channels learn a little faster per step but run at less than half the speed).
+decay (64 channels learn a little faster per step but are much slower per step).
 Dropout 0.1: 4,000 images give only 196k codes of 7x7 maps.
 results.json: eval/prior_nll (nats per held-out code) beside eval/prior_uniform_nll (log K)
 and eval/prior_unigram_nll (code frequencies of the training codes), eval/prior_bits_per_code;
@@ -27,8 +27,7 @@ samples.png (sampled codes through the frozen decoder) beside code_reconstructio
 (held-out codes through it). Samples come from the cached sampler (eval.sampler; `full`,
 one network pass per position, draws the same codes far more slowly:
 experiments/benchmark_prior_sampler.py). On the codes of configs/vqvae_mnist.py (4k/1k split of
-mnist_5k, K = 256): eval/prior_nll 3.01 vs unigram 5.02 vs uniform 5.55 nats per code,
-3 min on a busy 2-core CPU.
+mnist_5k, K = 256): eval/prior_nll 3.01 vs unigram 5.02 vs uniform 5.55 nats per code.
 """
 from vaelab import config_base
 from vaelab.models import vq_prior

@@ -12,9 +12,8 @@ A small two-level model that runs on a CPU: one stride-2 convolution (32 channel
 codes of 16 dims per level, EMA codebooks with dead-code restarts and Bernoulli pixels as
 in configs/vqvae_mnist.py. results.json reports each level (eval/perplexity_top, ...;
 eval/perplexity is the bottom's) and PCA with 245 = 49 + 196 components, one per code
-index. On a 4k/1k split of mnist_5k (1,000 steps, ~7 min on a busy 2-core CPU):
-eval/recon_sse 1.10 vs PCA-245 1.38, perplexity top 213 / bottom 171, all codes in use.
-(64 channels: 0.93, but twice the time.)
+index. On a 4k/1k split of mnist_5k (1,000 steps): eval/recon_sse 1.10 vs PCA-245 1.38,
+perplexity top 213 / bottom 171, all codes in use. (64 channels: 0.93, but slower.)
 """
 from vaelab import config_base
 from vaelab.models import vqvae

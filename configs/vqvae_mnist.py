@@ -20,10 +20,9 @@ encoder output of the batch: without that, most codes are never used.
 
 results.json has eval/recon_sse beside eval/pca_recon_sse, PCA with 49 components (one per
 latent position: the number of code indices an image is stored as), and the set-level
-eval/perplexity and eval/codebook_usage. On a 4k/1k split of mnist_5k (1,000 steps, ~4
-minutes on a busy 2-core CPU): eval/recon_sse 3.12 vs PCA-49 9.49, perplexity 149, all
-256 codes used; without restarts 3.88, perplexity 27, 23% of the codes
-(`experiments/vqvae_mnist.py` compares the variants).
+eval/perplexity and eval/codebook_usage. On a 4k/1k split of mnist_5k (1,000 steps):
+eval/recon_sse 3.12 vs PCA-49 9.49, perplexity 149, all 256 codes used; without restarts
+3.88, perplexity 27, 23% of the codes (`experiments/vqvae_mnist.py` compares the variants).
 """
 from vaelab import config_base
 from vaelab.models import vqvae
