@@ -3,8 +3,9 @@
 A case is a config built from a file in configs/ (its `runlocal` variant where it has one),
 shrunk by key names to a few seconds' size (`SHRINK`), on tiny data written here, with at
 most one option changed: every value of every string option a family declares in
-`Family.options` is run once, on the first config file of that family, and the step's own
-options (`data.binarize`) once, on the first family that trains on images. A new config file or a new option is
+`Family.options` is run once, on the first config file of that family, the step's own
+options (`data.binarize`) once, on the first family that trains on images, and each
+further parameter group's optimizer (`Family.groups`) once as plain SGD. A new config file or a new option is
 a new case without a new test.
 
 Run as a script in a process with several (simulated) devices, it trains every case and
@@ -43,7 +44,7 @@ SHRINK = {
     "log_every": lambda v: 1, "eval_every": lambda v: 10**6,
     "checkpoint_every": lambda v: 10**6, "eval.batch_size": lambda v: BATCH,
     "model.hidden": _tuple_of(16), "model.frame_hidden": _tuple_of(16),
-    "model.decoder_hidden": _tuple_of(16),
+    "model.decoder_hidden": _tuple_of(16), "model.discriminator_hidden": _tuple_of(16),
     "model.latent_dim": lambda v: min(v, 4), "model.belief_dim": lambda v: 8,
     "model.conv_channels": lambda v: tuple(8 for _ in v), "model.dense": lambda v: min(v, 16),
     "model.res_channels": lambda v: 8, "model.num_res_blocks": lambda v: min(v, 1),
@@ -143,6 +144,11 @@ def option_cases() -> dict[str, tuple[str, str, str]]:
       for value in values:
         if flat.get(key) != value:
           out[f"{family.name}-{key}={value}"] = (path, key, value)
+    for group in family.groups:
+      # Adam divides a gradient's scale away; plain SGD shows a group's gradient summed
+      # over devices instead of averaged (4x on 4 devices).
+      key = f"{group}_optimizer.name"
+      out[f"{family.name}-{key}=sgd"] = (path, key, "sgd")
   out["vq_prior-over-vqvae2"] = (os.path.join(ROOT, "configs", "vq_prior_mnist.py"),
                                  "vq_workdir", "vqvae2")
   return out

@@ -131,23 +131,18 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"  # adam | adamw | sgd (b1 = momentum)
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.schedule = "constant"  # constant | cosine | warmup_cosine
-  c.optimizer.warmup_steps = 0
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.weight_decay = 0.0  # adamw only
-  c.optimizer.grad_clip_norm = 0.0  # 0: no clipping
+  c.optimizer = optimizer_section()
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500
   c.eval.num_pictures = 32
   c.eval.probe_train_size = 10000  # training examples the linear probe is fitted on
-  # Disentanglement metrics of the features (BetaVAE, FactorVAE, MIG, DCI), computed at the
-  # end when the data has ground-truth factors; sizes as in disentanglement_lib.
+  # Disentanglement metrics of the features, computed at the end when the data has
+  # ground-truth factors; sizes as in disentanglement_lib (SAP, Modularity / Explicitness
+  # and DCI test on num_eval points; IRS and the unsupervised scores use num_train).
   c.eval.disentanglement = True
+  c.eval.disentanglement_metrics = ("betavae", "factorvae", "mig", "dci", "sap", "modularity",
+                                    "irs", "unsupervised")
   c.eval.disentanglement_num_train = 10000
   c.eval.disentanglement_num_eval = 5000
   c.eval.disentanglement_batch_size = 64  # observations per BetaVAE / FactorVAE point
@@ -160,6 +155,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.disentanglement_every = 0
   c.eval.disentanglement_curve_fraction = 0.2
   return c
+
+
+def optimizer_section(**settings) -> ml_collections.ConfigDict:
+  """An optimizer's keys: `optimizer.*` of every config, and `<group>_optimizer.*` of each
+  further parameter group a family trains (FactorVAE's discriminator_optimizer)."""
+  o = ml_collections.ConfigDict()
+  o.name = "adam"  # adam | adamw | sgd (b1 = momentum)
+  o.learning_rate = 1e-3
+  o.schedule = "constant"  # constant | cosine | warmup_cosine
+  o.warmup_steps = 0
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.weight_decay = 0.0  # adamw only
+  o.grad_clip_norm = 0.0  # 0: no clipping
+  o.update(settings)
+  return o
 
 
 def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> None:

@@ -121,6 +121,18 @@ def global_gather(x):
   return _over_axis(lambda v, axis: lax.all_gather(v, axis, tiled=True), x)
 
 
+def local_part(x):
+  """This device's rows of a global-batch array (B, ...) -> (B / devices, ...), the inverse
+  of `global_gather` (in the global batch's row order); the whole array where the axis is
+  not bound."""
+  try:
+    n, i = lax.axis_size(AXIS), lax.axis_index(AXIS)
+  except NameError:
+    return x
+  local = x.shape[0] // n
+  return lax.dynamic_slice_in_dim(x, i * local, local)
+
+
 # ---------------------------------------------------------------- sharding
 
 

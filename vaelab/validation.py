@@ -41,19 +41,19 @@ def _refuse_nonfinite(config):
         raise ConfigError(f"{key}={value!r}: must be a finite number")
 
 
-def validate_optimizer(opt_cfg) -> None:
+def validate_optimizer(opt_cfg, section: str = "optimizer") -> None:
   if opt_cfg.name not in OPTIMIZERS:
-    raise ConfigError(f"optimizer.name={opt_cfg.name!r}: expected one of {OPTIMIZERS}")
+    raise ConfigError(f"{section}.name={opt_cfg.name!r}: expected one of {OPTIMIZERS}")
   if opt_cfg.schedule not in SCHEDULES:
-    raise ConfigError(f"optimizer.schedule={opt_cfg.schedule!r}: expected one of {SCHEDULES}")
+    raise ConfigError(f"{section}.schedule={opt_cfg.schedule!r}: expected one of {SCHEDULES}")
   if not float(opt_cfg.learning_rate) > 0:
-    raise ConfigError(f"optimizer.learning_rate={opt_cfg.learning_rate}: must be > 0")
+    raise ConfigError(f"{section}.learning_rate={opt_cfg.learning_rate}: must be > 0")
   for key in ("b1", "b2"):
     if not 0 <= float(opt_cfg[key]) < 1:
-      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be in [0, 1)")
+      raise ConfigError(f"{section}.{key}={opt_cfg[key]}: must be in [0, 1)")
   for key in ("weight_decay", "grad_clip_norm", "warmup_steps"):
     if float(opt_cfg[key]) < 0:
-      raise ConfigError(f"optimizer.{key}={opt_cfg[key]}: must be >= 0")
+      raise ConfigError(f"{section}.{key}={opt_cfg[key]}: must be >= 0")
 
 
 def validate(config, num_devices: int | None = None):
@@ -98,5 +98,12 @@ def validate(config, num_devices: int | None = None):
   if config.dtype != "float32" and not family.mixed_precision:
     raise ConfigError(f"dtype={config.dtype!r}: model.name={config.model.name!r} computes in "
                       f"float32 only; use dtype='float32'")
+  for group in family.groups:
+    section = f"{group}_optimizer"
+    if section not in config:
+      raise ConfigError(f"model.name={config.model.name!r} trains the parameter group "
+                        f"{group!r}, whose optimizer section {section}.* the config lacks "
+                        f"(config_base.optimizer_section)")
+    validate_optimizer(config[section], section)
   family.validate(config)
   return family

@@ -94,6 +94,17 @@ class Family:
   # Whether make_model honours `config.dtype` (activations in bfloat16/float16, parameters
   # and objective in float32); a family that does not is refused any dtype but float32.
   mixed_precision: bool = False
+  # Further trainable parameter groups beside the model's own (FactorVAE's discriminator):
+  # the names of top-level entries of the model's params (submodules of that name). Each is
+  # trained by its own optimizer, built from its own config section `<name>_optimizer.*`
+  # (every key `optimizer.*` has; config_base.optimizer_section), on its own loss: with
+  # groups, the loss returns {"model": loss, <name>: loss, ...} instead of one loss, and
+  # each part of the parameters takes the gradient of its own entry only (the model's
+  # loss does not train the discriminator, nor the discriminator's the encoder). Logged as
+  # train/<name>_loss, train/<name>_grad_norm, train/<name>_learning_rate; checkpoints,
+  # resume (each group's learning rate reset from its section), populations (each
+  # group's learning rate may vary) and the run contract cover every group.
+  groups: tuple = ()
   # The string-valued config keys that change what the train step computes, each with all
   # its allowed values ({"loss.objective": ("elbo", "capacity", "iwae")}): the contract tests
   # (tests/test_contract.py) run every value through the device, population and resume

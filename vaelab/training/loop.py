@@ -85,10 +85,12 @@ class Experiment:
   hparams: dict
   # The training source's device form when the step reads its batches on the device.
   train_form: Any = None
+  # {group: optimizer} of the family's further parameter groups (`Family.groups`).
+  group_txs: dict = dataclasses.field(default_factory=dict)
 
   def init_state(self) -> TrainState:
     variables = init_variables(self.family, self.model, self.train_source, int(self.config.seed))
-    return TrainState.create(variables, self.tx, int(self.config.seed))
+    return TrainState.create(variables, self.tx, int(self.config.seed), self.group_txs)
 
   def batcher(self) -> pipeline.Batcher:
     return pipeline.Batcher(self.train_source, int(self.config.batch_size), int(self.config.seed),
@@ -153,16 +155,25 @@ def build(config, sources=None, population: str | None = None,
     train_source, eval_source = family.transform_sources(config, train_source, eval_source)
   info = described(train_source)
   model = family.make_model(config, info)
-  tx = optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps))
+  tx, group_txs = optimizers(family, config)
   mesh = spmd.make_mesh()
   batch_size = int(config.batch_size)
   form = pipeline.device_form(train_source, config.data.placement, batch_size,
                               reads=batch_size * int(config.num_train_steps))
   train_step = step_lib.make_train_step(family.make_loss(config, info), model, tx, mesh,
                                         config.data.binarize, config.nonfinite == "skip",
-                                        population, population_impl)
+                                        population, population_impl, group_txs)
   return Experiment(config, family, model, tx, mesh, train_source, eval_source, train_step,
-                    hparams_of(family, config, mesh), form)
+                    hparams_of(family, config, mesh), form, group_txs)
+
+
+def optimizers(family: Family, config):
+  """(the model's optimizer, {group: its optimizer}) from `optimizer.*` and each further
+  parameter group's own section `<group>_optimizer.*`."""
+  steps = int(config.num_train_steps)
+  return (optimizer_lib.make_optimizer(config.optimizer, steps),
+          {g: optimizer_lib.make_optimizer(config[f"{g}_optimizer"], steps)
+           for g in family.groups})
 
 
 def _check_data(config, train_source, eval_source):
@@ -292,8 +303,13 @@ def open_run(exp: Experiment, workdir: str | None):
   if start:
     logging.info("Resuming from the checkpoint at step %d in %s", start, ckpt.directory)
     _warn_changed_length(exp.config, workdir, start)
-  state = state.replace(opt_state=optimizer_lib.with_learning_rate(
-      state.opt_state, float(exp.config.optimizer.learning_rate)))
+  # Learning rates are the config's, not the checkpoint's: every group's is reset.
+  state = state.replace(
+      opt_state=optimizer_lib.with_learning_rate(state.opt_state,
+                                                 float(exp.config.optimizer.learning_rate)),
+      group_opt_state={g: optimizer_lib.with_learning_rate(
+          o, float(exp.config[f"{g}_optimizer"].learning_rate))
+                       for g, o in state.group_opt_state.items()})
   _save_config(exp.config, workdir)
   return ckpt, state, start
 

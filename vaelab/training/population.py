@@ -1,7 +1,8 @@
 """Populations: runs that differ only in numbers the step takes as arrays, trained together.
 
 Members may differ in the seed, optimizer.learning_rate (the peak rate is an array in the
-optimizer state, see optimizer.py) and any key that reaches the step only through its
+optimizer state, see optimizer.py), each further parameter group's
+<group>_optimizer.learning_rate, and any key that reaches the step only through its
 family's `hparams` (beta, C_max, gamma, lambda, rho, the sparsity weight, the commitment
 weight, ...). Two implementations (train/step.py, POPULATION_IMPLS): "vmap" stacks their
 states, hyperparameters and metrics on a leading member axis and vmaps the per-device step
@@ -37,7 +38,6 @@ from vaelab import config_base, models, spmd, validation
 from vaelab.data import make_sources
 from vaelab.data.base import described
 from vaelab.training import loop
-from vaelab.training import optimizer as optimizer_lib
 from vaelab.training.metrics_writer import MetricsWriter
 
 # Keys a population may vary besides the family's hyperparameters.
@@ -61,10 +61,13 @@ def is_population_key(config, key: str) -> bool:
   static as well is what `groups` checks on the programs.)"""
   if key in ALWAYS:
     return True
+  family = models.get_family(config.model.name)
+  if key in {f"{g}_optimizer.learning_rate" for g in family.groups}:
+    return True
   value = _get(config, key)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return False
-  hparams = models.get_family(config.model.name).hparams
+  hparams = family.hparams
   return hparams(_with(config, {key: value * 2 + 1})) != hparams(config)
 
 
@@ -190,10 +193,9 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
   runs, states, starts = [], [], []
   evaluator = lead.evaluator()
   for i, (config, workdir) in enumerate(zip(configs, workdirs)):
-    exp = dataclasses.replace(
-        lead, config=config,
-        tx=optimizer_lib.make_optimizer(config.optimizer, int(config.num_train_steps)),
-        hparams=loop.hparams_of(lead.family, config, lead.mesh))
+    tx, group_txs = loop.optimizers(lead.family, config)
+    exp = dataclasses.replace(lead, config=config, tx=tx, group_txs=group_txs,
+                              hparams=loop.hparams_of(lead.family, config, lead.mesh))
     ckpt, state, start = loop.open_run(exp, workdir)
     run = loop.Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
                       loop._MetricsBuffer(config.nonfinite, i, f"{workdir}: "),

@@ -4,9 +4,11 @@ Written as per-device code over a shard of the global batch and mapped over a 1-
 `jax.shard_map` under `jax.jit`: gradients and metrics are averaged with
 `lax.pmean(..., "batch")`. On 8 devices or a pod the same code runs unchanged. On a
 1-device mesh the step leaves the gradient all-reduce out: XLA:CPU still executes it there,
-at a cost that grows with the gradients' size: the runlocal beta-VAE's step (4.5M
-parameters) went from 21 ms to 14 ms, against 12 ms for a hand-written jit step
-(experiments/benchmark_step.py --side 64 --hidden 512,256 --latent 10 --batch_size 64).
+at a cost that grows with the gradients' size (docs/design.md).
+
+A family may train further parameter groups beside the model (FactorVAE's discriminator;
+`Family.groups`): each with its own loss, its own gradient averaged over the global batch,
+its own optimizer, learning rate and metrics, in the same step.
 
 Input: a sharded global batch, made on the host (prefetched in a thread) or on the devices
 by a jitted gather from data placed there once (data/pipeline.py); both paths feed this
@@ -28,6 +30,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from vaelab import spmd
 from vaelab.training import optimizer
+from vaelab.training import state as state_lib
 
 AXIS = spmd.AXIS
 POPULATION_BATCHES = ("shared", "stacked")
@@ -36,10 +39,9 @@ POPULATION_BATCHES = ("shared", "stacked")
 # so a member drifts from its run alone by float rounding, which training amplifies.
 # loop calls the one-run step (the same executable a run alone uses) on each member in turn:
 # bitwise the runs alone, one compilation, shared batches. On a 2-core CPU a run's step
-# already keeps both cores busy, and there vmapped members cost 1.5-2x more per member than
-# runs alone (8-member stacked vmap vs loop, runlocal beta-VAE: 23 vs 16 ms per member-step;
-# default model 13 vs 8 ms; the caches hold one member's Adam moments, not eight), so loop
-# is the CPU's default (population.default_impl).
+# already keeps both cores busy, and there vmapped members cost more per member than runs
+# alone (the caches hold one member's Adam moments, not eight; docs/design.md), so loop is
+# the CPU's default (population.default_impl).
 POPULATION_IMPLS = ("vmap", "loop")
 
 
@@ -84,8 +86,8 @@ class TrainStep:
   def with_input(self, make_batch) -> "TrainStep":
     """This step with `make_batch(*args) -> batch` compiled in front of it, as one program
     step(state, args, hparams): the device feed's gather and the step in one dispatch
-    instead of two (on the 2-core CPU a dispatch costs ~0.1 ms, an eighth of the small AE's
-    step). The batch is the same array either way, so the run is too
+    instead of two (a dispatch costs host time that a small model's step does not hide;
+    docs/design.md). The batch is the same array either way, so the run is too
     (tests/test_pipeline.py)."""
     inner = self._traceable
 
@@ -97,7 +99,7 @@ class TrainStep:
 
 def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
                     skip_nonfinite: bool = False, population: str | None = None,
-                    population_impl: str = "vmap"):
+                    population_impl: str = "vmap", group_txs: dict | None = None):
   """Returns the jitted `TrainStep` step(state, batch, hparams) -> (state, metrics).
 
   population: None for one run; otherwise "shared" when every member reads the same batch
@@ -108,7 +110,13 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
   batch, ...), sharded on its second axis. Under "loop" they are tuples of one run's state,
   hyperparameters and metrics per member (and of batches, when stacked), and the one-run
   step is applied to each member in turn.
+
+  group_txs: {group: optax optimizer} of the family's further parameter groups
+  (`Family.groups`): the loss then returns {"model": loss, group: loss, ...}, and each part
+  of the parameters takes the gradient of its own loss, averaged over the global batch, and
+  its own optimizer's update.
   """
+  group_txs = group_txs or {}
 
   # One device: no collective (see the module docstring) and so no varying/invariant
   # bookkeeping either; the families' own small collectives (spmd.global_mean, the
@@ -131,27 +139,46 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
     # takes the gradient of its own shard's loss; differentiating the replicated value
     # directly would already sum over devices and the pmean below would not average.
     local_params = state.params if single else lax.pcast(state.params, AXIS, to="varying")
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-        local_params)
+    if group_txs:
+      losses, grads, (metrics, model_state) = _group_gradients(objective, local_params,
+                                                               group_txs)
+    else:
+      (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+          local_params)
+      losses, grads = {MODEL: loss}, {MODEL: grads}
     grads = mean(grads)
-    metrics = mean({**metrics, "loss": loss})
-    grad_norm = _global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    metrics = mean({**metrics, **{_metric(g, "loss"): v for g, v in losses.items()}})
+    norms = {g: _global_norm(v) for g, v in grads.items()}
+    finite = jnp.all(jnp.stack([jnp.isfinite(metrics[_metric(g, "loss")]) & jnp.isfinite(n)
+                                for g, n in norms.items()]))
+    own, parts = state_lib.split_groups(state.params, group_txs)
+    updates, opt_state = tx.update(grads[MODEL], state.opt_state,
+                                   own if group_txs else state.params)
+    params = optax.apply_updates(own if group_txs else state.params, updates)
+    group_opt_state = {}
+    if group_txs:
+      new_parts = {}
+      for g, gtx in group_txs.items():
+        updates, group_opt_state[g] = gtx.update(grads[g], state.group_opt_state[g], parts[g])
+        new_parts[g] = optax.apply_updates(parts[g], updates)
+      params = state_lib.join_groups(state.params, params, new_parts)
     if skip_nonfinite:
       # A non-finite step leaves the state as it was. The select costs an extra pass over
-      # parameters and optimizer moments (~25% of a small MLP step on CPU), so it is paid
-      # only under nonfinite='skip'; under 'stop' the loop checks `finite` before every
-      # checkpoint and stops, so a NaN state is never written either way.
+      # parameters and optimizer moments, so it is paid only under nonfinite='skip'; under
+      # 'stop' the loop checks `finite` before every checkpoint and stops, so a NaN state
+      # is never written either way.
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      params, opt_state, model_state = keep((params, opt_state, model_state),
-                                            (state.params, state.opt_state, state.model_state))
+      params, opt_state, model_state, group_opt_state = keep(
+          (params, opt_state, model_state, group_opt_state),
+          (state.params, state.opt_state, state.model_state, state.group_opt_state))
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state,
+        group_opt_state=group_opt_state,
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
-    metrics.update(grad_norm=grad_norm, finite=finite,
+    metrics.update({_metric(g, "grad_norm"): n for g, n in norms.items()}, finite=finite,
                    learning_rate=optimizer.current_learning_rate(opt_state))
+    metrics.update({_metric(g, "learning_rate"): optimizer.current_learning_rate(o)
+                    for g, o in group_opt_state.items()})
     keys = sorted(metrics)
     if not names:
       names.append(keys)
@@ -167,7 +194,8 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
       raise ValueError(f"population_impl={population_impl!r}: expected one of "
                        f"{POPULATION_IMPLS}")
     if population_impl == "loop":
-      one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite)
+      one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite,
+                            group_txs=group_txs)
       return TrainStep(functools.partial(_member_loop, one, shared, not single), one._names,
                        packed=False)
     per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
@@ -177,12 +205,38 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
   return TrainStep(jax.jit(step, donate_argnums=0), names, traceable=step)
 
 
+# The key of the model's own loss and gradient among a family's parameter groups.
+MODEL = "model"
+
+
+def _metric(group: str, name: str) -> str:
+  """The model's metrics keep their plain names (loss, grad_norm); a group's are prefixed
+  (discriminator_loss, logged as train/discriminator_loss)."""
+  return name if group == MODEL else f"{group}_{name}"
+
+
+def _group_gradients(objective, params, group_txs: dict):
+  """({group: loss}, {group: gradient of its own loss w.r.t. its own parameters}, aux) of
+  an objective returning {"model": loss, group: loss, ...}: one forward pass, and one
+  backward pass per group, each reaching only its own parameters (XLA drops the rest)."""
+  losses, vjp, aux = jax.vjp(objective, params, has_aux=True)
+  if set(losses) != {MODEL, *group_txs}:
+    raise ValueError(f"the loss returned {sorted(losses)}; a family with parameter groups "
+                     f"{sorted(group_txs)} returns one loss for each and {MODEL!r}")
+  grads = {}
+  for g in losses:
+    (full,) = vjp({k: jnp.ones_like(v) if k == g else jnp.zeros_like(v)
+                   for k, v in losses.items()})
+    own, parts = state_lib.split_groups(full, group_txs)
+    grads[g] = own if g == MODEL else parts[g]
+  return losses, grads, aux
+
+
 def _global_norm(tree):
   """sqrt of the sum of squares of every leaf: each leaf summed along its last axis (a row
   reduction fused with the square), then over the rows. The barrier keeps XLA from merging
   the two sums into one reduce-to-scalar, which XLA:CPU writes as a square of the whole
-  gradient and a tree of reduce-windows over it (`optax.tree.norm`: 1.6 ms of the default
-  VAE's 11.5 ms step on the 2-core CPU)."""
+  gradient and a tree of reduce-windows over it (`optax.tree.norm`; docs/design.md)."""
   leaves = jax.tree.leaves(tree)
   if not leaves:
     return jnp.float32(0)
