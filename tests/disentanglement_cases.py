@@ -64,3 +64,9 @@ def table_source(keep=0.7, seed=0, sizes=(3, 4, 5), duplicates=True):
   image = rows.astype(np.float32).reshape(len(rows), 1, 1, len(sizes))
   src = InMemorySource("table", image, factors=rows, factor_sizes=sizes)
   return src, grid, rows
+
+
+def identity_observations(num_factors=10, num_values=10):
+  """disentanglement_lib's IdentityObservationsData: the observations are the factors."""
+  return dis.ProceduralGroundTruth(lambda f: np.asarray(f, np.float64),
+                                   (num_values,) * num_factors)

@@ -15,7 +15,14 @@ from disentanglement_cases import (MAIN, SIZES, SMALL, fixed_data, identity, mix
                                    synthetic, table_source)
 from vaelab.data import dsprites
 from vaelab.data.base import InMemorySource
+from vaelab.errors import ConfigError
 from vaelab.evaluate import disentanglement as dis
+
+# The names of the scores added beside MAIN: those in [0, 1], and the unsupervised ones (>= 0).
+NEW = ("eval/sap_score", "eval/modularity_score", "eval/explicitness_score_train",
+       "eval/explicitness_score_test", "eval/irs")
+UNSUPERVISED = ("eval/gaussian_total_correlation", "eval/gaussian_wasserstein_correlation",
+                "eval/mutual_info_score")
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +155,8 @@ def test_nonfinite_codes_give_nan_and_sizes_are_checked():
   out = dis.disentanglement_metrics(lambda x: np.full((len(x), 4), np.nan), gt,
                                     np.random.default_rng(0), SMALL)
   assert all(np.isnan(out[k]) for k in MAIN)
+  assert set(out) == {f"eval/{k}" for names in dis.HEADLINE.values() for k in names}
+  assert all(np.isnan(v) for v in out.values())
   with pytest.raises(ValueError, match="num_trian"):
     dis.disentanglement_metrics(identity, gt, np.random.default_rng(0), {"num_trian": 10})
   assert set(dis.default_sizes()) == {"num_train", "num_eval", "batch_size",
@@ -181,8 +190,10 @@ def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
       "eval.disentanglement_batch_size": 4,
       "eval.disentanglement_num_variance_estimate": 100})
   results = loop.train_and_evaluate(c, str(tmp_path))
-  for k in MAIN:
+  for k in MAIN + NEW:
     assert 0.0 <= results[k] <= 1.0, (k, results[k])
+  for k in UNSUPERVISED:
+    assert results[k] >= -1e-9, (k, results[k])
   assert results["eval/factorvae_num_active_dims"] <= 3
   c.eval.disentanglement = False
   assert not any(k in loop.evaluate_checkpoint(c, str(tmp_path)) for k in MAIN)
@@ -236,8 +247,8 @@ def test_fixed_data_betavae_factorvae_and_argument_errors():
     dis.scores(codes=y, factors=y, represent=identity, ground_truth=synthetic())
   with pytest.raises(ValueError, match="either codes= and factors="):
     dis.scores()
-  with pytest.raises(ValueError, match="unknown \\['sap'\\]"):
-    dis.scores(codes=y, factors=y, metrics=("mig", "sap"))
+  with pytest.raises(ValueError, match="unknown \\['tcvae'\\]"):
+    dis.scores(codes=y, factors=y, metrics=("mig", "tcvae"))
   with pytest.raises(ValueError, match="dci_importance='svm'"):
     dis.disentanglement_metrics(identity, synthetic(), np.random.default_rng(0),
                                 dci_importance="svm")
@@ -267,3 +278,50 @@ def test_scores_refuses_a_bad_option_before_sampling():
     with pytest.raises(ValueError, match=match):
       dis.scores(represent=represent, ground_truth=synthetic(), **kwargs)
   assert not calls
+
+
+# ---------------------------------------------------------------- every metric, and the config
+
+
+def test_every_metric_on_fixed_data_by_its_eval_name():
+  import vaelab
+  z, y = fixed_data(900, seed=2)
+  names = ("sap", "modularity", "irs", "unsupervised")
+  s = vaelab.disentanglement_scores(codes=z[:600], factors=y[:600], codes_test=z[600:],
+                                    factors_test=y[600:], metrics=names)
+  assert set(s.as_dict()) == {k[len("eval/"):] for k in NEW + UNSUPERVISED}
+  assert s.mig is None and s.sap.score_matrix.shape == (5, 3)
+  # The codes carry their factors (z_i ~ y_i): SAP and IRS well above noise's.
+  noise = dis.scores(codes=np.random.default_rng(0).normal(size=z.shape), factors=y,
+                     metrics=names)
+  for key in ("sap_score", "modularity_score", "explicitness_score_test", "irs"):
+    assert s.as_dict()[key] > noise.as_dict()[key] + 0.1, key
+  # Without codes_test, the first 2/3 of the rows train, as for DCI.
+  split = dis.scores(codes=z, factors=y, metrics=("sap",))
+  assert split.sap.sap == dis.sap_from_codes(z[:600], y[:600], z[600:], y[600:]).sap
+
+
+def test_the_configs_metrics_and_the_evaluators_nan_defaults(monkeypatch):
+  from conftest import set_overrides
+  from vaelab import config_base
+  from vaelab.training import loop
+  c = config_base.base_config()
+  config_base.vae_keys(c)
+  assert c.eval.disentanglement_metrics == dis.METRICS
+  set_overrides(c, {"data.name": "procedural_dsprites", "data.num_eval": 32, "batch_size": 16,
+                    "model.hidden": (16,), "model.latent_dim": 3, "eval.batch_size": 32,
+                    "eval.disentanglement_num_train": 40, "eval.disentanglement_num_eval": 20,
+                    "eval.disentanglement_metrics": ("sap", "mig", "unsupervised", "sap")})
+  exp = loop.build(c)
+  evaluator = exp.evaluator()
+  assert evaluator.disentanglement_metrics == ("sap", "mig", "unsupervised")
+  # A diverged model: every selected metric's names are reported, as NaN.
+  monkeypatch.setattr(evaluator, "_features",
+                      lambda state: lambda x: np.full((len(x), 3), np.nan))
+  out = evaluator.disentanglement(exp.init_state())
+  assert set(out) == {"eval/sap_score", "eval/mig", *UNSUPERVISED}
+  assert all(np.isnan(v) for v in out.values())
+  c.eval.disentanglement_metrics = ("mig", "hsic")
+  with pytest.raises(ConfigError, match="eval.disentanglement_metrics") as e:
+    exp.evaluator()
+  assert "['hsic']" in str(e.value) and "'unsupervised'" in str(e.value)

@@ -40,6 +40,7 @@ class Evaluator:
         "num_eval": int(e.disentanglement_num_eval),
         "batch_size": int(e.disentanglement_batch_size),
         "num_variance_estimate": int(e.disentanglement_num_variance_estimate)}
+    self.disentanglement_metrics = disentanglement.configured_metrics(config)
     self.dci_importance = e.dci_importance
     # Periodic evaluations score the representation too, every `disentanglement_every`
     # steps, on a fraction of the final sample sizes (curves against the training step).
@@ -147,11 +148,13 @@ class Evaluator:
             "eval/probe_error_pixels": probe_lib.probe_error(tp, tl, ep, el)}
 
   def disentanglement(self, state, sizes: dict | None = None) -> dict[str, float]:
-    """The four disentanglement scores of the family's features, where the evaluation data
-    has ground-truth factors (observations are drawn from the whole factor grid), at
-    `sizes` (default: the final sample sizes, whose structured scores, with the latent x
-    factor mutual information, are kept in `last_scores` for the pictures)."""
-    if self.family.features is None or self.disentanglement_sizes is None:
+    """The disentanglement scores `eval.disentanglement_metrics` of the family's features,
+    where the evaluation data has ground-truth factors (observations are drawn from the
+    whole factor grid), at `sizes` (default: the final sample sizes, whose structured
+    scores, with the latent x factor mutual information, are kept in `last_scores` for the
+    pictures)."""
+    if (self.family.features is None or self.disentanglement_sizes is None
+        or not self.disentanglement_metrics):
       return {}
     ground_truth = disentanglement.ground_truth_from_source(self.source)
     if ground_truth is None:
@@ -162,14 +165,15 @@ class Evaluator:
       scores = disentanglement.scores(
           represent=self._features(state), ground_truth=ground_truth, rng=rng,
           sizes=self.disentanglement_sizes if final else sizes,
-          dci_importance=self.dci_importance)
+          metrics=self.disentanglement_metrics, dci_importance=self.dci_importance)
     except disentanglement.NonFiniteCodesError:
       scores = None
     if final:
       self.last_scores = scores
     out = {} if scores is None else scores.as_dict()
-    for name in ("betavae_score", "factorvae_score", "mig", "dci_disentanglement"):
-      out.setdefault(name, float("nan"))  # a diverged model: no score is meaningful
+    for metric in self.disentanglement_metrics:
+      for name in disentanglement.HEADLINE[metric]:
+        out.setdefault(name, float("nan"))  # a diverged model: no score is meaningful
     return {f"eval/{k}": v for k, v in out.items()}
 
   def save_pictures(self, state, workdir: str, results: dict | None = None) -> list[str]:

@@ -1,12 +1,14 @@
-"""Disentanglement metrics: BetaVAE score, FactorVAE score, MIG and DCI disentanglement.
+"""Disentanglement metrics: every score of disentanglement_lib.
 
-The supervised scores of the disentanglement literature, each computed with the
-protocol and the default sample sizes of disentanglement_lib (Locatello et al. 2019,
-"Challenging Common Assumptions in the Unsupervised Learning of Disentangled
-Representations"), so that numbers are comparable with that study. One module per
-metric, as disentanglement_lib keeps them; the representation is a function from a
-batch of observations to codes (for a VAE, the posterior mean), the factors come from
-a ground truth (`ground_truth`), observations are encoded by `sampling`.
+BetaVAE score, FactorVAE score, MIG, DCI disentanglement, SAP, Modularity and
+Explicitness, IRS, and the unsupervised scores (Gaussian total correlation, Gaussian
+Wasserstein correlation, mutual-information score), each computed with the protocol and
+the default sample sizes of disentanglement_lib (Locatello et al. 2019, "Challenging
+Common Assumptions in the Unsupervised Learning of Disentangled Representations"), so
+that numbers are comparable with that study. One module per metric, as
+disentanglement_lib keeps them; the representation is a function from a batch of
+observations to codes (for a VAE, the posterior mean), the factors come from a ground
+truth (`ground_truth`), observations are encoded by `sampling`.
 
 Any representation can be scored, from codes computed elsewhere or from an encoder:
 `scores(codes=z, factors=y)` (disentanglement_lib's `compute_*_on_fixed_data`) or
@@ -18,7 +20,8 @@ floats a run writes::
   s = disentanglement.scores(codes=z, factors=y)   # z (n, d) floats, y (n, F) labels
   s.mig.per_factor, s.mig.mutual_information       # (F,), (d, F) nats
   s.dci.disentanglement, s.dci.importance          # float, (d, F)
-  disentanglement.scores(codes=z, factors=y, metrics=("mig",), discretizer="quantile")
+  s.as_dict()["sap_score"], s.as_dict()["irs"]
+  disentanglement.scores(codes=z, factors=y, metrics=("mig", "sap"), discretizer="quantile")
 
 Everything is numpy / scikit-learn on the host.
 """
@@ -32,16 +35,28 @@ from vaelab.evaluate.disentanglement.ground_truth import (GroundTruth, Procedura
                                                           TableGroundTruth, codes_ground_truth,
                                                           ground_truth_from_source,
                                                           varying_factors)
+from vaelab.evaluate.disentanglement.irs import IRSResult, irs_from_codes, irs_score
 from vaelab.evaluate.disentanglement.mig import MIGResult, mig, mig_from_codes
+from vaelab.evaluate.disentanglement.modularity import (ModularityResult,
+                                                        modularity_explicitness,
+                                                        modularity_from_codes)
 from vaelab.evaluate.disentanglement.sampling import NonFiniteCodesError, Represent
-from vaelab.evaluate.disentanglement.scores import (METRICS, Scores, default_sizes,
+from vaelab.evaluate.disentanglement.sap import SAPResult, sap_from_codes, sap_score
+from vaelab.evaluate.disentanglement.scores import (HEADLINE, METRICS, Scores,
+                                                    configured_metrics, default_sizes,
                                                     disentanglement_metrics, scores)
+from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
+                                                          unsupervised_from_codes,
+                                                          unsupervised_scores)
 
 __all__ = [
-    "DCI_IMPORTANCE", "DCIResult", "DISCRETIZERS", "FACTORVAE_PRUNE_STD", "GroundTruth",
-    "METRICS", "MIGResult", "NonFiniteCodesError", "ProceduralGroundTruth", "Represent",
-    "Scores", "TableGroundTruth", "betavae_score", "codes_ground_truth", "dci_disentanglement",
-    "dci_from_codes", "default_sizes", "disentanglement_metrics", "factorvae_score",
-    "ground_truth_from_source", "histogram_discretize", "mig", "mig_from_codes",
-    "quantile_discretize", "scores", "varying_factors",
+    "DCIResult", "DCI_IMPORTANCE", "DISCRETIZERS", "FACTORVAE_PRUNE_STD", "GroundTruth",
+    "HEADLINE", "IRSResult", "METRICS", "MIGResult", "ModularityResult", "NonFiniteCodesError",
+    "ProceduralGroundTruth", "Represent", "SAPResult", "Scores", "TableGroundTruth",
+    "UnsupervisedResult", "betavae_score", "codes_ground_truth", "configured_metrics",
+    "dci_disentanglement", "dci_from_codes", "default_sizes", "disentanglement_metrics",
+    "factorvae_score", "ground_truth_from_source", "histogram_discretize", "irs_from_codes",
+    "irs_score", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",
+    "quantile_discretize", "sap_from_codes", "sap_score", "scores", "unsupervised_from_codes",
+    "unsupervised_scores", "varying_factors",
 ]

@@ -1,12 +1,15 @@
-"""Discretizers of codes into integer bins, for the metrics that estimate a discrete mutual
-information (MIG).
+"""Discretizers of codes into integer bins, and the discrete mutual information they feed
+(MIG, Modularity, IRS's factors, the unsupervised mutual-information score).
 
 A discretizer is a function (codes (n, d), num_bins) -> integer bins (n, d);
 disentanglement_lib's is the equal-width histogram with 20 bins.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 
 def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
@@ -45,3 +48,14 @@ def resolve(discretizer):
                      "or a function (codes (n, d), num_bins) -> integer bins (n, d)")
   return DISCRETIZERS[discretizer]
 
+
+def mutual_information(binned: np.ndarray, labels: np.ndarray,
+                       columns: Sequence[int]) -> np.ndarray:
+  """(d, L) mutual information in nats between each column of `binned` (n, d) and each
+  of the `columns` of `labels` (n, L); NaN in the other columns. Each entry is
+  disentanglement_lib's `mutual_info_score(label, code)`, in that argument order."""
+  mi = np.full((binned.shape[1], labels.shape[1]), np.nan)
+  for k in columns:
+    mi[:, k] = [sk_metrics.mutual_info_score(labels[:, k], binned[:, i])
+                for i in range(binned.shape[1])]
+  return mi

@@ -35,11 +35,9 @@ def mig_from_codes(codes: np.ndarray, factors: np.ndarray, *, discretizer="histo
   if not keep:
     raise ValueError("mig: no factor varies in the sample")
   binned = discretize.resolve(discretizer)(codes, num_bins)
-  mi = np.full((codes.shape[1], num_f), np.nan)
+  mi = discretize.mutual_information(binned, factors, keep)
   entropy = np.full(num_f, np.nan)
   for k in keep:
-    mi[:, k] = [sk_metrics.mutual_info_score(factors[:, k], binned[:, i])
-                for i in range(codes.shape[1])]
     entropy[k] = sk_metrics.mutual_info_score(factors[:, k], factors[:, k])
   top = -np.sort(-mi[:, keep], axis=0)
   second = top[1] if len(top) > 1 else np.zeros_like(top[0])

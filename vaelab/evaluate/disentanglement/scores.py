@@ -8,26 +8,43 @@ from typing import Sequence
 
 import numpy as np
 
+from vaelab.errors import ConfigError
 from vaelab.evaluate.disentanglement import discretize
 from vaelab.evaluate.disentanglement.beta_vae import betavae_score
 from vaelab.evaluate.disentanglement.dci import DCI_IMPORTANCE, DCIResult, dci_from_codes
 from vaelab.evaluate.disentanglement.factor_vae import factorvae_score
 from vaelab.evaluate.disentanglement.ground_truth import (GroundTruth, codes_ground_truth,
                                                           varying_factors)
+from vaelab.evaluate.disentanglement.irs import IRSResult, irs_from_codes
 from vaelab.evaluate.disentanglement.mig import MIGResult, mig_from_codes
+from vaelab.evaluate.disentanglement.modularity import ModularityResult, modularity_from_codes
 from vaelab.evaluate.disentanglement.sampling import (NonFiniteCodesError, Represent,
                                                       check_codes_factors, sample_codes)
+from vaelab.evaluate.disentanglement.sap import SAPResult, sap_from_codes
+from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
+                                                          unsupervised_from_codes)
 
 _log = logging.getLogger(__name__)
 
-METRICS = ("betavae", "factorvae", "mig", "dci")
+# In this order each metric gets its child generator: a metric added at the end leaves
+# the others' draws as they were.
+METRICS = ("betavae", "factorvae", "mig", "dci", "sap", "modularity", "irs", "unsupervised")
+# The names each metric always reports (NaN when the representation is not finite).
+HEADLINE = {"betavae": ("betavae_score",), "factorvae": ("factorvae_score",), "mig": ("mig",),
+            "dci": ("dci_disentanglement",), "sap": ("sap_score",),
+            "modularity": ("modularity_score", "explicitness_score_train",
+                           "explicitness_score_test"),
+            "irs": ("irs",),
+            "unsupervised": ("gaussian_total_correlation", "gaussian_wasserstein_correlation",
+                             "mutual_info_score")}
 
 
 def default_sizes() -> dict[str, int]:
   """Sample sizes of disentanglement_lib's metric configs (unsupervised_study_v1).
 
-  num_train:   points to fit each score's classifier / estimate MIG (all four metrics)
-  num_eval:    points to evaluate it (BetaVAE, FactorVAE; DCI's num_test)
+  num_train:   points to fit each score's classifier / estimate it (every metric)
+  num_eval:    points to evaluate it (BetaVAE, FactorVAE; the num_test of DCI, SAP and
+               Modularity / Explicitness; IRS and the unsupervised scores have none)
   batch_size:  observations behind one BetaVAE / FactorVAE point (pairs for BetaVAE)
   num_variance_estimate: observations for FactorVAE's global code variances
   represent_batch_size:  observations per `represent` call (not a protocol constant)
@@ -46,21 +63,52 @@ def _checked_sizes(sizes):
   return s
 
 
+def _check_metrics(metrics: Sequence[str]) -> None:
+  unknown = set(metrics) - set(METRICS)
+  if unknown:
+    raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
+                     f"{METRICS}")
+
+
+def configured_metrics(config) -> tuple[str, ...]:
+  """The metrics `config.eval.disentanglement_metrics` names, each once, in its order; a
+  ConfigError naming the key and the allowed names for any other name."""
+  names = config.eval.disentanglement_metrics
+  names = (names,) if isinstance(names, str) else tuple(names)
+  unknown = sorted(set(names) - set(METRICS))
+  if unknown:
+    raise ConfigError(f"eval.disentanglement_metrics={names!r}: unknown {unknown}; expected "
+                      f"names among {METRICS}")
+  return tuple(dict.fromkeys(names))
+
+
 def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance):
   """Per metric, a function of its generator giving its structured result."""
   rb = s["represent_batch_size"]
+  bins = {"discretizer": discretizer, "num_bins": num_bins}
+
+  def train_test(r):
+    f_train, z_train = sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    f_test, z_test = sample_codes(represent, ground_truth, s["num_eval"], r, rb)
+    return z_train, f_train, z_test, f_test
 
   def mig_call(r):
     factors, codes = sample_codes(represent, ground_truth, s["num_train"], r, rb)
-    return mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins,
-                          candidates=varying_factors(ground_truth))
+    return mig_from_codes(codes, factors, candidates=varying_factors(ground_truth), **bins)
 
   def dci_call(r):
-    f_train, z_train = sample_codes(represent, ground_truth, s["num_train"], r, rb)
-    f_test, z_test = sample_codes(represent, ground_truth, s["num_eval"], r, rb)
-    return dci_from_codes(z_train, f_train, z_test, f_test, importance=dci_importance,
+    split = train_test(r)
+    return dci_from_codes(*split, importance=dci_importance,
                           random_state=int(r.integers(2**31 - 1)),
                           candidates=varying_factors(ground_truth))
+
+  def irs_call(r):
+    factors, codes = sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    return irs_from_codes(codes, factors, candidates=varying_factors(ground_truth), **bins)
+
+  def unsupervised_call(r):
+    _, codes = sample_codes(represent, ground_truth, s["num_train"], r, rb)
+    return unsupervised_from_codes(codes, **bins)
 
   return {
       "betavae": lambda r: betavae_score(
@@ -72,19 +120,29 @@ def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importa
           represent_batch_size=rb),
       "mig": mig_call,
       "dci": dci_call,
+      "sap": lambda r: sap_from_codes(*train_test(r), candidates=varying_factors(ground_truth)),
+      "modularity": lambda r: modularity_from_codes(
+          *train_test(r), candidates=varying_factors(ground_truth), **bins),
+      "irs": irs_call,
+      "unsupervised": unsupervised_call,
   }
 
 
 @dataclasses.dataclass
 class Scores:
-  """The four scores with their parts: `betavae` / `factorvae` are the dicts of
-  `betavae_score` / `factorvae_score`; `mig` and `dci` hold the per-factor values and
-  the (d, F) mutual-information and importance matrices. A metric not asked for (or
-  whose codes were not finite) is None."""
+  """The scores with their parts: `betavae` / `factorvae` are the dicts of
+  `betavae_score` / `factorvae_score`; the others are each metric's result (`MIGResult`,
+  `DCIResult`, `SAPResult`, `ModularityResult`, `IRSResult`, `UnsupervisedResult`) with
+  its per-factor or per-code values and matrices. A metric not asked for (or whose codes
+  were not finite) is None."""
   betavae: dict | None = None
   factorvae: dict | None = None
   mig: MIGResult | None = None
   dci: DCIResult | None = None
+  sap: SAPResult | None = None
+  modularity: ModularityResult | None = None
+  irs: IRSResult | None = None
+  unsupervised: UnsupervisedResult | None = None
   factor_names: tuple[str, ...] | None = None
 
   def as_dict(self) -> dict[str, float]:
@@ -98,6 +156,19 @@ class Scores:
                   "dci_completeness": self.dci.completeness,
                   "dci_informativeness_train": self.dci.informativeness_train,
                   "dci_informativeness_test": self.dci.informativeness_test})
+    if self.sap is not None:
+      out["sap_score"] = self.sap.sap
+    if self.modularity is not None:
+      out.update({"modularity_score": self.modularity.modularity,
+                  "explicitness_score_train": self.modularity.explicitness_train,
+                  "explicitness_score_test": self.modularity.explicitness_test})
+    if self.irs is not None:
+      out["irs"] = self.irs.irs
+    if self.unsupervised is not None:
+      u = self.unsupervised
+      out.update({"gaussian_total_correlation": u.gaussian_total_correlation,
+                  "gaussian_wasserstein_correlation": u.gaussian_wasserstein_correlation,
+                  "mutual_info_score": u.mutual_info_score})
     return {k: float(v) for k, v in out.items()}
 
 
@@ -121,16 +192,20 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   `ground_truth_from_source(source)`) to sample from with disentanglement_lib's
   protocols and sample sizes (`sizes` overrides `default_sizes()`).
 
-  On fixed data, MIG uses every row; DCI trains on `codes_test`/`factors_test`'s
-  complement: the rows given as `codes`, tested on `codes_test`, or, without them, on
-  the first `train_fraction` of the rows, tested on the rest (dlib's split_train_test);
-  BetaVAE and FactorVAE draw their groups among the rows (`codes_ground_truth`).
+  `metrics` picks among METRICS: "betavae", "factorvae", "mig", "dci", "sap",
+  "modularity" (Modularity and Explicitness), "irs" and "unsupervised" (Gaussian total
+  and Wasserstein correlation, mutual-information score). On fixed data, MIG, IRS and
+  the unsupervised scores use the rows of `codes`; DCI, SAP and Modularity train on the
+  rows given as `codes` and test on `codes_test`, or, without them, train on the first
+  `train_fraction` of the rows and test on the rest (dlib's split_train_test); BetaVAE
+  and FactorVAE draw their groups among the rows (`codes_ground_truth`).
   `discretizer` ("histogram", dlib's equal widths; "quantile", equal mass; or a function
-  (codes, num_bins) -> bins) and `num_bins` are MIG's; `dci_importance` is "gbt"
-  (dlib's boosted trees, exact) or "forest". `rng` (a Generator or a seed) drives all
-  sampling and, unless `dci_random_state` fixes it, the boosted trees' seed (sklearn's
-  `random_state`; disentanglement_lib leaves it unseeded); each metric gets its own
-  child generator.
+  (codes, num_bins) -> bins) and `num_bins` are those of every metric that bins (MIG,
+  Modularity, IRS's factors, the unsupervised mutual information), as dlib's one
+  `discretizer` setting is; `dci_importance` is "gbt" (dlib's boosted trees, exact) or
+  "forest". `rng` (a Generator or a seed) drives all sampling and, unless
+  `dci_random_state` fixes it, the boosted trees' seed (sklearn's `random_state`;
+  disentanglement_lib leaves it unseeded); each metric gets its own child generator.
 
   Example, scoring codes computed elsewhere::
 
@@ -140,6 +215,8 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
     s.dci.disentanglement, s.dci.importance                # float, (d, F)
     s.dci.per_code_disentanglement, s.dci.per_factor_completeness
     s.betavae["betavae_score"], s.factorvae["factorvae_score"]
+    s.sap.sap, s.modularity.modularity, s.irs.irs, s.unsupervised.mutual_info_score
+    s.as_dict()                                            # every score by its eval/ name
     disentanglement.scores(codes=z, factors=y, metrics=("mig",), discretizer="quantile")
 
   and a model's encoder on procedural dSprites::
@@ -148,10 +225,7 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
     s = disentanglement.scores(represent=lambda x: np.asarray(encode(x)), ground_truth=gt,
                                sizes={"num_train": 2000, "num_eval": 1000})
   """
-  unknown = set(metrics) - set(METRICS)
-  if unknown:
-    raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
-                     f"{METRICS}")
+  _check_metrics(metrics)
   if dci_importance not in DCI_IMPORTANCE:  # refused before any metric runs
     raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
   discretize.resolve(discretizer)
@@ -176,9 +250,10 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   if codes is None or factors is None:
     raise ValueError("scores: codes= and factors= go together")
   codes, factors = check_codes_factors(codes, factors, "scores")
+  bins = {"discretizer": discretizer, "num_bins": num_bins}
   if "mig" in metrics:
-    out.mig = mig_from_codes(codes, factors, discretizer=discretizer, num_bins=num_bins)
-  if "dci" in metrics:
+    out.mig = mig_from_codes(codes, factors, **bins)
+  if {"dci", "sap", "modularity"} & set(metrics):
     if (codes_test is None) != (factors_test is None):
       raise ValueError("scores: codes_test= and factors_test= go together")
     if codes_test is None:
@@ -188,9 +263,18 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
       split = codes[:pivot], factors[:pivot], codes[pivot:], factors[pivot:]
     else:
       split = (codes, factors) + check_codes_factors(codes_test, factors_test, "scores")
+  if "dci" in metrics:
     seed = (int(children["dci"].integers(2**31 - 1)) if dci_random_state is None
             else dci_random_state)
     out.dci = dci_from_codes(*split, importance=dci_importance, random_state=seed)
+  if "sap" in metrics:
+    out.sap = sap_from_codes(*split)
+  if "modularity" in metrics:
+    out.modularity = modularity_from_codes(*split, **bins)
+  if "irs" in metrics:
+    out.irs = irs_from_codes(codes, factors, **bins)
+  if "unsupervised" in metrics:
+    out.unsupervised = unsupervised_from_codes(codes, **bins)
   table = [m for m in ("betavae", "factorvae") if m in metrics]
   if table:
     gt = codes_ground_truth(codes, factors, factor_names)
@@ -202,31 +286,33 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
 
 def disentanglement_metrics(represent: Represent, ground_truth: GroundTruth,
                             rng: np.random.Generator, sizes: dict | None = None, *,
-                            dci_importance: str = "gbt", discretizer="histogram",
-                            num_bins: int = 20) -> dict[str, float]:
-  """All four scores (and their by-products) as a flat dict of `eval/` floats.
+                            metrics: Sequence[str] = METRICS, dci_importance: str = "gbt",
+                            discretizer="histogram", num_bins: int = 20) -> dict[str, float]:
+  """The `metrics` (default: all) and their by-products as a flat dict of `eval/` floats.
 
   `sizes` overrides entries of `default_sizes()` (an unknown key is an error, as
   a misspelled config key is). Each metric draws from its own child generator,
-  so shrinking one metric's sample does not change the others' draws. A model
-  whose codes are not finite gets NaN scores instead of an exception.
-  `dci_importance` ("gbt": disentanglement_lib's boosted trees, the default; "forest")
-  and MIG's `discretizer` / `num_bins` are as in `scores`, which also returns the
-  per-factor values and matrices behind these numbers.
+  so shrinking one metric's sample, or leaving a metric out, does not change the
+  others' draws. A model whose codes are not finite gets NaN scores (the HEADLINE
+  names) instead of an exception. `dci_importance` ("gbt": disentanglement_lib's
+  boosted trees, the default; "forest") and `discretizer` / `num_bins` are as in
+  `scores`, which also returns the per-factor values and matrices behind these numbers.
   """
+  _check_metrics(metrics)
   if dci_importance not in DCI_IMPORTANCE:
     raise ValueError(f"dci_importance={dci_importance!r}: expected one of {DCI_IMPORTANCE}")
   discretize.resolve(discretizer)
   s = _checked_sizes(sizes)
   calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
-  main = {"betavae": "betavae_score", "factorvae": "factorvae_score", "mig": "mig",
-          "dci": "dci_disentanglement"}
+  children = dict(zip(METRICS, rng.spawn(len(METRICS))))
   out = {}
-  for (name, call), child in zip(calls.items(), rng.spawn(len(calls))):
+  for name in METRICS:
+    if name not in metrics:
+      continue
     try:
-      result = Scores(**{name: call(child)}).as_dict()
+      result = Scores(**{name: calls[name](children[name])}).as_dict()
     except NonFiniteCodesError:
-      _log.warning("%s: the representation is not finite; reporting NaN", main[name])
-      result = {main[name]: float("nan")}
+      _log.warning("%s: the representation is not finite; reporting NaN", HEADLINE[name][0])
+      result = dict.fromkeys(HEADLINE[name], float("nan"))
     out.update({f"eval/{k}": float(v) for k, v in result.items()})
   return out
