@@ -116,3 +116,23 @@ def test_shape_check_names_the_first_differing_array():
     checkpoint._check_shapes({"params": {"w": np.zeros((3, 4))}, "step": np.zeros(())},
                              {**abstract, "params": {"w": np.zeros((3, 4)),
                                                      "b": np.zeros((4,))}})
+
+
+def test_a_checkpoint_written_before_parameter_groups_existed_resumes(copy_of, tmp_path):
+  """TrainState gained `group_opt_state` (empty for families without parameter groups):
+  a checkpoint without it still restores, bitwise, into the current state."""
+  import orbax.checkpoint as ocp
+  config, workdir = copy_of
+  exp = loop.build(config)
+  state = loop.restore_latest(exp, workdir)
+  older = str(tmp_path / "older")
+  fields = ("step", "params", "opt_state", "model_state", "seed", "skipped_steps")
+  manager = ocp.CheckpointManager(os.path.join(older, "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True),
+                                  item_handlers=ocp.StandardCheckpointHandler())
+  manager.save(10, args=ocp.args.StandardSave({f: getattr(state, f) for f in fields}))
+  manager.wait_until_finished()
+  restored = loop.restore_latest(exp, older)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert restored.group_opt_state == {}

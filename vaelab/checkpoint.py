@@ -9,6 +9,7 @@ new one can take its place.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -73,7 +74,7 @@ class Checkpointer:
                   lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
                                           partial_restore=True))
         else:
-          restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+          restored = self._restore_state(step, saved, abstract)
         # As host values, like a fresh state: in a multi-process run, arrays committed to
         # this process's device would make replicating them over the global mesh a
         # cross-host transfer, which the CPU backend refuses.
@@ -90,6 +91,20 @@ class Checkpointer:
           f"overwritten. If these belong to another config, use another --workdir; to start "
           f"over here, move the checkpoints directory away.")
     return None
+
+  def _restore_state(self, step: int, saved, abstract):
+    """The checkpoint of `step` in `abstract`'s structure. A field the checkpoint lacks that
+    holds no array in the template (a TrainState field added since it was written, empty
+    for this run: `group_opt_state` of a family without parameter groups) keeps the
+    template's value, so checkpoints of earlier versions resume."""
+    if dataclasses.is_dataclass(abstract) and hasattr(saved, "keys"):
+      fields = [f.name for f in dataclasses.fields(abstract)]
+      absent = [f for f in fields if f not in saved and not jax.tree.leaves(getattr(abstract, f))]
+      if absent:
+        target = {f: getattr(abstract, f) for f in fields if f not in absent}
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+        return abstract.replace(**restored)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def _move_aside(self, step: int):
     if jax.process_index() == 0:
