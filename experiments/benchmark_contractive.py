@@ -1,7 +1,7 @@
 """Speed of the contractive train step, for each penalty path, against the plain AE step.
 
 All steps train the same 784-1000 sigmoid autoencoder (cross-entropy, Adam, batch 128)
-through `vaelab.training.loop.build` (the SPMD step the trainer runs): `ae` is the family `ae`
+through `vaelab.training.experiment_lib.build` (the SPMD step the trainer runs): `ae` is the family `ae`
 with no penalty; `cae:<path>` is the family `cae` with `loss.penalty=<path>` (closed_form:
 exact, one matmul; estimator: `--num_projections` jvps; jacfwd: the full 1000x784 Jacobian per
 example, the reference). Steps are timed in alternating rounds after warm-up (compile
@@ -24,7 +24,7 @@ import numpy as np
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
-from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
 
 LATENT = 1000
 
@@ -39,7 +39,7 @@ def build_step(name: str, batch_size: int, num_projections: int, src):
     c.loss.contractive_weight = 0.1
     c.loss.penalty = name.split(":")[1]
     c.loss.num_projections = num_projections
-  exp = loop.build(c, sources=(src, src))
+  exp = experiment_lib.build(c, sources=(src, src))
   state = spmd.replicate(exp.mesh, exp.init_state())
   batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   return (lambda s: exp.train_step(s, batch, exp.hparams)[0]), state

@@ -64,6 +64,7 @@ import optax  # noqa: E402
 from vaelab import config_base  # noqa: E402
 from vaelab.losses import reconstruction  # noqa: E402
 from vaelab.training import loop  # noqa: E402
+from vaelab.training import experiment as experiment_lib
 
 MODELS = {
     "small": dict(family="ae", hidden=(32,), latent=30, batch=32, activation="relu"),
@@ -110,7 +111,7 @@ def vaelab_rates(config, workdir: str) -> tuple[list, float]:
 
 def bare_rates(config, x: np.ndarray, steps: int) -> list:
   """The twenty-line loop: same module, Adam, host-indexed batches, donated jitted step."""
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   model, vae = exp.model, config.model.name == "vae"
   params = exp.init_state().params
   tx = optax.adam(float(config.optimizer.learning_rate))

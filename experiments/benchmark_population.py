@@ -71,10 +71,10 @@ def bench_population(steps: int, root: str, config_name: str) -> dict:
 
 
 def bench_input(steps: int) -> dict:
-  from vaelab.training import loop
+  from vaelab.training import experiment as experiment_lib
   from vaelab.data import pipeline
   config = common.load_config("beta_vae_dsprites", "runlocal", LIGHT_EVAL)
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   state = spmd.replicate(exp.mesh, exp.init_state())
   batcher = exp.batcher()
   fixed = spmd.shard_batch(exp.mesh, batcher.batch(0))
@@ -108,7 +108,8 @@ def _random_npz(path: str, shape, n: int = 64) -> str:
 
 def bench_compile(tmp: str) -> dict:
   from vaelab import checkpoint
-  from vaelab.training import loop
+  from vaelab.training import experiment as experiment_lib
+  from vaelab.training import workdir as workdir_lib
   from vaelab.data import TFDS_NAMES
   shapes = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
             "dsprites": (64, 64, 1), "shapes3d": (64, 64, 3)}
@@ -128,17 +129,17 @@ def bench_compile(tmp: str) -> dict:
             "data.name": "npz", "data.train_path": _random_npz(os.path.join(tmp, "vq.npz"),
                                                                shapes["mnist"]),
             "data.eval_path": os.path.join(tmp, "vq.npz")})
-        vq_exp = loop.build(vq_config)
+        vq_exp = experiment_lib.build(vq_config)
         vq_dir = os.path.join(tmp, "vq_run")
         ckpt = checkpoint.Checkpointer(vq_dir, 1)
         ckpt.save(vq_exp.init_state())
         ckpt.close()
-        loop._save_config(vq_config, vq_dir)
+        workdir_lib._save_config(vq_config, vq_dir)
       config.vq_workdir = vq_dir
       config.data.name = "npz"
       config.data.train_path = config.data.eval_path = os.path.join(tmp, "vq.npz")
     config.batch_size = min(int(config.batch_size), 64)
-    exp = loop.build(config)
+    exp = experiment_lib.build(config)
     state = spmd.replicate(exp.mesh, exp.init_state())
     batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
     jax.clear_caches()

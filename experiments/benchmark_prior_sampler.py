@@ -29,7 +29,6 @@ Runs unchanged on a GPU (it prints jax.devices()). The last line of stdout is JS
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 

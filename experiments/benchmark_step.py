@@ -4,7 +4,7 @@ Both steps train the same MLP VAE (by default 784-512-512-32, Bernoulli likeliho
 batch 128; `--side 64 --hidden 512,256 --latent 10 --batch_size 64` is the runlocal
 beta-VAE of configs/beta_vae_dsprites.py, whose 4.5M gradients once made vaelab's step 2x
 slower through a 1-device all-reduce):
-vaelab's is built by `vaelab.training.loop.build` (the SPMD step the trainer runs: shard_map,
+vaelab's is built by `vaelab.training.experiment_lib.build` (the SPMD step the trainer runs: shard_map,
 per-example keys, pmean, NaN guard, metrics); the other is the shortest jitted step a
 researcher would write by hand (flax Dense layers, one `jax.random.normal` call, softplus
 Bernoulli NLL + analytic KL, optax.adam, donated params and optimizer state). Steps are
@@ -32,7 +32,7 @@ import optax
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
-from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
 
 HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
 
@@ -45,7 +45,7 @@ def vaelab_step(batch_size: int):
   c.data.name, c.data.binarize = "npz", "none"
   images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, SIDE, SIDE, 1), np.uint8)
   src = InMemorySource("synthetic_mnist", images)
-  exp = loop.build(c, sources=(src, src))
+  exp = experiment_lib.build(c, sources=(src, src))
   state = spmd.replicate(exp.mesh, exp.init_state())
   batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   return (lambda s: exp.train_step(s, batch, exp.hparams)[0]), state, batch, exp

@@ -110,9 +110,10 @@ def train(config, workdir: str) -> tuple[dict, float]:
 
 def restore(config, workdir: str, sources=None):
   """(Experiment, TrainState on the mesh) of the latest checkpoint in `workdir`."""
-  from vaelab.training import loop
-  exp = loop.build(config, sources)
-  return exp, loop.restore_latest(exp, workdir)
+  from vaelab.training import experiment as experiment_lib
+  from vaelab.training import workdir as workdir_lib
+  exp = experiment_lib.build(config, sources)
+  return exp, workdir_lib.restore_latest(exp, workdir)
 
 
 def evaluate(config, workdir: str, variants: list[dict], sources=None) -> list[dict]:

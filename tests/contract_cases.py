@@ -75,7 +75,8 @@ def write_data(directory: str) -> dict:
   from conftest import write_npz
   out = {}
   for channels in (1, 3):
-    for split, n, seed in (("train", 64, 0), ("eval", BATCH * 2, 1)):
+    for split, n, seed in (("train", 64, 0), ("eval", BATCH * 2, 1),
+                           ("evalbig", EVAL_IMAGES, 2), ("evalmany", 8192, 3)):
       path = os.path.join(directory, f"{split}{channels}.npz")
       write_npz(path, n, size=SIDE, seed=seed)
       if channels == 3:
@@ -207,25 +208,153 @@ def flat_params(params) -> dict:
           jax.tree_util.tree_leaves_with_path(jax.device_get(params))}
 
 
-def run(config, workdir=None, stop_after=None):
-  """(per-step train losses, final parameters as a flat dict of arrays) of one run."""
+def run(config, workdir=None, stop_after=None, experiment=None):
+  """(per-step train losses, final parameters as a flat dict of arrays) of one run
+  (`experiment`: one built for a config differing only in population keys, reused)."""
   from vaelab.training import loop
-  _, state, _, history = loop.train(config, workdir, evaluate=False, stop_after=stop_after)
+  _, state, _, history = loop.train(config, workdir, evaluate=False, stop_after=stop_after,
+                                    experiment=experiment)
   losses = [h["train/loss"] for h in history if "train/loss" in h]
   return losses, flat_params(state.params)
 
 
+def resumed(config, workdir: str, experiment=None):
+  """(losses, params) of `config` stopped after 2 steps with a checkpoint and resumed from it;
+  the workdir must then hold the checkpoint of step 2."""
+  first, _ = run(config, workdir, stop_after=2, experiment=experiment)
+  assert len(first) == 2 and os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+  rest, params = run(config, workdir, experiment=experiment)
+  return first + rest, params
+
+
+# Population keys that also set something static, so their configs train apart by design
+# (TD-VAE's dt features are scaled by the longest trained jump); tests/test_contract.py
+# checks that they do. Any other population key must put its member beside the config.
+SPLIT_BY_DESIGN = {("tdvae", "loss.long_jump"), ("tdvae", "loss.max_jump")}
+
+
+def population_members(config) -> list:
+  """`config` and one member per key a population may vary for it (the seed, the learning
+  rates, each number of the family's hyperparameters), each changed by a small amount."""
+  from vaelab.training import population
+  flat = config_base.flat(config)
+  keys = list(population.ALWAYS) + sorted(
+      k for k, v in flat.items() if k not in population.ALWAYS and isinstance(v, (int, float))
+      and not isinstance(v, bool) and population.is_population_key(config, k))
+  members = [config]
+  for key in keys:
+    value = population._get(config, key)
+    new = value + 1 if key == "seed" or isinstance(value, int) else value * 1.5 + 0.01
+    other = population._with(config, {key: new})
+    if population.groups([config, other]) == [[0, 1]]:
+      members.append(other)
+    else:
+      assert (config.model.name, key) in SPLIT_BY_DESIGN, (
+          f"{key} is a population key of {config.model.name}, but a member with it changed "
+          f"trains apart: it reaches something static (add it to SPLIT_BY_DESIGN if so)")
+  return members
+
+
+def population_runs(members: list, root: str, impl: str) -> list:
+  """[(losses, params)] of each member trained in one population of `impl`."""
+  from vaelab.training import population
+  from vaelab.training import experiment as experiment_lib
+  from vaelab.training import workdir as workdir_lib
+  dirs = [os.path.join(root, f"{impl}{i}") for i in range(len(members))]
+  population.train_population(members, dirs, impl, evaluate=False)
+  out = []
+  for d, c in zip(dirs, members):
+    with open(os.path.join(d, "metrics.jsonl")) as f:
+      losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    out.append((losses, flat_params(workdir_lib.restore_latest(experiment_lib.build(c), d).params)))
+  return out
+
+
+def family_cases() -> dict[str, str]:
+  """{family: the case of its first config file}."""
+  out = {}
+  for case, path in sorted(base_cases().items()):
+    out.setdefault(_load(path).model.name, case)
+  return out
+
+
+# The final evaluation at a size where each device does real work per evaluation batch and
+# a split takes many batches: with programs slower than their dispatch, a host that ran
+# ahead piled up collectives until XLA:CPU aborted (docs/design.md). Keys a config lacks are
+# left out.
+EVAL_SIZE = {"model.hidden": lambda v: tuple(512 for _ in v[:1]),
+             "model.conv_channels": lambda v: tuple(32 for _ in v),
+             "model.dense": lambda v: 256, "eval.batch_size": lambda v: 8,
+             "data.num_eval": lambda v: 512}
+EVAL_IMAGES = 512
+
+
+def evaluation_config(case: str, data: dict, vq_workdirs: dict):
+  config = config_of(case, data, vq_workdirs)
+  flat = config_base.flat(config)
+  overrides = {k: f(flat[k]) for k, f in EVAL_SIZE.items() if k in flat}
+  if flat["data.name"] == "npz":
+    channels = 3 if "3" in os.path.basename(flat["data.eval_path"]) else 1
+    overrides["data.eval_path"] = data[f"evalbig{channels}"]
+  return config_base.set_overrides(config, overrides)
+
+
+def evaluate_on_devices(case: str, data: dict, vq_workdirs: dict, root: str) -> dict:
+  """What the command line's three modes do, in this process, through the notebook API:
+  train 2 steps and evaluate (--mode=train), evaluate the checkpoint again (--mode=eval),
+  sample (--mode=sample); and the API's decode(encode(x)) against its reconstruction."""
+  import vaelab
+  from vaelab import models
+  from vaelab.training import evaluation
+  config = config_base.set_overrides(evaluation_config(case, data, vq_workdirs), {
+      "num_train_steps": 2, "checkpoint_every": 2})
+  workdir = os.path.join(root, "four", f"eval_{case}")
+  run = vaelab.train(config, workdir, evaluate=True)
+  again = evaluation.evaluate_checkpoint(config, workdir)
+  sampled = None
+  if models.get_family(config.model.name).sample is not None:
+    sampled = os.path.exists(evaluation.sample_checkpoint(config, workdir, num=4))
+  out = {"train": run.results, "eval": again, "sampled": sampled, "roundtrip": None}
+  if hasattr(run.model, "reconstruct"):
+    x = run.experiment.eval_source.get(np.arange(4))["image"]
+    out["roundtrip"] = float(np.max(np.abs(run.decode(run.encode(x)) - run.reconstruct(x))))
+  return out
+
+
 def main(setup_path: str, out_path: str):
+  """The 4-device half of the contract: every case's run and its resumed run; for one case
+  per family, its population members alone and in populations of both impls, and its final
+  evaluation, --mode=eval and --mode=sample at a size with real work per device."""
   import jax
   from absl import logging
+  from vaelab.training import experiment as experiment_lib
   logging.set_verbosity(logging.WARNING)
   with open(setup_path) as f:
     setup = json.load(f)
+  data, vq, root = setup["data"], setup["vq_workdirs"], os.path.dirname(out_path)
   out = {"devices": np.int64(jax.device_count())}
+
+  def keep(name, result):
+    losses, params = result
+    out[f"{name}:losses"] = np.asarray(losses)
+    out.update({f"{name}:param:{k}": v for k, v in params.items()})
+
   for case in setup["cases"]:
-    losses, params = run(config_of(case, setup["data"], setup["vq_workdirs"]))
-    out[f"{case}:losses"] = np.asarray(losses)
-    out.update({f"{case}:param:{k}": v for k, v in params.items()})
+    config = config_of(case, data, vq)
+    exp = experiment_lib.build(config)
+    keep(case, run(config, experiment=exp))
+    keep(f"{case}:resumed", resumed(config, os.path.join(root, "four", f"resume_{case}"), exp))
+  evaluations = {}
+  for case in setup["families"]:
+    members = population_members(config_of(case, data, vq))
+    exp = experiment_lib.build(members[0])
+    for i, m in enumerate(members):
+      keep(f"{case}:member{i}", run(m, experiment=exp))
+    for impl in ("loop", "vmap"):
+      for i, r in enumerate(population_runs(members, os.path.join(root, "four", case), impl)):
+        keep(f"{case}:{impl}{i}", r)
+    evaluations[case] = evaluate_on_devices(case, data, vq, root)
+  out["evaluations"] = np.asarray(json.dumps(evaluations))
   np.savez(out_path, **out)
 
 

@@ -41,9 +41,9 @@ def _wait_for_writes(workdir: str, timeout: float = 120.0):
 
 def _install(workdir, sigterm_at, kill_at, kill_in_write):
   from orbax.checkpoint._src.path import atomicity
-  from vaelab.training import loop
+  from vaelab.training import preemption
 
-  preempted = loop._preempted
+  preempted = preemption.reached
 
   def at_step(signals, done):
     if done == sigterm_at:
@@ -53,7 +53,7 @@ def _install(workdir, sigterm_at, kill_at, kill_in_write):
       os.kill(os.getpid(), signal.SIGKILL)
     return preempted(signals, done)
 
-  loop._preempted = at_step  # called by the loop after every step
+  preemption.reached = at_step  # called by the loop after every step
   finalize = atomicity.AtomicRenameTemporaryPath.finalize
 
   async def finalize_or_die(self):

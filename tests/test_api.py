@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import contract_cases as cc
-from vaelab import api, config_base, models
-from vaelab.training import loop
+from vaelab import api, config_base
+from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,7 +36,7 @@ def _run(case: str, data: dict, **overrides) -> api.Run:
   """A Run of the case's shrunk config at its initial parameters (no training needed for
   these identities; the train step is never compiled)."""
   config = config_base.set_overrides(cc.config_of(case, data, {}), overrides)
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   return api.Run(config, exp, exp.init_state(), [])
 
 

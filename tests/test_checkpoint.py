@@ -16,6 +16,8 @@ from conftest import ROOT, tiny_config
 from vaelab.errors import CheckpointError
 from vaelab import checkpoint
 from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -44,7 +46,7 @@ def _warnings(monkeypatch):
 
 
 def _restore(config, workdir):
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   ckpt = checkpoint.Checkpointer(workdir, 3)
   try:
     state = ckpt.restore(exp.init_state())
@@ -123,8 +125,8 @@ def test_a_checkpoint_written_before_parameter_groups_existed_resumes(copy_of, t
   a checkpoint without it still restores, bitwise, into the current state."""
   import orbax.checkpoint as ocp
   config, workdir = copy_of
-  exp = loop.build(config)
-  state = loop.restore_latest(exp, workdir)
+  exp = experiment_lib.build(config)
+  state = workdir_lib.restore_latest(exp, workdir)
   older = str(tmp_path / "older")
   fields = ("step", "params", "opt_state", "model_state", "seed", "skipped_steps")
   manager = ocp.CheckpointManager(os.path.join(older, "checkpoints"),
@@ -132,7 +134,7 @@ def test_a_checkpoint_written_before_parameter_groups_existed_resumes(copy_of, t
                                   item_handlers=ocp.StandardCheckpointHandler())
   manager.save(10, args=ocp.args.StandardSave({f: getattr(state, f) for f in fields}))
   manager.wait_until_finished()
-  restored = loop.restore_latest(exp, older)
+  restored = workdir_lib.restore_latest(exp, older)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
     np.testing.assert_array_equal(a, b)
   assert restored.group_opt_state == {}

@@ -1,20 +1,24 @@
 """The contract every family and every objective is held to: a run depends only on its
 config and seed.
 
-Every case of tests/contract_cases.py (each config file, each declared option value) is
-checked for
+Every case of tests/contract_cases.py (each config file, each declared option value, each
+parameter group's optimizer as SGD) is checked for
   devices:     1 and 4 devices give the same per-step losses and final parameters (rtol 1e-5)
-               after 4 steps; the 4-device runs of all cases share one subprocess (here);
+               after 4 steps;
   resume:      stopped after 2 steps and resumed from the checkpoint, bitwise the run of 4
-               uninterrupted steps (test_contract_resume.py);
+               uninterrupted steps, on 1 device and on 4;
+and one case per family for
+  populations on 4 devices: each member of a population of both impls equals its run alone
+               (bitwise with "loop", within 1e-5 with "vmap");
+  evaluation on 4 devices: the final evaluation, --mode=eval and --mode=sample at a size
+               with real work per device (the modes' functions, in-process; the command line
+               itself: tests/test_main.py);
 and every config file for
-  populations: each key the population machinery lets members differ in (the seed, the
-               learning rate, the family's step arrays), one member per key beside the
-               config itself: the population equals the runs alone, bitwise with impl
-               "loop" and within 1e-5 with "vmap" (test_contract_population.py);
+  populations: on 1 device, test_contract_population.py;
   grouping:    a key that changes the model or a static setting of the objective never
                lands two configs in one population (here).
-Three modules, so that the test workers share the work.
+All 4-device work runs in one subprocess, started with the module; the 1-device
+uninterrupted runs are computed once per case and shared by the checks here.
 """
 from __future__ import annotations
 
@@ -28,31 +32,29 @@ import pytest
 
 import contract_cases as cc
 from conftest import ROOT
+from vaelab import models
 from vaelab.training import population
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CASES = cc.all_cases()
+FAMILIES = cc.family_cases()
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, request):
-  """Data, the frozen VQ runs the priors read, and the 4-device runs of the selected cases
-  (started at once in a subprocess, collected by the first test that needs them)."""
-  selected = sorted({item.callspec.params["case"] for item in request.session.items
-                     if item.module is sys.modules[__name__] and hasattr(item, "callspec")
-                     and "case" in item.callspec.params
-                     and item.originalname == "test_one_and_four_devices_give_the_same_run"})
+def setup(tmp_path_factory):
+  """Data, the frozen VQ runs the priors read, and the 4-device work (started at once in a
+  subprocess, collected by the first test that needs it)."""
   root = tmp_path_factory.mktemp("contract")
   state = cc.prepare(str(root))
   setup_path, out_path = root / "setup.json", root / "four_devices.npz"
-  setup_path.write_text(json.dumps({"cases": selected, "data": state["data"],
-                                    "vq_workdirs": state["vq"]}))
+  setup_path.write_text(json.dumps({"cases": CASES, "families": sorted(FAMILIES.values()),
+                                    "data": state["data"], "vq_workdirs": state["vq"]}))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "contract_cases.py"),
                            str(setup_path), str(out_path)], env=env, cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  state.update(proc=proc, out=out_path, four=None)
+  state.update(proc=proc, out=out_path, four=None, root=root, alone={})
   yield state
   if proc.poll() is None:
     proc.kill()
@@ -60,7 +62,7 @@ def setup(tmp_path_factory, request):
 
 def _four_devices(setup):
   if setup["four"] is None:
-    output, _ = setup["proc"].communicate(timeout=1800)
+    output, _ = setup["proc"].communicate(timeout=3000)
     assert setup["proc"].returncode == 0, output[-4000:]
     with np.load(setup["out"]) as f:
       setup["four"] = dict(f)
@@ -68,22 +70,76 @@ def _four_devices(setup):
   return setup["four"]
 
 
+def _run_of(four: dict, name: str):
+  prefix = f"{name}:param:"
+  return (list(four[f"{name}:losses"]),
+          {k[len(prefix):]: v for k, v in four.items() if k.startswith(prefix)})
+
+
+def _alone(setup, case: str):
+  """The case's uninterrupted 1-device run, once per module (devices and resume read it)."""
+  if case not in setup["alone"]:
+    setup["alone"][case] = cc.run(cc.config_of(case, setup["data"], setup["vq"]))
+  return setup["alone"][case]
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_one_and_four_devices_give_the_same_run(setup, case):
   """Every case must apply (an option value that needs other settings names them in
   contract_cases.COMPANIONS rather than being skipped)."""
-  losses, params = cc.run(cc.config_of(case, setup["data"], setup["vq"]))
-  four = _four_devices(setup)
+  losses, params = _alone(setup, case)
+  four_losses, four_params = _run_of(_four_devices(setup), case)
   assert len(losses) == cc.STEPS and np.all(np.isfinite(losses))
   # Step 0's loss is the forward pass alone: rounding only (the sparse AE's per-device rho_hat
   # defect was 8e-5 there). Later losses follow Adam updates, which normalize each gradient
   # entry, so entries that are ~0 in exact arithmetic turn rounding into steps of about the
   # learning rate (measured: VQ-VAE-2 with FSQ, step 1, 2.1e-5 relative).
-  np.testing.assert_allclose(four[f"{case}:losses"][0], losses[0], rtol=1e-5)
-  np.testing.assert_allclose(four[f"{case}:losses"], losses, rtol=5e-5)
-  prefix = f"{case}:param:"
-  cc.assert_params({k[len(prefix):]: v for k, v in four.items() if k.startswith(prefix)},
-                   params, exact=False)
+  np.testing.assert_allclose(four_losses[0], losses[0], rtol=1e-5)
+  np.testing.assert_allclose(four_losses, losses, rtol=5e-5)
+  cc.assert_params(four_params, params, exact=False)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
+  config = cc.config_of(case, setup["data"], setup["vq"])
+  losses, params = _alone(setup, case)
+  got, resumed = cc.resumed(config, str(setup["root"] / f"resume_{case}"))
+  assert got == losses
+  cc.assert_params(resumed, params, exact=True)
+  four = _four_devices(setup)
+  (losses4, params4), (got4, resumed4) = _run_of(four, case), _run_of(four, f"{case}:resumed")
+  assert got4 == losses4
+  cc.assert_params(resumed4, params4, exact=True)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_populations_on_four_devices_equal_their_runs_alone(setup, family):
+  four, case = _four_devices(setup), FAMILIES[family]
+  count = len([k for k in four if k.startswith(f"{case}:member") and k.endswith(":losses")])
+  assert count >= 3  # the seed and the learning rate at least
+  for i in range(count):
+    losses, params = _run_of(four, f"{case}:member{i}")
+    got, flat = _run_of(four, f"{case}:loop{i}")
+    assert got == losses  # the one-run step on each member
+    cc.assert_params(flat, params, exact=True)
+    got, flat = _run_of(four, f"{case}:vmap{i}")
+    np.testing.assert_allclose(got, losses, rtol=1e-5)
+    cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_final_evaluation_and_the_modes_run_on_four_devices(setup, family):
+  case = FAMILIES[family]
+  got = json.loads(str(_four_devices(setup)["evaluations"]))[case]
+  trained, again = got["train"], got["eval"]
+  assert trained and set(trained) == set(again)
+  assert all(np.isfinite(v) for v in trained.values()), trained
+  for k, v in trained.items():  # --mode=eval recomputes the results of the same checkpoint
+    assert again[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+  assert got["sampled"] in (True, None)
+  assert (got["sampled"] is None) == (models.get_family(family).sample is None)
+  if got["roundtrip"] is not None:  # the API on 4 devices: decode(encode(x)) reconstructs
+    assert got["roundtrip"] < 1e-5
 
 
 # Step arrays that a model also reads statically (TD-VAE's dt features are scaled by the

@@ -179,6 +179,7 @@ def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
   from conftest import set_overrides
   from vaelab import config_base
   from vaelab.training import loop
+  from vaelab.training import evaluation
   c = config_base.base_config()
   config_base.vae_keys(c)
   set_overrides(c, {
@@ -196,7 +197,7 @@ def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
     assert results[k] >= -1e-9, (k, results[k])
   assert results["eval/factorvae_num_active_dims"] <= 3
   c.eval.disentanglement = False
-  assert not any(k in loop.evaluate_checkpoint(c, str(tmp_path)) for k in MAIN)
+  assert not any(k in evaluation.evaluate_checkpoint(c, str(tmp_path)) for k in MAIN)
 
 
 # ---------------------------------------------------------------- fixed data
@@ -304,7 +305,7 @@ def test_every_metric_on_fixed_data_by_its_eval_name():
 def test_the_configs_metrics_and_the_evaluators_nan_defaults(monkeypatch):
   from conftest import set_overrides
   from vaelab import config_base
-  from vaelab.training import loop
+  from vaelab.training import experiment as experiment_lib
   c = config_base.base_config()
   config_base.vae_keys(c)
   assert c.eval.disentanglement_metrics == dis.METRICS
@@ -312,7 +313,7 @@ def test_the_configs_metrics_and_the_evaluators_nan_defaults(monkeypatch):
                     "model.hidden": (16,), "model.latent_dim": 3, "eval.batch_size": 32,
                     "eval.disentanglement_num_train": 40, "eval.disentanglement_num_eval": 20,
                     "eval.disentanglement_metrics": ("sap", "mig", "unsupervised", "sap")})
-  exp = loop.build(c)
+  exp = experiment_lib.build(c)
   evaluator = exp.evaluator()
   assert evaluator.disentanglement_metrics == ("sap", "mig", "unsupervised")
   # A diverged model: every selected metric's names are reported, as NaN.

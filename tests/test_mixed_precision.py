@@ -13,6 +13,7 @@ from conftest import tiny_config, vq_config
 from vaelab import models, spmd, validation
 from vaelab.errors import ConfigError
 from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
 
 
 def _config(family, npz_pair, **overrides):
@@ -30,7 +31,7 @@ def experiments(npz_pair):
   """family -> (bfloat16 experiment, its initial state)."""
   out = {}
   for f in ("vae", "ae", "vqvae"):
-    exp = loop.build(_config(f, npz_pair, dtype="bfloat16", **{"optimizer.learning_rate": 3e-3}))
+    exp = experiment_lib.build(_config(f, npz_pair, dtype="bfloat16", **{"optimizer.learning_rate": 3e-3}))
     out[f] = exp, exp.init_state()
   return out
 
@@ -74,7 +75,7 @@ def test_bfloat16_objective_is_the_float32_one_up_to_rounding(npz_pair):
   """Same parameters, same batch: the losses differ only by bfloat16 activations."""
   values, state = {}, None
   for dtype in ("float32", "bfloat16", "float16"):
-    exp = loop.build(_config("vae", npz_pair, dtype=dtype))
+    exp = experiment_lib.build(_config("vae", npz_pair, dtype=dtype))
     state = state or exp.init_state()  # the same float32 parameters for every dtype
     batch = exp.batcher().batch(0)
     keys = spmd.example_keys(0, 0, jnp.asarray(batch["index"]))

@@ -4,7 +4,6 @@ factors."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from disentanglement_cases import identity_observations
 from vaelab.evaluate.disentanglement import modularity as mod

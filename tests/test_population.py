@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT, tiny_config
 from vaelab.errors import ConfigError
 from vaelab.training import loop, optimizer, population, sweep
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -87,8 +89,8 @@ def alone(npz_pair, tmp_path_factory):
 
 
 def _params(config, workdir):
-  exp = loop.build(config)
-  return jax.device_get(loop.restore_latest(exp, workdir).params)
+  exp = experiment_lib.build(config)
+  return jax.device_get(workdir_lib.restore_latest(exp, workdir).params)
 
 
 # Members with their own seeds (stacked batches) are held to this by tests/test_contract.py

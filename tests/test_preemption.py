@@ -16,6 +16,8 @@ import pytest
 from conftest import ROOT, set_overrides
 from test_configs import load
 from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -64,7 +66,7 @@ def _checkpoint_steps(workdir):
 
 
 def _params(config, workdir):
-  return jax.device_get(loop.restore_latest(loop.build(config), workdir).params)
+  return jax.device_get(workdir_lib.restore_latest(experiment_lib.build(config), workdir).params)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import pytest
 
 from vaelab import spmd
 from vaelab.training import loop, optimizer
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 from vaelab.training import step as step_lib
 from vaelab.training.state import TrainState
 
@@ -47,11 +49,10 @@ def _setup(critic_lr=0.5, model_lr=0.1, nan_in_critic=False):
       lambda learning_rate, schedule: optax.sgd(learning_rate * schedule))(
       learning_rate=lr, schedule=1.0)
   tx, group_txs = sgd(model_lr), {"critic": sgd(critic_lr)}
-  loss_fn = two_losses
-  if nan_in_critic:
-    def loss_fn(*args):
-      losses, aux = two_losses(*args)
-      return {**losses, "critic": losses["critic"] * jnp.nan}, aux
+  def loss_fn(*args):
+    losses, aux = two_losses(*args)
+    return ({**losses, "critic": losses["critic"] * jnp.nan}, aux) if nan_in_critic else (
+        losses, aux)
   mesh = spmd.make_mesh(jax.devices()[:1])
   step = step_lib.make_train_step(loss_fn, model, tx, mesh, "none", group_txs=group_txs,
                                   skip_nonfinite=True)
@@ -96,8 +97,8 @@ def test_resuming_resets_every_groups_learning_rate_from_the_config(npz_pair, tm
   config = tiny_factor_vae(npz_pair, num_train_steps=2, checkpoint_every=2)
   loop.train(config, str(tmp_path), evaluate=False)
   config.discriminator_optimizer.learning_rate = 0.125
-  exp = loop.build(config)
-  _, state, start = loop.open_run(exp, str(tmp_path))
+  exp = experiment_lib.build(config)
+  _, state, start = workdir_lib.open_run(exp, str(tmp_path))
   assert start == 2
   assert float(optimizer.current_learning_rate(
       state.group_opt_state["discriminator"])) == pytest.approx(0.125)

@@ -23,6 +23,7 @@ from vaelab.losses import tdvae as tdvae_losses  # noqa: E402
 from vaelab.losses.iwae import gaussian_log_density  # noqa: E402
 from vaelab.models import tdvae  # noqa: E402
 from vaelab.training import loop  # noqa: E402
+from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -318,7 +319,7 @@ def test_data_shorter_than_the_config_says_is_refused(npz_pair):
   short = sequences.MovingDigits(sequences.Glyphs(4, 0, "g"), 4, 5, 1, "short")
   with pytest.raises(ConfigError, match=r"eval.context=4: .* but the sequences of short have 5 "
                                         r"steps; use eval.context <= 2"):
-    loop.build(config, (short, short))
+    experiment_lib.build(config, (short, short))
   config = td_config(*npz_pair, **{"data.train_path": ""})
   with pytest.raises(ConfigError, match="data.eval_path"):
     make_sources(config.data)

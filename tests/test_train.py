@@ -9,6 +9,10 @@ import pytest
 
 from conftest import tiny_config
 from vaelab.training import loop
+from vaelab.training import evaluation
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import pending_metrics
+from vaelab.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -23,8 +27,8 @@ def _train_losses(workdir):
 
 
 def _params(workdir, config):
-  exp = loop.build(config)
-  return jax.device_get(loop.restore_latest(exp, workdir).params)
+  exp = experiment_lib.build(config)
+  return jax.device_get(workdir_lib.restore_latest(exp, workdir).params)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_run_learns_and_writes_its_files(trained_vae):
 def test_eval_mode_recomputes_the_same_results(trained_vae):
   config, workdir, results = trained_vae
   os.remove(os.path.join(workdir, "results.json"))
-  again = loop.evaluate_checkpoint(config, workdir)
+  again = evaluation.evaluate_checkpoint(config, workdir)
   assert again == pytest.approx(results, rel=1e-6)
   assert os.path.exists(os.path.join(workdir, "results.json"))
 
@@ -88,7 +92,7 @@ def test_every_path_that_feeds_the_model_binarizes_as_training_does(npz_pair):
   assert abs(first.mean() - raw.mean()) < 0.02
   # Active units, probe features and VQ codes read their images through it.
   config = tiny_config("vae", *npz_pair, **{"data.binarize": "threshold"})
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   assert isinstance(exp.evaluator().model_source(train), ModelInputSource)
 
 
@@ -98,7 +102,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_checkpoints(npz_pai
   loop.train_and_evaluate(good, workdir)
   # A huge learning rate overflows the parameters within a few steps.
   bad = tiny_config("ae", *npz_pair, num_train_steps=40, **{"optimizer.learning_rate": 1e30})
-  with pytest.raises(loop.NonFiniteError, match=r"at step \d+"):
+  with pytest.raises(pending_metrics.NonFiniteError, match=r"at step \d+"):
     loop.train_and_evaluate(bad, workdir)
   params = _params(workdir, bad)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

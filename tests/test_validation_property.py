@@ -12,7 +12,7 @@ from conftest import set_overrides, tiny_config
 from vaelab import spmd, validation
 from vaelab.data import make_sources
 from vaelab.errors import ConfigError
-from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -85,7 +85,7 @@ def test_random_overrides_are_refused_by_key_or_train(case, npz_pair):
     assert any(key in str(e) for key in values), (values, str(e))
     return
   # Accepted: it must build and take a step (the loss may be anything at a wild lr).
-  exp = loop.build(config, make_sources(config.data))
+  exp = experiment_lib.build(config, make_sources(config.data))
   state = spmd.replicate(exp.mesh, exp.init_state())
   batch = spmd.shard_batch(exp.mesh, exp.batcher().batch(0))
   state, metrics = exp.train_step(state, batch, exp.hparams)

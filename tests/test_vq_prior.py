@@ -12,12 +12,15 @@ import pytest
 
 from conftest import set_overrides, vq_config
 from vaelab import config_base, validation
-from vaelab.data import npz, vq_codes
+from vaelab.data import npz
 from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
 from vaelab.models import vq_prior
 from vaelab import checkpoint
 from vaelab.training import loop
+from vaelab.training import evaluation
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -93,8 +96,8 @@ def test_a_short_run_beats_the_uniform_and_unigram_baselines(prior_run):
 
 def test_eval_nll_is_the_pixelsnail_likelihood_of_the_held_out_codes(prior_run):
   config, workdir, results = prior_run
-  exp = loop.build(config)
-  variables = jax.device_get(loop.restore_latest(exp, workdir).variables())
+  exp = experiment_lib.build(config)
+  variables = jax.device_get(workdir_lib.restore_latest(exp, workdir).variables())
   codes = exp.eval_source.get(np.arange(len(exp.eval_source)))["codes"]
   logits, = exp.model.apply(variables, (jnp.asarray(codes),))
   from vaelab.losses import vq_prior as prior_losses
@@ -104,8 +107,8 @@ def test_eval_nll_is_the_pixelsnail_likelihood_of_the_held_out_codes(prior_run):
 
 def test_samples_are_valid_codes_and_decode_to_images(prior_run):
   config, workdir, _ = prior_run
-  exp = loop.build(config)
-  variables = jax.device_get(loop.restore_latest(exp, workdir).variables())
+  exp = experiment_lib.build(config)
+  variables = jax.device_get(workdir_lib.restore_latest(exp, workdir).variables())
   key = jax.random.key(3)
   codes, = vq_prior.sample_codes(exp.model, variables, key, 5)
   assert codes.shape == (5, 4, 4) and codes.dtype == jnp.int32
@@ -125,21 +128,21 @@ def test_samples_are_valid_codes_and_decode_to_images(prior_run):
   argmax = np.asarray(vq_prior.sample(exp.model, variables, jax.random.key(9), 5, cold))
   np.testing.assert_array_equal(argmax, np.broadcast_to(argmax[:1], argmax.shape))
   # --mode=sample goes through the same function.
-  assert loop.sample_checkpoint(config, workdir, num=4).endswith("samples.png")
+  assert evaluation.sample_checkpoint(config, workdir, num=4).endswith("samples.png")
 
 
 def test_vqvae2_bottom_prior_sees_the_top_codes_and_the_top_prior_not_the_bottom(
     npz_pair, tmp_path):
   # An untrained VQ-VAE-2 checkpoint is enough to test the wiring (and compiles nothing).
   vq2 = str(tmp_path / "vq2")
-  vq_exp = loop.build(vq_config(*npz_pair, family="vqvae2"))
+  vq_exp = experiment_lib.build(vq_config(*npz_pair, family="vqvae2"))
   ckpt = checkpoint.Checkpointer(vq2, 1)
   ckpt.save(vq_exp.init_state())
   ckpt.wait()
   ckpt.close()
-  loop._save_config(vq_exp.config, vq2)
+  workdir_lib._save_config(vq_exp.config, vq2)
   config = prior_config(*npz_pair, vq2)
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   assert exp.model.levels == ("top", "bottom")
   assert exp.model.code_shapes == ((2, 2), (4, 4))
   variables = exp.init_state().variables()
@@ -195,7 +198,7 @@ def test_a_checkpoint_that_does_not_fit_the_data_is_refused_naming_vq_workdir(
     paths.append(str(tmp_path / f"{name}.npz"))
     np.savez(paths[-1], image=np.zeros((16, 8, 8, 3), np.uint8))
   with pytest.raises(ConfigError, match=r"vq_workdir=.*\(8, 8, 3\)"):
-    loop.build(prior_config(*paths, vq_workdir))
+    experiment_lib.build(prior_config(*paths, vq_workdir))
 
 
 @pytest.mark.parametrize("overrides,match", [

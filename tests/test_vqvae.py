@@ -25,6 +25,7 @@ from vaelab.losses import vqvae as vq_losses  # noqa: E402
 from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
 from vaelab.models import quantizer, vqvae, vqvae2  # noqa: E402
 from vaelab.training import loop  # noqa: E402
+from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -250,7 +251,7 @@ def test_bad_values_are_refused_naming_the_key(npz_pair, overrides, match):
 def test_vqvae2_needs_an_even_bottom_map(npz_pair):
   config = vq_config(*npz_pair, family="vqvae2", **{"model.conv_channels": (8, 8, 8)})
   with pytest.raises(ConfigError, match="multiples of 16"):
-    loop.build(config)
+    experiment_lib.build(config)
 
 
 # --- the train step on 1 and 4 devices, and a run -----------------------------------------
@@ -264,7 +265,7 @@ def _device_runs(train, evalp, steps):
   from vaelab.training import step as step_lib
   from vaelab.training.state import TrainState
   config = vq_config(train, evalp, **{"model.dead_code_steps": 1, "model.kmeans_init": True})
-  exp = loop.build(config)
+  exp = experiment_lib.build(config)
   # Any initial state shared by both meshes will do: an "rbg" init key compiles in a
   # fraction of the time of exp.init_state()'s threefry one (see _model).
   x = jnp.zeros((1, 8, 8, 1), jnp.float32)

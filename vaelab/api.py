@@ -29,13 +29,16 @@ import numpy as np
 from vaelab import config_base, spmd
 from vaelab.models import base
 from vaelab.training import loop
+from vaelab.training import evaluation
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import workdir as workdir_lib
 
 
 @dataclasses.dataclass
 class Run:
   """A trained run: its config, model and state, and its metrics history."""
   config: Any
-  experiment: loop.Experiment
+  experiment: experiment_lib.Experiment
   state: Any  # the TrainState, on the host
   history: list[dict]
   workdir: str | None = None
@@ -95,7 +98,7 @@ class Run:
     workdir, also results.json and the pictures."""
     exp = self.experiment
     state = spmd.replicate(exp.mesh, self.state)
-    self.results = loop.final_evaluation(exp, state, exp.evaluator(), self.workdir)
+    self.results = evaluation.final_evaluation(exp, state, exp.evaluator(), self.workdir)
     return self.results
 
 
@@ -131,8 +134,8 @@ def load(workdir: str) -> Run:
   """The run in `workdir` (as `python -m vaelab.main` or `train(..., workdir)` left it), at
   its latest checkpoint, with its config.json and metrics.jsonl."""
   config = config_base.read_saved(workdir)
-  exp = loop.build(config)
-  state = jax.device_get(loop.restore_latest(exp, workdir))
+  exp = experiment_lib.build(config)
+  state = jax.device_get(workdir_lib.restore_latest(exp, workdir))
   history = []
   path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):

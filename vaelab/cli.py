@@ -41,11 +41,11 @@ def reporting_errors():
   """Preemption exits with 128 + the signal (the shell's convention for death by that
   signal) after saying how to resume; a refused config, data file, checkpoint or workdir
   exits with 2 and one line naming it, instead of a traceback."""
-  from vaelab.training import loop
+  from vaelab.training import preemption
   logging.get_absl_handler().addFilter(QuietCheckpointing())
   try:
     yield
-  except loop.Preempted as e:
+  except preemption.Preempted as e:
     logging.warning("%s", e)
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)

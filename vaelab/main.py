@@ -26,14 +26,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from vaelab.training import loop
+  from vaelab.training import evaluation
   with cli.reporting_errors():
     cli.start_processes()
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":
-      loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+      evaluation.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     else:
-      print(loop.sample_checkpoint(_CONFIG.value, _WORKDIR.value))
+      print(evaluation.sample_checkpoint(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def encode_source(model, variables, source, batch_size: int = 500, limit=None,
   """Code indices of a whole split: a tuple (LEVELS order) of int32 arrays (N, H', W').
 
   What a prior trains on: `variables` of a frozen trained model (e.g.
-  `loop.restore_latest(exp, workdir).variables()`), `source` a data source. With
+  `training.workdir.restore_latest(exp, workdir).variables()`), `source` a data source. With
   method="code_maps", residual maps are (N, H', W', num_quantizers).
   """
   n = len(source) if limit is None else min(len(source), limit)

@@ -38,6 +38,9 @@ from vaelab import config_base, models, spmd, validation
 from vaelab.data import make_sources
 from vaelab.data.base import described
 from vaelab.training import loop
+from vaelab.training import experiment as experiment_lib
+from vaelab.training import pending_metrics
+from vaelab.training import workdir as workdir_lib
 from vaelab.training.metrics_writer import MetricsWriter
 
 # Keys a population may vary besides the family's hyperparameters.
@@ -124,7 +127,7 @@ def program_signature(config, sources) -> str:
   train_source, _ = sources
   info = described(train_source)
   model = family.make_model(config, info)
-  variables = jax.eval_shape(lambda: loop.init_variables(family, model, train_source,
+  variables = jax.eval_shape(lambda: experiment_lib.init_variables(family, model, train_source,
                                                          int(config.seed)))
   batch = train_source.get(np.arange(2))
   batch = {**batch, "index": np.arange(2, dtype=np.int32), "mask": np.ones(2, np.float32)}
@@ -188,17 +191,15 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
                      f"models or programs; see population.groups")
   seeds = [int(c.seed) for c in configs]
   shared = len(set(seeds)) == 1
-  lead = loop.build(configs[0], population="shared" if shared else "stacked",
+  lead = experiment_lib.build(configs[0], population="shared" if shared else "stacked",
                     population_impl=impl)
   runs, states, starts = [], [], []
   evaluator = lead.evaluator()
   for i, (config, workdir) in enumerate(zip(configs, workdirs)):
-    tx, group_txs = loop.optimizers(lead.family, config)
-    exp = dataclasses.replace(lead, config=config, tx=tx, group_txs=group_txs,
-                              hparams=loop.hparams_of(lead.family, config, lead.mesh))
-    ckpt, state, start = loop.open_run(exp, workdir)
-    run = loop.Member(exp, workdir, ckpt, MetricsWriter(workdir, start),
-                      loop._MetricsBuffer(config.nonfinite, i, f"{workdir}: "),
+    exp = lead.for_member(config)
+    ckpt, state, start = workdir_lib.open_run(exp, workdir)
+    run = loop.RunRecord(exp, workdir, ckpt, MetricsWriter(workdir, start),
+                      pending_metrics.PendingMetrics(config.nonfinite, i, f"{workdir}: "),
                       evaluator.for_config(config), i)
     run.buffer.skipped = int(jax.device_get(state.skipped_steps))
     runs.append(run)
