@@ -41,10 +41,10 @@ SHARED_KEYS = ("num_train_steps", "eval_every", "checkpoint_every", "batch_size"
 def jacobian_norms(exp, state, images, batch: int = 250):
   """Per-image ||J_f(x)||_F^2 of the restored encoder (exact, any encoder)."""
   import jax
-  from vaelab.losses import contractive
+  from vaelab.losses import cae as cae_losses
   variables = jax.device_get(state.variables())
   encode = lambda v, x: exp.model.apply(v, x, method="encode")
-  fn = jax.jit(lambda v, x: contractive.jacobian_fro2_exact(lambda y: encode(v, y), x))
+  fn = jax.jit(lambda v, x: cae_losses.jacobian_fro2_exact(lambda y: encode(v, y), x))
   return np.concatenate([np.asarray(fn(variables, images[i:i + batch]))
                          for i in range(0, len(images), batch)])
 

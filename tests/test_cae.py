@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config, set_overrides
 from vaelab import validation
 from vaelab.errors import ConfigError
-from vaelab.losses import contractive
+from vaelab.losses import cae as cae_losses
 from vaelab.models import ae, cae
 from vaelab.models.nets import NetSpec
 from vaelab.training import loop
@@ -38,15 +38,15 @@ def _sigmoid_ae(hidden=()):
 def test_closed_form_equals_jacfwd_on_a_sigmoid_layer():
   m, v, x = _sigmoid_ae()
   encode = lambda u: m.apply(v, u, method="encode")
-  exact = contractive.jacobian_fro2_jacfwd(encode, x)
+  exact = cae_losses.jacobian_fro2_jacfwd(encode, x)
   fn = cae.penalty_fn("closed_form", 1)
   closed, _ = fn(m, v, x, jax.random.split(jax.random.key(2), 4))
   assert exact.shape == (4,)
   np.testing.assert_allclose(closed, exact, rtol=1e-5)
-  np.testing.assert_allclose(contractive.jacobian_fro2_exact(encode, x), exact, rtol=1e-5)
+  np.testing.assert_allclose(cae_losses.jacobian_fro2_exact(encode, x), exact, rtol=1e-5)
   # The closed form is not trivially right: with the kernel of another model it differs.
   kernel = v["params"]["encoder"]["dense_0"]["kernel"]
-  wrong = contractive.jacobian_fro2_sigmoid(encode(x), 1.1 * kernel)
+  wrong = cae_losses.jacobian_fro2_sigmoid(encode(x), 1.1 * kernel)
   assert not np.allclose(wrong, exact, rtol=1e-3)
 
 
@@ -54,11 +54,11 @@ def test_closed_form_equals_jacfwd_on_a_sigmoid_layer():
 def test_estimator_mean_is_within_standard_errors_of_the_exact_value(hidden):
   m, v, x = _sigmoid_ae(hidden)
   encode = lambda u: m.apply(v, u, method="encode")
-  exact = np.asarray(contractive.jacobian_fro2_jacfwd(encode, x))
+  exact = np.asarray(cae_losses.jacobian_fro2_jacfwd(encode, x))
   n = 2000
   keys = jax.random.split(jax.random.key(3), 4)
   # n independent one-projection estimates per example: their mean and standard error.
-  many = np.asarray(jax.vmap(lambda p: contractive.jacobian_fro2_estimator(
+  many = np.asarray(jax.vmap(lambda p: cae_losses.jacobian_fro2_estimator(
       encode, x, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, p), 1))(jnp.arange(n)))
   assert many.shape == (n, 4)
   mean, se = many.mean(0), many.std(0, ddof=1) / np.sqrt(n)

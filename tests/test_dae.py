@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 from vaelab import validation
 from vaelab.errors import ConfigError
-from vaelab.losses import corruption
+from vaelab.losses import dae as dae_losses
 from vaelab.models import ae, dae, get_family
 from vaelab.models import nets
 from vaelab.training import loop
@@ -33,7 +33,7 @@ def dae_config(npz_pair, **overrides):
 @pytest.mark.parametrize("level", [0.1, 0.25, 0.6])
 def test_masking_zeroes_a_fraction_nu_of_the_pixels(level):
   x = jnp.full((N, *SHAPE), 0.7)
-  out = np.asarray(corruption.corrupt("mask", x, level, _keys()))
+  out = np.asarray(dae_losses.corrupt("mask", x, level, _keys()))
   assert set(np.unique(out)) <= {0.0, np.float32(0.7)}
   n = out.size  # 4096 pixels: standard error of the fraction <= 0.008
   assert (out == 0).mean() == pytest.approx(level, abs=4 * np.sqrt(level * (1 - level) / n))
@@ -41,7 +41,7 @@ def test_masking_zeroes_a_fraction_nu_of_the_pixels(level):
 
 def test_salt_and_pepper_sets_a_fraction_nu_to_zero_or_one():
   level, x = 0.3, jnp.full((N, *SHAPE), 0.5)
-  out = np.asarray(corruption.corrupt("salt_pepper", x, level, _keys()))
+  out = np.asarray(dae_losses.corrupt("salt_pepper", x, level, _keys()))
   assert set(np.unique(out)) <= {0.0, 0.5, 1.0}
   changed = out != 0.5
   se = np.sqrt(level * (1 - level) / out.size)
@@ -51,11 +51,11 @@ def test_salt_and_pepper_sets_a_fraction_nu_to_zero_or_one():
 
 def test_gaussian_noise_has_the_right_std_and_is_clipped():
   x = jnp.full((N, *SHAPE), 0.5)
-  out = np.asarray(corruption.corrupt("gaussian", x, 0.1, _keys()))
+  out = np.asarray(dae_losses.corrupt("gaussian", x, 0.1, _keys()))
   # sigma = 0.1 on mid-grey: clipping at 5 sigma touches nothing.
   assert (out - 0.5).std() == pytest.approx(0.1, rel=0.05)
   assert abs((out - 0.5).mean()) < 4 * 0.1 / np.sqrt(out.size)
-  wide = np.asarray(corruption.corrupt("gaussian", x, 2.0, _keys()))
+  wide = np.asarray(dae_losses.corrupt("gaussian", x, 2.0, _keys()))
   assert wide.min() == 0.0 and wide.max() == 1.0
   assert ((wide == 0) | (wide == 1)).mean() > 0.6  # P(|N(0, 2)| > 0.5) = 0.80
 
@@ -63,9 +63,9 @@ def test_gaussian_noise_has_the_right_std_and_is_clipped():
 def test_corruption_of_an_example_does_not_depend_on_its_batch():
   x = jax.random.uniform(jax.random.key(1), (N, *SHAPE))
   keys = _keys()
-  whole = corruption.corrupt("salt_pepper", x, 0.4, keys)
-  halves = jnp.concatenate([corruption.corrupt("salt_pepper", x[:32], 0.4, keys[:32]),
-                            corruption.corrupt("salt_pepper", x[32:], 0.4, keys[32:])])
+  whole = dae_losses.corrupt("salt_pepper", x, 0.4, keys)
+  halves = jnp.concatenate([dae_losses.corrupt("salt_pepper", x[:32], 0.4, keys[:32]),
+                            dae_losses.corrupt("salt_pepper", x[32:], 0.4, keys[32:])])
   np.testing.assert_array_equal(whole, halves)
 
 
@@ -76,7 +76,7 @@ def _model_and_params():
   return model, params, {"image": x}
 
 
-@pytest.mark.parametrize("kind", corruption.KINDS)
+@pytest.mark.parametrize("kind", dae_losses.KINDS)
 def test_noise_level_zero_is_exactly_the_plain_autoencoder(npz_pair, kind):
   model, params, batch = _model_and_params()
   config = dae_config(npz_pair, **{"model.corruption": kind})
@@ -94,7 +94,7 @@ def test_loss_reconstructs_the_corrupted_input_against_the_clean_one(npz_pair):
   x, keys = batch["image"], _keys()
   value, _ = dae.make_loss(config)(model, params, {}, batch, keys,
                                    {"noise_level": jnp.asarray(0.5)})
-  noisy = corruption.corrupt("mask", x, 0.5, keys)
+  noisy = dae_losses.corrupt("mask", x, 0.5, keys)
   logits = model.apply({"params": params}, noisy)
   against_clean = ae.recon_loss_per_example("bernoulli", logits, x).mean()
   against_noisy = ae.recon_loss_per_example("bernoulli", logits, noisy).mean()

@@ -11,6 +11,7 @@ import pytest
 from conftest import tiny_config, set_overrides
 from vaelab import validation
 from vaelab.errors import ConfigError
+from vaelab.losses import ksparse as ksparse_losses
 from vaelab.models import ksparse
 from vaelab.models.nets import NetSpec
 from vaelab.training import loop
@@ -34,7 +35,7 @@ def _model(tied=False, latent=20, k=3):
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_topk_keeps_exactly_k_largest_per_example(k):
   code = jax.random.normal(jax.random.key(k), (6, 20))
-  mask = ksparse.topk_mask(code, jnp.asarray(k), 10)  # traced k under a static bound
+  mask = ksparse_losses.topk_mask(code, jnp.asarray(k), 10)  # traced k under a static bound
   np.testing.assert_array_equal(np.asarray(mask).sum(1), k)
   kept_min = np.where(mask, code, np.inf).min(1)
   dropped_max = np.where(mask, -np.inf, code).max(1)
@@ -44,7 +45,7 @@ def test_topk_keeps_exactly_k_largest_per_example(k):
 def test_gradients_are_zero_for_dropped_units():
   m, v, x = _model()
   code = m.apply(v, x, method="dense_code")
-  mask = np.asarray(ksparse.topk_mask(code, 3, 3))
+  mask = np.asarray(ksparse_losses.topk_mask(code, 3, 3))
   # d(sum of sparse code * random weights)/d(code kernel): column j gets gradient only from
   # the examples that kept unit j.
   w = jax.random.normal(jax.random.key(2), code.shape)
@@ -58,15 +59,30 @@ def test_gradients_are_zero_for_dropped_units():
   np.testing.assert_array_equal((sparse != 0).sum(1), 3)
 
 
+def test_loss_decodes_the_k_largest_units_and_trains_only_them():
+  code = jax.random.normal(jax.random.key(4), (4, 10))
+  x = jax.random.uniform(jax.random.key(5), (4, 2, 2, 1))
+  w = jax.random.normal(jax.random.key(6), (10, 4))
+  decode = lambda c: (c @ w).reshape(4, 2, 2, 1)
+  (value, logits), g = jax.value_and_grad(
+      lambda c: ksparse_losses.ksparse_loss("bernoulli", decode, c, x, 3, 5), has_aux=True)(code)
+  mask = np.asarray(ksparse_losses.topk_mask(code, 3, 5))
+  np.testing.assert_allclose(logits, decode(code * mask), rtol=1e-6)
+  assert float(value) == pytest.approx(float(jnp.mean(
+      jnp.sum(jax.nn.softplus(logits) - x * logits, (1, 2, 3)))), rel=1e-6)
+  np.testing.assert_array_equal(np.asarray(g)[mask == 0], 0.0)
+  assert (np.asarray(g)[mask == 1] != 0).all()
+
+
 def test_k_schedule_at_start_middle_and_end():
-  k = lambda s: int(ksparse.k_at_step(s, 25, 100, 1000))
+  k = lambda s: int(ksparse_losses.k_at_step(s, 25, 100, 1000))
   assert k(0) == 100
   assert k(250) == 62  # halfway down: 100 - 75/2 = 62.5 -> rounds to even
   assert k(500) == 25 and k(999) == 25 and k(1000) == 25
   assert [k(s) for s in range(0, 501, 50)] == sorted([k(s) for s in range(0, 501, 50)],
                                                       reverse=True)
   # Traced: one compiled function serves every step.
-  f = jax.jit(lambda s: ksparse.k_at_step(s, 25, 100, 1000))
+  f = jax.jit(lambda s: ksparse_losses.k_at_step(s, 25, 100, 1000))
   assert int(f(0)) == 100 and int(f(500)) == 25
 
 

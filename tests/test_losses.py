@@ -97,9 +97,9 @@ def test_elbo_gradient_matches_finite_differences():
 
 @pytest.mark.parametrize("units", [3, 9])  # fewer outputs than inputs: reverse mode; more: forward
 def test_exact_jacobian_norm_matches_the_sigmoid_closed_form(units):
-  from vaelab.losses import contractive
+  from vaelab.losses import cae as cae_losses
   kernel = jax.random.normal(jax.random.key(0), (6, units))
   encode = lambda x: jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ kernel)
   x = jax.random.uniform(jax.random.key(1), (5, 2, 3, 1))
-  np.testing.assert_allclose(contractive.jacobian_fro2_exact(encode, x, chunk=2),
-                             contractive.jacobian_fro2_sigmoid(encode(x), kernel), rtol=1e-5)
+  np.testing.assert_allclose(cae_losses.jacobian_fro2_exact(encode, x, chunk=2),
+                             cae_losses.jacobian_fro2_sigmoid(encode(x), kernel), rtol=1e-5)

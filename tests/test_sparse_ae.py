@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 from vaelab import validation
 from vaelab.errors import ConfigError
-from vaelab.losses import sparse
+from vaelab.losses import sparse_ae as sparse_losses
 from vaelab.models import ae, nets, sparse_ae
 from vaelab.training import loop
 
@@ -33,19 +33,19 @@ def _closed_form(rho, q):
 def test_bernoulli_kl_matches_its_closed_form():
   q = np.array([1e-3, 0.01, 0.05, 0.2, 0.5, 0.9, 0.999], np.float32)
   for rho in (0.05, 0.1, 0.5):
-    np.testing.assert_allclose(sparse.bernoulli_kl(rho, q), _closed_form(rho, q), rtol=1e-5,
+    np.testing.assert_allclose(sparse_losses.bernoulli_kl(rho, q), _closed_form(rho, q), rtol=1e-5,
                                atol=1e-7)
-  assert float(sparse.bernoulli_kl(0.05, 0.05)) == pytest.approx(0.0, abs=1e-7)
+  assert float(sparse_losses.bernoulli_kl(0.05, 0.05)) == pytest.approx(0.0, abs=1e-7)
   # Known value: KL(0.5 || 0.25) = 0.5 ln 2 + 0.5 ln(2/3).
-  assert float(sparse.bernoulli_kl(0.5, 0.25)) == pytest.approx(
+  assert float(sparse_losses.bernoulli_kl(0.5, 0.25)) == pytest.approx(
       0.5 * np.log(2) + 0.5 * np.log(2 / 3), rel=1e-6)
-  assert np.all(np.asarray(sparse.bernoulli_kl(0.05, jnp.linspace(0.01, 0.99, 50))) >= 0)
-  assert np.isfinite(sparse.bernoulli_kl(0.05, jnp.array([0.0, 1.0]))).all()
+  assert np.all(np.asarray(sparse_losses.bernoulli_kl(0.05, jnp.linspace(0.01, 0.99, 50))) >= 0)
+  assert np.isfinite(sparse_losses.bernoulli_kl(0.05, jnp.array([0.0, 1.0]))).all()
 
 
 def test_bernoulli_kl_gradient_matches_finite_differences_and_the_analytic_form():
   rho, q = 0.05, np.array([0.02, 0.05, 0.1, 0.3, 0.7], np.float32)
-  grad = np.asarray(jax.grad(lambda v: sparse.sparsity_penalty(rho, v))(jnp.asarray(q)))
+  grad = np.asarray(jax.grad(lambda v: sparse_losses.sparsity_penalty(rho, v))(jnp.asarray(q)))
   np.testing.assert_allclose(grad, -rho / q + (1 - rho) / (1 - q), rtol=1e-5, atol=1e-6)
   h = 1e-5
   qd = q.astype(np.float64)

@@ -13,7 +13,9 @@ import numpy as np
 
 from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures, pca
-from vaelab.losses import contractive, corruption, reconstruction
+from vaelab.losses import cae as cae_losses
+from vaelab.losses import dae as dae_losses
+from vaelab.losses import reconstruction
 from vaelab.losses.ae import recon_loss_per_example
 from vaelab.models import nets
 from vaelab.models.base import Family, method
@@ -82,7 +84,7 @@ def make_eval_metrics(config):
     x = batch["image"]
     encode = lambda v: model.apply(variables, v, method="encode")
     logits = model.apply(variables, encode(x), method="decode")
-    noisy = corruption.corrupt(kind, x, level, keys)
+    noisy = dae_losses.corrupt(kind, x, level, keys)
     denoised = model.apply(variables, noisy, method="reconstruct")
     return {"loss": recon_loss_per_example(recon_loss, logits, x),
             "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x),
@@ -97,7 +99,7 @@ def make_final_metrics(config):
 
   def final_metrics(model, variables, batch, keys, hparams):
     encode = lambda v: model.apply(variables, v, method="encode")
-    return {"jacobian_fro2": contractive.jacobian_fro2_exact(encode, batch["image"])}
+    return {"jacobian_fro2": cae_losses.jacobian_fro2_exact(encode, batch["image"])}
 
   return final_metrics
 
@@ -111,9 +113,9 @@ def validate(config):
   if m.code_activation not in CODE_ACTIVATIONS:
     raise ConfigError(f"model.code_activation={m.code_activation!r}: expected one of "
                       f"{CODE_ACTIVATIONS}")
-  if config.eval.corruption not in corruption.KINDS:
+  if config.eval.corruption not in dae_losses.KINDS:
     raise ConfigError(f"eval.corruption={config.eval.corruption!r}: expected one of "
-                      f"{corruption.KINDS}")
+                      f"{dae_losses.KINDS}")
   validate_noise_level("eval.noise_level", config.eval.corruption, config.eval.noise_level)
 
 

@@ -2,7 +2,7 @@
 
 The module is `ae.AE` (the paper's shape is one sigmoid layer, 784-1000: `model.hidden=()`,
 `model.code_activation="sigmoid"`). `loss.penalty` picks how the encoder Jacobian's squared
-Frobenius norm is computed (vaelab/losses/contractive.py): `closed_form` (exact, one sigmoid
+Frobenius norm is computed (vaelab/losses/cae.py): `closed_form` (exact, one sigmoid
 layer only, the cost of a matmul), `estimator` (unbiased, `loss.num_projections` jvps, any
 encoder) or `jacfwd` (the definition, any encoder, ~200x an AE step at 784-1000).
 lambda (`loss.contractive_weight`) enters the step as an array, so runs that differ only in
@@ -13,7 +13,8 @@ from __future__ import annotations
 import jax
 
 from vaelab.errors import ConfigError
-from vaelab.losses import contractive, reconstruction
+from vaelab.losses import cae as cae_losses
+from vaelab.losses import reconstruction
 from vaelab.models import ae
 
 # Separates the projections' randomness from any other use of the example keys.
@@ -28,11 +29,11 @@ def penalty_fn(penalty: str, num_projections: int):
     if penalty == "closed_form":
       h = encode(x)
       kernel = variables["params"]["encoder"]["dense_0"]["kernel"]
-      return contractive.jacobian_fro2_sigmoid(h, kernel), h
+      return cae_losses.jacobian_fro2_sigmoid(h, kernel), h
     if penalty == "estimator":
       keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, _PROJECTION_STREAM)
-      return contractive.jacobian_fro2_estimator(encode, x, keys, num_projections), encode(x)
-    return contractive.jacobian_fro2_jacfwd(encode, x), encode(x)
+      return cae_losses.jacobian_fro2_estimator(encode, x, keys, num_projections), encode(x)
+    return cae_losses.jacobian_fro2_jacfwd(encode, x), encode(x)
 
   return fn
 
@@ -65,8 +66,8 @@ def validate(config):
   weight = float(loss.contractive_weight)
   if not weight >= 0:
     raise ConfigError(f"loss.contractive_weight={weight}: must be >= 0")
-  if loss.penalty not in contractive.PENALTIES:
-    raise ConfigError(f"loss.penalty={loss.penalty!r}: expected one of {contractive.PENALTIES}")
+  if loss.penalty not in cae_losses.PENALTIES:
+    raise ConfigError(f"loss.penalty={loss.penalty!r}: expected one of {cae_losses.PENALTIES}")
   n = loss.num_projections
   if isinstance(n, bool) or int(n) != n or n < 1:
     raise ConfigError(f"loss.num_projections={n!r}: must be an integer >= 1")
@@ -80,4 +81,4 @@ def validate(config):
 
 
 FAMILY = ae.variant("cae", make_loss, hparams, validate,
-                    options={"loss.penalty": contractive.PENALTIES})
+                    options={"loss.penalty": cae_losses.PENALTIES})

@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 
 from vaelab.errors import ConfigError
-from vaelab.losses import corruption, reconstruction
+from vaelab.losses import dae as dae_losses
+from vaelab.losses import reconstruction
 from vaelab.models import ae
 
 
@@ -21,7 +22,7 @@ def make_loss(config, info=None):
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
-    noisy = corruption.corrupt(kind, x, hparams["noise_level"], keys)
+    noisy = dae_losses.corrupt(kind, x, hparams["noise_level"], keys)
     logits = model.apply({"params": params, **model_state}, noisy)
     value = ae.recon_loss_per_example(recon_loss, logits, x).mean()
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
@@ -36,11 +37,11 @@ def hparams(config):
 
 def validate(config):
   m = config.model
-  if m.corruption not in corruption.KINDS:
-    raise ConfigError(f"model.corruption={m.corruption!r}: expected one of {corruption.KINDS}")
+  if m.corruption not in dae_losses.KINDS:
+    raise ConfigError(f"model.corruption={m.corruption!r}: expected one of {dae_losses.KINDS}")
   ae.validate_noise_level("model.noise_level", m.corruption, m.noise_level)
   ae.validate(config)
 
 
 FAMILY = ae.variant("dae", make_loss, hparams, validate,
-                    options={"model.corruption": corruption.KINDS})
+                    options={"model.corruption": dae_losses.KINDS})

@@ -1,12 +1,10 @@
 """k-sparse autoencoder (Makhzani & Frey 2013).
 
 A linear code layer of `model.latent_dim` units keeps only its k largest values per example
-and zeroes the rest. The mask is computed under stop_gradient and multiplied in, so the
-gradient reaches exactly the kept units (the paper's "support" of the code) and no others.
-k starts at `model.k_start` and falls linearly to `model.k` over the first half of training
-(large k early keeps every unit in use; starting at the final k leaves dead units). For
-downstream use (`features`) the code keeps alpha*k units, as the paper's classification
-experiments do. The decoder is tied (W^T plus its own bias, `model.tied`) or a free Dense.
+and zeroes the rest; k starts at `model.k_start` and falls linearly to `model.k` over the
+first half of training. The top-k mask, the k schedule and the loss are the objective's
+(vaelab/losses/ksparse.py). For downstream use (`features`) the code keeps alpha*k units, as
+the paper's classification experiments do. The decoder is tied (W^T plus its own bias, `model.tied`) or a free Dense.
 The paper's model has no layer below the code (`model.hidden=()`); a trunk is allowed, and a
 tied decoder then ties only the code layer.
 """
@@ -22,29 +20,10 @@ import numpy as np
 from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.evaluate import pictures as pictures_lib
+from vaelab.losses import ksparse as ksparse_losses
 from vaelab.losses import reconstruction
 from vaelab.models import ae, nets
 from vaelab.models.base import Family, method
-
-
-def topk_mask(code, k, k_max: int):
-  """0/1 mask of each row's k largest entries; k may be traced, k <= k_max (static).
-
-  lax.top_k with the static bound gives the k_max largest in descending order; the first k of
-  them are kept. Exactly k ones per row even with ties, and no recompilation when k changes.
-  """
-  code = jax.lax.stop_gradient(code)
-  _, idx = jax.lax.top_k(code, k_max)
-  keep = (jnp.arange(k_max) < k).astype(code.dtype)
-  rows = jnp.arange(code.shape[0])[:, None]
-  return jnp.zeros_like(code).at[rows, idx].set(jnp.broadcast_to(keep, idx.shape))
-
-
-def k_at_step(step, k: int, k_start: int, num_train_steps: int):
-  """k_start at step 0, linearly down to k at num_train_steps / 2, then k (an int32 array)."""
-  half = max(num_train_steps / 2, 1.0)
-  frac = jnp.clip(jnp.asarray(step, jnp.float32) / half, 0.0, 1.0)
-  return jnp.round(k_start + (k - k_start) * frac).astype(jnp.int32)
 
 
 class KSparseAE(nn.Module):
@@ -92,8 +71,7 @@ class KSparseAE(nn.Module):
     return code.astype(jnp.float32)  # the top-k selection and the objective in float32
 
   def sparse_code(self, x, k, k_max: int):
-    code = self.dense_code(x)
-    return code * topk_mask(code, k, k_max)
+    return ksparse_losses.sparse_code(self.dense_code(x), k, k_max)
 
   def encode(self, x):
     """The code at the final k (evaluation, reconstructions)."""
@@ -146,11 +124,11 @@ def make_loss(config, info=None):
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
-    k_now = k_at_step(hparams.get("step", num_steps), k, k_start, num_steps)
+    k_now = ksparse_losses.k_at_step(hparams.get("step", num_steps), k, k_start, num_steps)
     variables = {"params": params, **model_state}
-    code = model.apply(variables, x, k_now, k_start, method="sparse_code")
-    logits = model.apply(variables, code, method="decode")
-    value = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    code = model.apply(variables, x, method="dense_code")
+    decode = lambda c: model.apply(variables, c, method="decode")
+    value, logits = ksparse_losses.ksparse_loss(recon_loss, decode, code, x, k_now, k_start)
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
     return value, ({"recon_sse": sse, "k": k_now.astype(jnp.float32)}, model_state)
 

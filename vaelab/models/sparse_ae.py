@@ -1,7 +1,7 @@
 """Sparse autoencoder (Ng's lecture notes): one sigmoid hidden layer with a KL sparsity penalty.
 
 loss = reconstruction + loss.sparsity_weight * sum_j KL(model.rho || rho_hat_j), where
-rho_hat_j is unit j's mean activation over the global batch (see losses/sparse.py for why
+rho_hat_j is unit j's mean activation over the global batch (see losses/sparse_ae.py for why
 it is averaged across devices). Both numbers enter the step as arrays (FAMILY.hparams).
 The module is the plain AE with a sigmoid code (`model.code_activation="sigmoid"`,
 `model.hidden=()` for Ng's single hidden layer); evaluation adds eval/mean_activation, the
@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from vaelab.errors import ConfigError
-from vaelab.losses import reconstruction, sparse
+from vaelab.losses import reconstruction
+from vaelab.losses import sparse_ae as sparse_losses
 from vaelab.models import ae
 from vaelab.models.base import Family
 
@@ -26,8 +27,8 @@ def make_loss(config, info=None):
     code = model.apply(variables, x, method="encode")
     logits = model.apply(variables, code, method="decode")
     recon = ae.recon_loss_per_example(recon_loss, logits, x).mean()
-    rho_hat = sparse.mean_activation(code)
-    penalty = sparse.sparsity_penalty(hparams["rho"], rho_hat)
+    rho_hat = sparse_losses.mean_activation(code)
+    penalty = sparse_losses.sparsity_penalty(hparams["rho"], rho_hat)
     value = recon + hparams["sparsity_weight"] * penalty
     metrics = {"recon": recon, "sparsity_kl": penalty, "mean_activation": rho_hat.mean(),
                "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x).mean()}
