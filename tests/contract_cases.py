@@ -60,7 +60,10 @@ SHRINK = {
 }
 # Data sets replaced by the tiny npz files (by the channels their images have).
 IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1}
-GLOBAL_OPTIONS = {"data.binarize": ("none", "threshold", "dynamic")}
+# The step's own options, every family's: binarization, the non-finite policy (skip adds a
+# select to the step), where batches are made (bitwise the same batches), mixed precision.
+GLOBAL_OPTIONS = {"data.binarize": ("none", "threshold", "dynamic"), "nonfinite": ("skip",),
+                  "data.placement": ("host", "device"), "dtype": ("bfloat16",)}
 # Settings an option value needs beside it: FSQ has no learned codebook to restart or to
 # initialise by k-means, and at these sizes the encoder's outputs are so small that the
 # paper's levels round every channel to 0 for all 4 steps (the decoder would see zeros,
@@ -321,41 +324,57 @@ def evaluate_on_devices(case: str, data: dict, vq_workdirs: dict, root: str) -> 
   return out
 
 
-def main(setup_path: str, out_path: str):
+def main(setup_path: str, out_dir: str):
   """The 4-device half of the contract: every case's run and its resumed run; for one case
   per family, its population members alone and in populations of both impls, and its final
-  evaluation, --mode=eval and --mode=sample at a size with real work per device."""
+  evaluation, --mode=eval and --mode=sample at a size with real work per device. Each
+  result is written as it is done (`out_dir`/NAME.npz or .json, `publish`), so the tests
+  compare while the rest runs."""
   import jax
   from absl import logging
   from vaelab.training import experiment as experiment_lib
   logging.set_verbosity(logging.WARNING)
   with open(setup_path) as f:
     setup = json.load(f)
-  data, vq, root = setup["data"], setup["vq_workdirs"], os.path.dirname(out_path)
-  out = {"devices": np.int64(jax.device_count())}
+  data, vq = setup["data"], setup["vq_workdirs"]
+  root = os.path.join(out_dir, "workdirs")
+  assert jax.device_count() == 4, jax.devices()
 
   def keep(name, result):
     losses, params = result
-    out[f"{name}:losses"] = np.asarray(losses)
-    out.update({f"{name}:param:{k}": v for k, v in params.items()})
+    publish(out_dir, name, {"losses": np.asarray(losses),
+                            **{f"param:{k}": v for k, v in params.items()}})
 
   for case in setup["cases"]:
     config = config_of(case, data, vq)
     exp = experiment_lib.build(config)
     keep(case, run(config, experiment=exp))
-    keep(f"{case}:resumed", resumed(config, os.path.join(root, "four", f"resume_{case}"), exp))
-  evaluations = {}
+    keep(f"{case}:resumed", resumed(config, os.path.join(root, f"resume_{case}"), exp))
   for case in setup["families"]:
     members = population_members(config_of(case, data, vq))
     exp = experiment_lib.build(members[0])
-    for i, m in enumerate(members):
-      keep(f"{case}:member{i}", run(m, experiment=exp))
+    runs = {f"member{i}": run(m, experiment=exp) for i, m in enumerate(members)}
     for impl in ("loop", "vmap"):
-      for i, r in enumerate(population_runs(members, os.path.join(root, "four", case), impl)):
-        keep(f"{case}:{impl}{i}", r)
-    evaluations[case] = evaluate_on_devices(case, data, vq, root)
-  out["evaluations"] = np.asarray(json.dumps(evaluations))
-  np.savez(out_path, **out)
+      for i, r in enumerate(population_runs(members, os.path.join(root, case), impl)):
+        runs[f"{impl}{i}"] = r
+    publish(out_dir, f"{case}:population", {
+        f"{name}:{part}": v for name, (losses, params) in runs.items()
+        for part, v in [("losses", np.asarray(losses))] +
+        [(f"param:{k}", p) for k, p in params.items()]})
+    publish(out_dir, f"{case}:evaluation", evaluate_on_devices(case, data, vq, root))
+
+
+def publish(out_dir: str, name: str, value):
+  """Writes a result whole (a dict of arrays as .npz, anything else as .json), renamed into
+  place so that a reader never sees it half written."""
+  path = os.path.join(out_dir, name.replace("/", "_"))
+  if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+    np.savez(path + ".tmp.npz", **value)
+    os.replace(path + ".tmp.npz", path + ".npz")
+  else:
+    with open(path + ".tmp", "w") as f:
+      json.dump(value, f)
+    os.replace(path + ".tmp", path + ".json")
 
 
 if __name__ == "__main__":

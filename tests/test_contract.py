@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -43,37 +44,48 @@ FAMILIES = cc.family_cases()
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   """Data, the frozen VQ runs the priors read, and the 4-device work (started at once in a
-  subprocess, collected by the first test that needs it)."""
+  subprocess that publishes each result as it is done)."""
   root = tmp_path_factory.mktemp("contract")
   state = cc.prepare(str(root))
-  setup_path, out_path = root / "setup.json", root / "four_devices.npz"
+  out_dir = root / "four_devices"
+  out_dir.mkdir()
+  setup_path = root / "setup.json"
   setup_path.write_text(json.dumps({"cases": CASES, "families": sorted(FAMILIES.values()),
                                     "data": state["data"], "vq_workdirs": state["vq"]}))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")
+  log = open(root / "four_devices.log", "w")
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "contract_cases.py"),
-                           str(setup_path), str(out_path)], env=env, cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  state.update(proc=proc, out=out_path, four=None, root=root, alone={})
+                           str(setup_path), str(out_dir)], env=env, cwd=ROOT,
+                          stdout=log, stderr=subprocess.STDOUT, text=True)
+  state.update(proc=proc, out=out_dir, log=root / "four_devices.log", root=root, alone={})
   yield state
   if proc.poll() is None:
     proc.kill()
+  log.close()
 
 
-def _four_devices(setup):
-  if setup["four"] is None:
-    output, _ = setup["proc"].communicate(timeout=3000)
-    assert setup["proc"].returncode == 0, output[-4000:]
-    with np.load(setup["out"]) as f:
-      setup["four"] = dict(f)
-    assert int(setup["four"]["devices"]) == 4
-  return setup["four"]
+def _four(setup, name: str, suffix: str = ".npz", timeout: float = 3000):
+  """A result of the 4-device subprocess, once published (contract_cases.publish)."""
+  path = setup["out"] / (name.replace("/", "_") + suffix)
+  end = time.time() + timeout
+  while not path.exists():
+    if setup["proc"].poll() is not None and not path.exists():
+      raise AssertionError(f"the 4-device subprocess ended (rc {setup['proc'].returncode}) "
+                           f"without {path.name}:\n" + setup["log"].read_text()[-4000:])
+    assert time.time() < end, f"no {path.name} after {timeout} s"
+    time.sleep(0.2)
+  if suffix == ".json":
+    return json.loads(path.read_text())
+  with np.load(path) as f:
+    return dict(f)
 
 
-def _run_of(four: dict, name: str):
-  prefix = f"{name}:param:"
-  return (list(four[f"{name}:losses"]),
-          {k[len(prefix):]: v for k, v in four.items() if k.startswith(prefix)})
+def _run_of(arrays: dict, name: str = ""):
+  prefix = f"{name}:" if name else ""
+  params = {k[len(prefix) + 6:]: v for k, v in arrays.items()
+            if k.startswith(f"{prefix}param:")}
+  return list(arrays[f"{prefix}losses"]), params
 
 
 def _alone(setup, case: str):
@@ -88,7 +100,7 @@ def test_one_and_four_devices_give_the_same_run(setup, case):
   """Every case must apply (an option value that needs other settings names them in
   contract_cases.COMPANIONS rather than being skipped)."""
   losses, params = _alone(setup, case)
-  four_losses, four_params = _run_of(_four_devices(setup), case)
+  four_losses, four_params = _run_of(_four(setup, case))
   assert len(losses) == cc.STEPS and np.all(np.isfinite(losses))
   # Step 0's loss is the forward pass alone: rounding only (the sparse AE's per-device rho_hat
   # defect was 8e-5 there). Later losses follow Adam updates, which normalize each gradient
@@ -106,23 +118,24 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   got, resumed = cc.resumed(config, str(setup["root"] / f"resume_{case}"))
   assert got == losses
   cc.assert_params(resumed, params, exact=True)
-  four = _four_devices(setup)
-  (losses4, params4), (got4, resumed4) = _run_of(four, case), _run_of(four, f"{case}:resumed")
+  (losses4, params4) = _run_of(_four(setup, case))
+  (got4, resumed4) = _run_of(_four(setup, f"{case}:resumed"))
   assert got4 == losses4
   cc.assert_params(resumed4, params4, exact=True)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_populations_on_four_devices_equal_their_runs_alone(setup, family):
-  four, case = _four_devices(setup), FAMILIES[family]
-  count = len([k for k in four if k.startswith(f"{case}:member") and k.endswith(":losses")])
+  case = FAMILIES[family]
+  four = _four(setup, f"{case}:population")
+  count = len([k for k in four if k.startswith("member") and k.endswith(":losses")])
   assert count >= 3  # the seed and the learning rate at least
   for i in range(count):
-    losses, params = _run_of(four, f"{case}:member{i}")
-    got, flat = _run_of(four, f"{case}:loop{i}")
+    losses, params = _run_of(four, f"member{i}")
+    got, flat = _run_of(four, f"loop{i}")
     assert got == losses  # the one-run step on each member
     cc.assert_params(flat, params, exact=True)
-    got, flat = _run_of(four, f"{case}:vmap{i}")
+    got, flat = _run_of(four, f"vmap{i}")
     np.testing.assert_allclose(got, losses, rtol=1e-5)
     cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
 
@@ -130,7 +143,7 @@ def test_populations_on_four_devices_equal_their_runs_alone(setup, family):
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_final_evaluation_and_the_modes_run_on_four_devices(setup, family):
   case = FAMILIES[family]
-  got = json.loads(str(_four_devices(setup)["evaluations"]))[case]
+  got = _four(setup, f"{case}:evaluation", ".json")
   trained, again = got["train"], got["eval"]
   assert trained and set(trained) == set(again)
   assert all(np.isfinite(v) for v in trained.values()), trained

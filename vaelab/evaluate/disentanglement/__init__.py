@@ -36,6 +36,7 @@ from vaelab.evaluate.disentanglement.ground_truth import (GroundTruth, Procedura
                                                           ground_truth_from_source,
                                                           varying_factors)
 from vaelab.evaluate.disentanglement.irs import IRSResult, irs_from_codes, irs_score
+from vaelab.evaluate.disentanglement.members import member_scores
 from vaelab.evaluate.disentanglement.mig import MIGResult, mig, mig_from_codes
 from vaelab.evaluate.disentanglement.modularity import (ModularityResult,
                                                         modularity_explicitness,
@@ -56,7 +57,7 @@ __all__ = [
     "UnsupervisedResult", "betavae_score", "codes_ground_truth", "configured_metrics",
     "dci_disentanglement", "dci_from_codes", "default_sizes", "disentanglement_metrics",
     "factorvae_score", "ground_truth_from_source", "histogram_discretize", "irs_from_codes",
-    "irs_score", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",
+    "irs_score", "member_scores", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",
     "quantile_discretize", "sap_from_codes", "sap_score", "scores", "unsupervised_from_codes",
     "unsupervised_scores", "varying_factors",
 ]

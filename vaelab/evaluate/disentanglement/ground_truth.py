@@ -15,6 +15,8 @@ identity as representation, the sampled protocols score fixed data.
 """
 from __future__ import annotations
 
+import copy
+
 import types
 from typing import Callable, Protocol, Sequence
 
@@ -101,6 +103,12 @@ class ProceduralGroundTruth:
     factors = self.sample_factors(n, rng)
     return factors, self.observations(factors)
 
+  def blind(self) -> "ProceduralGroundTruth":
+    """This ground truth drawing the same factors from the same generator, with (n, 0)
+    placeholders for observations: a replay of codes encoded once (`members`)."""
+    return ProceduralGroundTruth(lambda f: np.zeros((len(f), 0), np.float32),
+                                 self.factor_sizes, self.factor_names)
+
   def sample_with_fixed(self, n: int, factor_index, rng: np.random.Generator
                         ) -> tuple[np.ndarray, np.ndarray]:
     ks, scalar = _group_indices(factor_index)
@@ -164,6 +172,13 @@ class TableGroundTruth:
 
   def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
     return self._factors[rng.integers(0, len(self._factors), n)].astype(np.int32)
+
+  def blind(self) -> "TableGroundTruth":
+    """This ground truth drawing the same rows from the same generator, with (n, 0)
+    placeholders for observations: a replay of codes encoded once (`members`)."""
+    other = copy.copy(self)
+    other._images = lambda rows: np.zeros((len(rows), 0), np.float32)
+    return other
 
   def _images(self, rows: np.ndarray) -> np.ndarray:
     x = np.asarray(self._source.get(rows)["image"])

@@ -61,7 +61,7 @@ def grouped_codes(represent, ground_truth, factor_indices, group_size, rng, batc
   for start in range(0, len(factor_indices), per_chunk):
     ks = factor_indices[start:start + per_chunk]
     _, obs = ground_truth.sample_with_fixed(group_size, ks, rng)
-    z = encode(represent, obs.reshape((-1,) + obs.shape[2:]), batch_size)
+    z = encode(represent, obs.reshape((ks.size * group_size,) + obs.shape[2:]), batch_size)
     yield slice(start, start + ks.size), z.reshape(ks.size, group_size, -1)
 
 
