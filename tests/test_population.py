@@ -182,3 +182,38 @@ def test_sweep_plots_put_log_spaced_values_on_a_log_axis():
   assert log_spaced([1e-4, 1e-3, 1e-2]) and log_spaced([1.0, 2.0, 4.0, 8.0])
   assert not log_spaced([1.0, 2.0, 3.0, 4.0]) and not log_spaced([0.0, 1.0, 2.0])
   assert not log_spaced([1.0, 2.0])  # two points say nothing about the spacing
+
+
+def _factor_npz(path, n, seed):
+  """Blobs whose two centre coordinates (4 values each) are the ground-truth factors."""
+  rng = np.random.default_rng(seed)
+  factors = rng.integers(0, 4, (n, 2))
+  yy, xx = np.mgrid[:8, :8]
+  cy, cx = (1.5 + 1.5 * factors.T)[:, :, None, None]
+  image = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0)
+  np.savez(path, image=(image[..., None] * 255).astype(np.uint8), factors=factors)
+  return str(path)
+
+
+def test_a_population_scores_each_member_as_alone_on_one_draw(tmp_path):
+  """Final and periodic disentanglement scores of "loop" members (drawn and encoded once for
+  the population) equal their runs alone, score for score."""
+  train, evalp = _factor_npz(tmp_path / "t.npz", 128, 0), _factor_npz(tmp_path / "e.npz", 64, 1)
+  sizes = {"eval.disentanglement_num_train": 64, "eval.disentanglement_num_eval": 32,
+           "eval.disentanglement_num_variance_estimate": 64,
+           "eval.disentanglement_batch_size": 8, "eval.disentanglement_every": 5,
+           "eval.dci_importance": "forest", "eval.iwae_ks": (1,)}
+  configs = [tiny_config("vae", train, evalp, seed=s, **sizes) for s in (0, 1)]
+  together = population.train_population(configs, [str(tmp_path / f"p{i}") for i in (0, 1)],
+                                         "loop")
+  for i, (config, results) in enumerate(zip(configs, together)):
+    alone = loop.train_and_evaluate(config, str(tmp_path / f"a{i}"))
+    scores = {k: v for k, v in alone.items() if k in ("eval/mig", "eval/sap_score",
+                                                      "eval/dci_disentanglement",
+                                                      "eval/factorvae_score")}
+    assert len(scores) == 4 and all(np.isfinite(list(scores.values())))
+    assert results == alone
+    curve = lambda d: [m for m in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
+                       if "eval/mig" in m and m["step"] == 5]
+    assert curve(str(tmp_path / f"p{i}")) == curve(str(tmp_path / f"a{i}")) != []
+  assert together[0]["eval/mig"] != together[1]["eval/mig"]  # members have their own codes

@@ -76,6 +76,15 @@ def read_saved(workdir: str) -> ml_collections.ConfigDict:
     return node
 
   config = ml_collections.ConfigDict(tuples(saved))
+  # A key every config has now, which the run's older config.json may lack, takes its default.
+  have = flat(config)
+  defaults = {k: v for k, v in flat(base_config()).items() if k not in have}
+  for key, value in defaults.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
   config.lock()
   return config
 
@@ -152,6 +161,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.dci_importance = "gbt"
   # Score the representation in periodic evaluations too, every this many steps (0: at the
   # end only), at this fraction of the sample sizes above: the metrics' curves.
+  # The metrics' draws: one seed for every run, as disentanglement_lib evaluates every model,
+  # so that runs are compared on the same samples (and a population draws them once).
+  c.eval.disentanglement_seed = 0
   c.eval.disentanglement_every = 0
   c.eval.disentanglement_curve_fraction = 0.2
   return c
@@ -176,7 +188,7 @@ def optimizer_section(**settings) -> ml_collections.ConfigDict:
 def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> None:
   """The keys of the VAE family."""
   c.model.name = "vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian
+  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   c.loss.objective = "elbo"  # elbo (beta-weighted) | capacity (Burgess) | iwae (Burda)
   c.loss.beta = 1.0
@@ -195,7 +207,7 @@ def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> Non
 def ae_keys(c: ml_collections.ConfigDict) -> None:
   """The keys every deterministic autoencoder family shares."""
   c.model.name = "ae"
-  c.model.recon_loss = "bernoulli"  # bernoulli (cross-entropy) | mse
+  c.model.likelihood = "bernoulli"  # bernoulli | sigmoid_sse (losses/reconstruction.py)
   c.model.code_activation = "linear"  # linear | sigmoid | relu
   # The corruption under which eval/denoise_sse is measured, for every autoencoder family.
   c.eval.corruption = "mask"  # mask | gaussian | salt_pepper

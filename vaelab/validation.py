@@ -81,6 +81,7 @@ def validate(config, num_devices: int | None = None):
   for key in ("num_train", "num_eval", "batch_size", "num_variance_estimate"):
     _positive_int(config, f"eval.disentanglement_{key}")
   _positive_int(config, "eval.disentanglement_every", minimum=0)
+  _positive_int(config, "eval.disentanglement_seed", minimum=0)
   if config.eval.dci_importance not in DCI_IMPORTANCE:
     raise ConfigError(f"eval.dci_importance={config.eval.dci_importance!r}: expected one of "
                       f"{DCI_IMPORTANCE}")

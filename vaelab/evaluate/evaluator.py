@@ -42,6 +42,9 @@ class Evaluator:
         "num_variance_estimate": int(e.disentanglement_num_variance_estimate)}
     self.disentanglement_metrics = disentanglement.configured_metrics(config)
     self.dci_importance = e.dci_importance
+    # Every run is scored on the same draws (disentanglement_lib evaluates every model with
+    # one seed): comparisons across runs are paired, and a population draws them once.
+    self.disentanglement_seed = int(e.get("disentanglement_seed", 0))
     # Periodic evaluations score the representation too, every `disentanglement_every`
     # steps, on a fraction of the final sample sizes (curves against the training step).
     self.disentanglement_every = int(e.disentanglement_every)
@@ -70,20 +73,27 @@ class Evaluator:
     other.config = config
     return other
 
-  def __call__(self, state, hparams, final: bool = False) -> dict[str, float]:
+  def __call__(self, state, hparams, final: bool = False,
+               curve_scores: dict | None = None) -> dict[str, float]:
     """Means over the evaluation split of the family's per-example metrics, as eval/<name>,
     and the family's set-level metrics.
 
     `final` adds the family's costly final metrics (one pass over the split each).
+    `curve_scores`: this step's disentanglement scores, computed with a population's other
+    members (`population_disentanglement`), instead of scoring alone.
     """
     out = self._means(self._step, state, hparams)
     if final and self._final_step is not None:
       out.update(self._means(self._final_step, state, hparams))
-    step = int(jax.device_get(state.step))
-    if (not final and self.disentanglement_every and self.curve_sizes is not None
-        and step % self.disentanglement_every == 0):
-      out.update(self.disentanglement(state, self.curve_sizes))
+    if not final and self.scores_curve_at(int(jax.device_get(state.step))):
+      out.update(curve_scores if curve_scores is not None else
+                 self.disentanglement(state, self.curve_sizes))
     return out
+
+  def scores_curve_at(self, step: int) -> bool:
+    """Whether the periodic evaluation at `step` scores the representation."""
+    return bool(self.disentanglement_every and self.curve_sizes is not None
+                and step % self.disentanglement_every == 0)
 
   def _inputs(self):
     if self._feed is not None:
@@ -147,27 +157,18 @@ class Evaluator:
     return {"eval/probe_error": probe_lib.probe_error(tf, tl, ef, el),
             "eval/probe_error_pixels": probe_lib.probe_error(tp, tl, ep, el)}
 
-  def disentanglement(self, state, sizes: dict | None = None) -> dict[str, float]:
-    """The disentanglement scores `eval.disentanglement_metrics` of the family's features,
-    where the evaluation data has ground-truth factors (observations are drawn from the
-    whole factor grid), at `sizes` (default: the final sample sizes, whose structured
-    scores, with the latent x factor mutual information, are kept in `last_scores` for the
-    pictures)."""
+  def _ground_truth(self):
+    """The evaluation data's ground truth, or None where no score applies."""
     if (self.family.features is None or self.disentanglement_sizes is None
         or not self.disentanglement_metrics):
-      return {}
-    ground_truth = disentanglement.ground_truth_from_source(self.source)
-    if ground_truth is None:
-      return {}
-    rng = np.random.default_rng(int(self.config.seed))
-    final = sizes is None
-    try:
-      scores = disentanglement.scores(
-          represent=self._features(state), ground_truth=ground_truth, rng=rng,
-          sizes=self.disentanglement_sizes if final else sizes,
-          metrics=self.disentanglement_metrics, dci_importance=self.dci_importance)
-    except disentanglement.NonFiniteCodesError:
-      scores = None
+      return None
+    return disentanglement.ground_truth_from_source(self.source)
+
+  def _score_kwargs(self, sizes: dict | None) -> dict:
+    return {"sizes": self.disentanglement_sizes if sizes is None else sizes,
+            "metrics": self.disentanglement_metrics, "dci_importance": self.dci_importance}
+
+  def _results(self, scores, final: bool) -> dict[str, float]:
     if final:
       self.last_scores = scores
     out = {} if scores is None else scores.as_dict()
@@ -175,6 +176,41 @@ class Evaluator:
       for name in disentanglement.HEADLINE[metric]:
         out.setdefault(name, float("nan"))  # a diverged model: no score is meaningful
     return {f"eval/{k}": v for k, v in out.items()}
+
+  @staticmethod
+  def population_disentanglement(evaluators: list["Evaluator"], states: list,
+                                 final: bool) -> list[dict[str, float]]:
+    """Each member's disentanglement scores (final, or the curve's), with the draws made and
+    rendered once for the whole population (`disentanglement.member_scores`); each member
+    encodes them with its own features function, the one it would use alone, so its scores
+    are its scores alone."""
+    lead = evaluators[0]
+    ground_truth = lead._ground_truth()
+    if ground_truth is None:
+      return [{} for _ in evaluators]
+    represents = [e._features(s) for e, s in zip(evaluators, states)]
+    scores = disentanglement.member_scores(
+        lambda x: np.stack([r(x) for r in represents]), len(evaluators),
+        ground_truth=ground_truth, seed=lead.disentanglement_seed,
+        **lead._score_kwargs(None if final else lead.curve_sizes))
+    return [e._results(sc, final) for e, sc in zip(evaluators, scores)]
+
+  def disentanglement(self, state, sizes: dict | None = None) -> dict[str, float]:
+    """The disentanglement scores `eval.disentanglement_metrics` of the family's features,
+    where the evaluation data has ground-truth factors (observations are drawn from the
+    whole factor grid), at `sizes` (default: the final sample sizes, whose structured
+    scores, with the latent x factor mutual information, are kept in `last_scores` for the
+    pictures)."""
+    ground_truth = self._ground_truth()
+    if ground_truth is None:
+      return {}
+    try:
+      scores = disentanglement.scores(
+          represent=self._features(state), ground_truth=ground_truth,
+          rng=self.disentanglement_seed, **self._score_kwargs(sizes))
+    except disentanglement.NonFiniteCodesError:
+      scores = None
+    return self._results(scores, sizes is None)
 
   def save_pictures(self, state, workdir: str, results: dict | None = None) -> list[str]:
     """A reconstruction grid of evaluation images, prior samples for generative families, the

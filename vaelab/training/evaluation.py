@@ -16,9 +16,11 @@ from vaelab.training.experiment import Experiment, build
 from vaelab.training.workdir import restore_latest
 
 
-def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str | None):
+def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str | None,
+                     disentanglement: dict | None = None):
   """The final evaluation of a run: the family's metrics over the evaluation split (final
-  ones included), analyses, baselines, probe and disentanglement; with a workdir, also
+  ones included), analyses, baselines, probe and disentanglement (`disentanglement`: the
+  scores already computed with a population's other members); with a workdir, also
   results.json and the pictures."""
   timings, t = {}, time.perf_counter()
 
@@ -39,7 +41,8 @@ def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str 
   lap("baselines")
   results.update(evaluator.probe(state, exp.train_source))
   lap("probe")
-  results.update(evaluator.disentanglement(state))
+  results.update(evaluator.disentanglement(state) if disentanglement is None
+                 else disentanglement)
   lap("disentanglement")
   if workdir is not None and jax.process_index() == 0:
     write_json(os.path.join(workdir, "results.json"), results)

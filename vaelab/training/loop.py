@@ -104,16 +104,24 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
           logging.info(("" if r.index is None else f"[{r.index}] ") +
                        progress.line(done, rate, scalars))
       if done % eval_every == 0 and done != num_steps:
-        for r in runs:
-          r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams))
+        curves = [None] * len(runs)
+        if len(runs) > 1 and runs[0].evaluator.scores_curve_at(done):
+          curves = Evaluator.population_disentanglement(
+              [r.evaluator for r in runs], [r.state(state) for r in runs], final=False)
+        for r, curve in zip(runs, curves):
+          r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams, curve_scores=curve))
       if done % checkpoint_every == 0 or done in (num_steps, stop):
         for r in runs:
           r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
           _save(r, state, runs)
   jax.block_until_ready(state)
   trained = time.perf_counter()
+  shared = [None] * len(runs)
+  if evaluate and stop == num_steps and len(runs) > 1:
+    shared = Evaluator.population_disentanglement(
+        [r.evaluator for r in runs], [r.state(state) for r in runs], final=True)
   out = []
-  for r in runs:
+  for r, scores in zip(runs, shared):
     results = None
     if stop < num_steps:
       r.writer.close()
@@ -122,7 +130,7 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
       out.append(None)
       continue
     if evaluate:
-      results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir)
+      results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir, scores)
       r.writer.write(num_steps, results)
     if start < num_steps or evaluate:
       # Where a run's time goes (the default job's split, experiments/benchmark_loop.py).

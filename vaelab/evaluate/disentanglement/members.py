@@ -1,9 +1,9 @@
 """The scores of several representations (a population's members) on one draw.
 
 Each metric draws factors and observations from its generator and asks the representation
-for codes. With the same seed every member would get the same draws: here they are drawn,
-rendered and encoded once, by every member at once (`represent_all`, batched across the
-members), and each member's metrics then replay its own codes against the same factors,
+for codes. With the same seed every member would get the same draws: here they are drawn
+and rendered once and encoded by every member (`represent_all`), and each member's metrics
+then replay its own codes against the same factors,
 drawn again from the same seed without observations (`ground_truth.blind()`). The fits
 (logistic regressions, boosted trees, ...) stay each member's own. Codes are looked up by
 the draw they belong to (its factors, and which batch of it), so a member whose metric
