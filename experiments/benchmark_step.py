@@ -4,7 +4,7 @@ Both steps train the same MLP VAE (by default 784-512-512-32, Bernoulli likeliho
 batch 128; `--side 64 --hidden 512,256 --latent 10 --batch_size 64` is the runlocal
 beta-VAE of configs/beta_vae_dsprites.py, whose 4.5M gradients once made vaelab's step 2x
 slower through a 1-device all-reduce):
-vaelab's is built by `vaelab.training.experiment_lib.build` (the SPMD step the trainer runs: shard_map,
+vaelab's is built by `vaelab.training.experiment.build` (the SPMD step the trainer runs: shard_map,
 per-example keys, pmean, NaN guard, metrics); the other is the shortest jitted step a
 researcher would write by hand (flax Dense layers, one `jax.random.normal` call, softplus
 Bernoulli NLL + analytic KL, optax.adam, donated params and optimizer state). Steps are

@@ -77,7 +77,7 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
   progress = Progress(start, num_steps)
   log_every, eval_every = int(config.log_every), int(config.eval_every)
   checkpoint_every = int(config.checkpoint_every)
-  began = time.perf_counter()
+  began, periodic = time.perf_counter(), 0.0
   window = spmd.Window(spmd.CHAINED_IN_FLIGHT)
   with contextlib.ExitStack() as stack:
     signals = stack.enter_context(preemption.catching_signals(runs[0].ckpt is not None))
@@ -104,12 +104,14 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
           logging.info(("" if r.index is None else f"[{r.index}] ") +
                        progress.line(done, rate, scalars))
       if done % eval_every == 0 and done != num_steps:
+        evaluating = time.perf_counter()
         curves = [None] * len(runs)
         if len(runs) > 1 and runs[0].evaluator.scores_curve_at(done):
           curves = Evaluator.population_disentanglement(
               [r.evaluator for r in runs], [r.state(state) for r in runs], final=False)
         for r, curve in zip(runs, curves):
           r.writer.write(done, r.evaluator(r.state(state), r.exp.hparams, curve_scores=curve))
+        periodic += time.perf_counter() - evaluating
       if done % checkpoint_every == 0 or done in (num_steps, stop):
         for r in runs:
           r.buffer.check()  # under `stop`, a NaN since the last log ends the run before saving
@@ -133,8 +135,12 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
       results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir, scores)
       r.writer.write(num_steps, results)
     if start < num_steps or evaluate:
-      # Where a run's time goes (the default job's split, experiments/benchmark_loop.py).
+      # Where a run's time goes (experiments/benchmark_loop.py, benchmark_study.py): train_s
+      # includes the periodic evaluations (a member's: the whole population's); eval_s runs
+      # from the end of training to the end of this run's final evaluation (for the last
+      # member of a population, the population's whole final evaluation).
       r.writer.write(num_steps, {"time/train_s": trained - began,
+                                 "time/periodic_eval_s": periodic,
                                  "time/eval_s": time.perf_counter() - trained})
     r.writer.close()
     if r.ckpt is not None:
