@@ -83,6 +83,10 @@ class TrainStep:
       return state, out
     return state, Metrics(out, tuple(self._names[0]))
 
+  def lower(self, state, batch, hparams):
+    """The jitted step lowered for these arguments (`.compile()`, `.cost_analysis()`)."""
+    return self._fn.lower(state, batch, hparams)
+
   def with_input(self, make_batch) -> "TrainStep":
     """This step with `make_batch(*args) -> batch` compiled in front of it, as one program
     step(state, args, hparams): the device feed's gather and the step in one dispatch
