@@ -13,7 +13,7 @@ codebook with dead-code restarts.
 
 The paper's shape shrunk for 28x28 and a CPU: two stride-2 4x4 convolutions (32, 64
 channels) to a 7x7 map, two residual blocks, 16-d codes; the decoder mirrors it. Pixels
-are Bernoulli (`model.recon_loss`): with the squared error of a sigmoid image, MNIST's
+are Bernoulli (`model.likelihood`): with the squared error of a sigmoid image, MNIST's
 black background drives the logits into saturation and the decoder stops learning
 (measured: recon_sse stuck near 88). A code no image chose in 20 steps restarts at an
 encoder output of the batch: without that, most codes are never used.
@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.model.code_dim = 16
   c.model.ema_decay = 0.99
   c.model.dead_code_steps = 20
-  c.model.recon_loss = "bernoulli"
+  c.model.likelihood = "bernoulli"
   c.loss.commitment = 0.25
   c.batch_size = 64
   c.num_train_steps = 1000

@@ -11,6 +11,7 @@ from conftest import tiny_config
 from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.losses import dae as dae_losses
+from vaelab.losses import reconstruction
 from vaelab.models import ae, dae, get_family
 from vaelab.models import nets
 from vaelab.training import loop
@@ -96,8 +97,8 @@ def test_loss_reconstructs_the_corrupted_input_against_the_clean_one(npz_pair):
                                    {"noise_level": jnp.asarray(0.5)})
   noisy = dae_losses.corrupt("mask", x, 0.5, keys)
   logits = model.apply({"params": params}, noisy)
-  against_clean = ae.recon_loss_per_example("bernoulli", logits, x).mean()
-  against_noisy = ae.recon_loss_per_example("bernoulli", logits, noisy).mean()
+  against_clean = reconstruction.nll("bernoulli", logits, x).mean()
+  against_noisy = reconstruction.nll("bernoulli", logits, noisy).mean()
   np.testing.assert_allclose(value, against_clean, rtol=1e-6)
   assert abs(float(against_clean) - float(against_noisy)) > 1e-2  # 1e4 x the tolerance
   plain, _ = ae.make_loss(config)(model, params, {}, batch, keys, {})
@@ -127,7 +128,8 @@ def test_noise_level_is_an_array_a_population_can_vmap_over(npz_pair):
     ({"model.corruption": "salt_pepper", "model.noise_level": 1.01}, r"model\.noise_level"),
     ({"model.corruption": "blur"}, r"model\.corruption='blur'"),
     ({"eval.noise_level": 2.0}, r"eval\.noise_level=2\.0"),
-    ({"model.recon_loss": "l1"}, r"model\.recon_loss"),
+    ({"model.likelihood": "l1"}, r"model\.likelihood='l1'"),
+    ({"model.likelihood": "gaussian"}, r"model\.likelihood='gaussian'.*sigmoid_sse"),
 ])
 def test_bad_values_are_refused_naming_the_key(npz_pair, overrides, match):
   with pytest.raises(ConfigError, match=match):

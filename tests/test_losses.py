@@ -35,6 +35,33 @@ def test_gaussian_nll_matches_scipy():
   np.testing.assert_allclose(reconstruction.gaussian_nll(mean, x, 0.3), expected, rtol=1e-5)
 
 
+def test_each_likelihood_has_one_image_and_one_term():
+  rng = np.random.default_rng(2)
+  out = rng.normal(0, 2, (3, 4, 4, 1)).astype(np.float32)
+  x = rng.random((3, 4, 4, 1)).astype(np.float32)
+  image = 1 / (1 + np.exp(-out.astype(np.float64)))
+  terms = {"bernoulli": -(x * np.log(image) + (1 - x) * np.log(1 - image)),
+           "gaussian": -stats.norm.logpdf(x, out, 0.3),
+           "sigmoid_sse": np.square(image - x)}
+  images = {"bernoulli": image, "gaussian": out, "sigmoid_sse": image}
+  assert set(terms) == set(reconstruction.LIKELIHOODS)
+  for name in reconstruction.LIKELIHOODS:
+    np.testing.assert_allclose(reconstruction.nll(name, out, x, 0.3),
+                               terms[name].reshape(3, -1).sum(1), rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(reconstruction.mean_image(name, out), images[name], rtol=1e-6,
+                               err_msg=name)
+  with pytest.raises(ValueError, match="'mse'"):
+    reconstruction.nll("mse", out, x)
+
+
+def test_a_family_refuses_a_likelihood_naming_the_key_and_its_values():
+  from vaelab.errors import ConfigError
+  reconstruction.validate("gaussian", reconstruction.DENSITIES, "vae")
+  with pytest.raises(ConfigError, match=r"model\.likelihood='gaussian'.*'bernoulli', "
+                                        r"'sigmoid_sse'.*model\.name='ae'"):
+    reconstruction.validate("gaussian", reconstruction.LOGIT_LIKELIHOODS, "ae")
+
+
 def test_gaussian_kl_closed_form_and_monte_carlo():
   mean = jnp.array([[0.5, -1.0, 0.0]])
   logvar = jnp.array([[0.2, -0.7, 0.0]])

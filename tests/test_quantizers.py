@@ -23,7 +23,7 @@ from conftest import vq_config  # noqa: E402
 from vaelab import validation  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.losses import vqvae as vq_losses  # noqa: E402
-from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
+from vaelab.losses import reconstruction  # noqa: E402
 from vaelab.models import fsq, quantizer, residual_vq  # noqa: E402
 from vaelab.models.quantizer_spec import prior_num_codes  # noqa: E402
 
@@ -373,7 +373,7 @@ def test_fsq_objective_is_the_reconstruction_alone_and_its_codes_go_to_the_prior
   assert set(variables) == {"params"}  # no codebook state
   r = _outputs(fam, config, model, variables, x, keys)
   logits, (q,) = r["out"]
-  np.testing.assert_allclose(r["loss"], recon_loss_per_example("bernoulli", logits, x).mean(),
+  np.testing.assert_allclose(r["loss"], reconstruction.nll("bernoulli", logits, x).mean(),
                              rtol=1e-6)
   metrics = r["metrics"]
   assert 1 <= float(metrics["perplexity"]) <= 45 and 0 < float(metrics["codebook_usage"]) <= 1
@@ -388,7 +388,7 @@ def test_residual_objective_sums_every_levels_terms_and_reports_each_level(npz_p
   fam, config, model, variables, x, keys = _model(npz_pair, "residual")
   r = _outputs(fam, config, model, variables, x, keys, method="code_maps", grads=True)
   logits, (q,) = r["out"]
-  recon = recon_loss_per_example("bernoulli", logits, x)
+  recon = reconstruction.nll("bernoulli", logits, x)
   quant = sum(0.5 * vq_losses.commitment_loss(a, c) + vq_losses.codebook_loss(a, c)
               for a, c in q["pairs"])
   np.testing.assert_allclose(r["loss"], (recon + quant).mean(), rtol=1e-5)

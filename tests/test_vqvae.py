@@ -22,7 +22,7 @@ from conftest import ROOT, vq_config  # noqa: E402
 from vaelab import validation  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
 from vaelab.losses import vqvae as vq_losses  # noqa: E402
-from vaelab.losses.ae import recon_loss_per_example  # noqa: E402
+from vaelab.losses import reconstruction  # noqa: E402
 from vaelab.models import quantizer, vqvae, vqvae2  # noqa: E402
 from vaelab.training import loop  # noqa: E402
 from vaelab.training import experiment as experiment_lib
@@ -195,7 +195,7 @@ def test_objective_is_recon_plus_codebook_and_weighted_commitment(npz_pair, ema_
       model, p, s, {"image": x}, keys, hp)
   value, (metrics, new_state) = loss_fn(params, state)
   logits, (q,) = model.apply(variables, x, keys)
-  recon = recon_loss_per_example("bernoulli", logits, x)
+  recon = reconstruction.nll("bernoulli", logits, x)
   commit = vq_losses.commitment_loss(q["z_e"], q["z_q"])
   quant = 0.5 * commit + (vq_losses.codebook_loss(q["z_e"], q["z_q"]) if not ema_decay else 0)
   np.testing.assert_allclose(value, (recon + quant).mean(), rtol=1e-5)
@@ -240,7 +240,7 @@ def test_indices_round_trip_through_decode_indices(npz_pair, family_name, shapes
     ({"model.dead_code_steps": -1}, r"model\.dead_code_steps=-1"),
     ({"model.ema_decay": 0.0, "model.dead_code_steps": 5}, r"model\.dead_code_steps=5"),
     ({"model.ema_decay": 0.0, "model.kmeans_init": True}, r"model\.kmeans_init"),
-    ({"model.recon_loss": "l1"}, r"model\.recon_loss='l1'"),
+    ({"model.likelihood": "l1"}, r"model\.likelihood='l1'"),
     ({"model.encoder": "mlp"}, r"model\.encoder='mlp'"),
 ])
 def test_bad_values_are_refused_naming_the_key(npz_pair, overrides, match):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vaelab.losses.ae import recon_loss_per_example
+from vaelab.losses import reconstruction
 
 
 def topk_mask(code, k, k_max: int):
@@ -39,8 +39,8 @@ def k_at_step(step, k: int, k_start: int, num_train_steps: int):
   return jnp.round(k_start + (k - k_start) * frac).astype(jnp.int32)
 
 
-def ksparse_loss(recon_loss: str, decode, code, x, k, k_max: int):
-  """(batch mean of the reconstruction term of x, the decoder's logits) from the dense code
+def ksparse_loss(likelihood: str, decode, code, x, k, k_max: int):
+  """(batch mean of the `model.likelihood` term of x, the decoder's logits) from the dense code
   (B, H) of x with only its k largest units kept; `decode` maps codes to logits."""
   logits = decode(sparse_code(code, k, k_max))
-  return recon_loss_per_example(recon_loss, logits, x).mean(), logits
+  return reconstruction.nll(likelihood, logits, x).mean(), logits

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from vaelab.losses.ae import recon_loss_per_example
+from vaelab.losses import reconstruction
 
 
 def _sum_latent(x):
@@ -52,10 +52,10 @@ def vq_loss(pairs, commitment, ema: bool):
   return total
 
 
-def objective(recon_loss: str, logits, x, levels, commitment, ema: bool):
+def objective(likelihood: str, logits, x, levels, commitment, ema: bool):
   """The per-example terms (reconstruction, quantization) of both VQ families' objective,
   from the decoder's logits and every latent level's quantizer output (`levels`; their
-  `pairs`): `model.recon_loss` of the image x, and vq_loss. The loss is their sum."""
-  recon = recon_loss_per_example(recon_loss, logits, x)
+  `pairs`): the `model.likelihood` term of the image x, and vq_loss. The loss is their sum."""
+  recon = reconstruction.nll(likelihood, logits, x)
   quant = vq_loss([p for q in levels for p in q["pairs"]], commitment, ema)
   return recon, quant

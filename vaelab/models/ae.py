@@ -1,7 +1,8 @@
 """Deterministic autoencoder (Hinton & Salakhutdinov 2006 shape: 784-1000-500-250-30, linear code).
 
-The decoder emits logits; images are their sigmoid, so `model.recon_loss` can be the
-Bernoulli cross-entropy the paper used for MNIST or the squared error. The module and the
+The decoder emits logits; images are their sigmoid, so `model.likelihood` can be `bernoulli`,
+the cross-entropy the paper used for MNIST, or `sigmoid_sse`, the squared error of the image
+(losses/reconstruction.py). The module and the
 evaluation here are shared by every deterministic autoencoder family (denoising, sparse,
 contractive reuse `AE`; all report the same eval/ metrics through `make_eval_metrics`).
 """
@@ -16,11 +17,11 @@ from vaelab.evaluate import latent_pictures, pca
 from vaelab.losses import cae as cae_losses
 from vaelab.losses import dae as dae_losses
 from vaelab.losses import reconstruction
-from vaelab.losses.ae import recon_loss_per_example
 from vaelab.models import nets
 from vaelab.models.base import Family, method
 
-RECON_LOSSES = ("bernoulli", "mse")
+# The decoder emits logits.
+LIKELIHOODS = reconstruction.LOGIT_LIKELIHOODS
 CODE_ACTIVATIONS = ("linear", "sigmoid", "relu")
 
 
@@ -61,12 +62,12 @@ def make_model(config, info):
 
 
 def make_loss(config, info=None):
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
     logits = model.apply({"params": params, **model_state}, x)
-    value = recon_loss_per_example(recon_loss, logits, x).mean()
+    value = reconstruction.nll(likelihood, logits, x).mean()
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
     return value, ({"recon_sse": sse}, model_state)
 
@@ -77,7 +78,7 @@ def make_eval_metrics(config):
   """What every deterministic autoencoder reports, so the families can be compared:
   loss, recon_sse and denoise_sse (clean image vs reconstruction of its corrupted version,
   corruption `eval.corruption` at `eval.noise_level`)."""
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
   kind, level = config.eval.corruption, float(config.eval.noise_level)
 
   def eval_metrics(model, variables, batch, keys, hparams):
@@ -86,7 +87,7 @@ def make_eval_metrics(config):
     logits = model.apply(variables, encode(x), method="decode")
     noisy = dae_losses.corrupt(kind, x, level, keys)
     denoised = model.apply(variables, noisy, method="reconstruct")
-    return {"loss": recon_loss_per_example(recon_loss, logits, x),
+    return {"loss": reconstruction.nll(likelihood, logits, x),
             "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x),
             "denoise_sse": reconstruction.sse(denoised, x)}
 
@@ -108,8 +109,7 @@ def validate(config):
   """Checks the keys every deterministic autoencoder family shares."""
   m = config.model
   nets.validate(m)
-  if m.recon_loss not in RECON_LOSSES:
-    raise ConfigError(f"model.recon_loss={m.recon_loss!r}: expected one of {RECON_LOSSES}")
+  reconstruction.validate(m.likelihood, LIKELIHOODS, m.name)
   if m.code_activation not in CODE_ACTIVATIONS:
     raise ConfigError(f"model.code_activation={m.code_activation!r}: expected one of "
                       f"{CODE_ACTIVATIONS}")
@@ -141,7 +141,7 @@ def baselines(config, train_source, eval_source):
 
 # The string options that change every autoencoder's step: the contract tests run each on
 # `ae`; the variants (denoising, contractive, ...) share this code and declare their own.
-OPTIONS = {"model.recon_loss": RECON_LOSSES, "model.code_activation": CODE_ACTIVATIONS}
+OPTIONS = {"model.likelihood": LIKELIHOODS, "model.code_activation": CODE_ACTIVATIONS}
 
 
 def variant(name, make_loss, hparams, validate, options=None) -> Family:

@@ -35,7 +35,7 @@ TC_ESTIMATORS = tc_losses.ESTIMATORS
 def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the beta-TCVAE family (the VAE's model and bound keys, its own loss keys)."""
   c.model.name = "beta_tcvae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian
+  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   c.loss.beta = 6.0  # weight of the total correlation (1: the plain VAE)
   c.loss.tc_estimator = "mws"  # mws (minibatch-weighted) | mss (minibatch stratified)

@@ -39,7 +39,7 @@ def penalty_fn(penalty: str, num_projections: int):
 
 
 def make_loss(config, info=None):
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
   penalty = penalty_fn(config.loss.penalty, int(config.loss.num_projections))
 
   def loss(model, params, model_state, batch, keys, hparams):
@@ -47,7 +47,7 @@ def make_loss(config, info=None):
     variables = {"params": params, **model_state}
     fro2, code = penalty(model, variables, x, keys)
     logits = model.apply(variables, code, method="decode")
-    recon = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    recon = reconstruction.nll(likelihood, logits, x).mean()
     jac = fro2.mean()
     value = recon + hparams["contractive_weight"] * jac
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()

@@ -18,13 +18,13 @@ from vaelab.models import ae
 
 
 def make_loss(config, info=None):
-  recon_loss, kind = config.model.recon_loss, config.model.corruption
+  likelihood, kind = config.model.likelihood, config.model.corruption
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
     noisy = dae_losses.corrupt(kind, x, hparams["noise_level"], keys)
     logits = model.apply({"params": params, **model_state}, noisy)
-    value = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    value = reconstruction.nll(likelihood, logits, x).mean()
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
     return value, ({"recon_sse": sse}, model_state)
 

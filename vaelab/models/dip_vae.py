@@ -35,7 +35,7 @@ DIP_TYPES = dip_losses.DIP_TYPES
 def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the DIP-VAE family (the VAE's model and bound keys, its own loss keys)."""
   c.model.name = "dip_vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian
+  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   c.loss.dip_type = "i"  # i (covariance of the means) | ii (of the aggregate posterior)
   c.loss.lambda_od = 10.0  # weight of the squared off-diagonal entries

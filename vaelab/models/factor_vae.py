@@ -66,7 +66,7 @@ def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the FactorVAE family: the VAE's model and bound keys, gamma, the
   discriminator's widths and its own optimizer section."""
   c.model.name = "factor_vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian
+  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   c.model.discriminator_hidden = (1000,) * 6
   c.loss.gamma = 10.0  # weight of the total correlation estimate

@@ -119,7 +119,7 @@ def make_model(config, info):
 
 def make_loss(config, info=None):
   m = config.model
-  recon_loss, k, k_start = m.recon_loss, int(m.k), int(m.k_start)
+  likelihood, k, k_start = m.likelihood, int(m.k), int(m.k_start)
   num_steps = int(config.num_train_steps)
 
   def loss(model, params, model_state, batch, keys, hparams):
@@ -128,7 +128,7 @@ def make_loss(config, info=None):
     variables = {"params": params, **model_state}
     code = model.apply(variables, x, method="dense_code")
     decode = lambda c: model.apply(variables, c, method="decode")
-    value, logits = ksparse_losses.ksparse_loss(recon_loss, decode, code, x, k_now, k_start)
+    value, logits = ksparse_losses.ksparse_loss(likelihood, decode, code, x, k_now, k_start)
     sse = reconstruction.sse(jax.nn.sigmoid(logits), x).mean()
     return value, ({"recon_sse": sse, "k": k_now.astype(jnp.float32)}, model_state)
 

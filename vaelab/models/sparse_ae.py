@@ -19,14 +19,14 @@ from vaelab.models import ae
 from vaelab.models.base import Family
 
 def make_loss(config, info=None):
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
     variables = {"params": params, **model_state}
     code = model.apply(variables, x, method="encode")
     logits = model.apply(variables, code, method="decode")
-    recon = ae.recon_loss_per_example(recon_loss, logits, x).mean()
+    recon = reconstruction.nll(likelihood, logits, x).mean()
     rho_hat = sparse_losses.mean_activation(code)
     penalty = sparse_losses.sparsity_penalty(hparams["rho"], rho_hat)
     value = recon + hparams["sparsity_weight"] * penalty

@@ -48,7 +48,8 @@ from vaelab.losses.iwae import gaussian_log_density
 from vaelab.models import nets
 from vaelab.models.base import Family, method
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+# The bound on log p(x_t2 | x_<=t1) needs a normalized density.
+LIKELIHOODS = reconstruction.DENSITIES
 LAYERS = (1, 2)
 # Smallest standard deviation of every Gaussian: keeps the log-densities bounded.
 _MIN_SCALE = 1e-3
@@ -65,7 +66,7 @@ def config_keys(c, data: str = "moving_digits") -> None:
   c.model.hidden = (256,)  # MLPs of p_B, q_S and p_T
   c.model.decoder_hidden = (256, 512)
   c.model.activation = "relu"
-  c.model.likelihood = "bernoulli"  # bernoulli | gaussian
+  c.model.likelihood = "bernoulli"  # bernoulli | gaussian (losses/reconstruction.py)
   c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
   for key in ("encoder", "conv_channels", "dense"):
     del c.model[key]
@@ -445,8 +446,7 @@ def validate(config):
   if m.activation not in nets.ACTIVATIONS:
     raise ConfigError(f"model.activation={m.activation!r}: expected one of "
                       f"{tuple(nets.ACTIVATIONS)}")
-  if m.likelihood not in LIKELIHOODS:
-    raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
+  reconstruction.validate(m.likelihood, LIKELIHOODS, m.name)
   if not float(m.obs_sigma) > 0:
     raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
   for key in ("num_pairs", "max_jump", "long_jump"):

@@ -1,7 +1,7 @@
 """Variational autoencoder (Kingma & Welling 2014): diagonal Gaussian posterior, N(0, I) prior.
 
-The likelihood is `model.likelihood`: `bernoulli` (decoder emits logits) or `gaussian`
-(decoder emits means, fixed scale `model.obs_sigma`). `loss.objective` picks what is
+The likelihood is `model.likelihood` (losses/reconstruction.py): `bernoulli` (decoder emits
+logits) or `gaussian` (decoder emits means, fixed scale `model.obs_sigma`). `loss.objective` picks what is
 minimized: the beta-weighted ELBO (beta-VAE, Higgins et al. 2017), the capacity-annealed
 objective (Burgess et al. 2017) or the importance-weighted bound (IWAE, Burda et al. 2016).
 Every number in them (beta, gamma, C_max, the annealing length) enters the step as an
@@ -28,7 +28,8 @@ from vaelab import spmd
 from vaelab.models import base, nets
 from vaelab.models.base import Family
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+# The bounds on log p(x) need a normalized density.
+LIKELIHOODS = reconstruction.DENSITIES
 # elbo: -ELBO with the KL weighted by loss.beta (beta-VAE for beta > 1); capacity: Burgess
 # et al.'s gamma * |KL - C(step)|; iwae: Burda et al.'s K-sample bound, K = loss.iwae_k.
 OBJECTIVES = ("elbo", "capacity", "iwae")
@@ -256,8 +257,7 @@ def validate_model(config):
   built on this module checks."""
   m = config.model
   nets.validate(m)
-  if m.likelihood not in LIKELIHOODS:
-    raise ConfigError(f"model.likelihood={m.likelihood!r}: expected one of {LIKELIHOODS}")
+  reconstruction.validate(m.likelihood, LIKELIHOODS, m.name)
   if not float(m.obs_sigma) > 0:
     raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
 

@@ -4,8 +4,8 @@ The trunk is models/vq_trunk.py's: stride-2 convolutions and residual blocks to 
 map H / 2**len(model.conv_channels) on a side, then a 1x1 convolution to `model.code_dim`.
 Each latent vector is quantized by `model.quantizer` (models/quantizer_spec.py: vq, fsq or
 residual, with their options). The decoder mirrors the encoder and emits logits whose
-sigmoid is the image; `model.recon_loss` is `mse` (squared error of that image, the
-paper's Gaussian) or `bernoulli`. The objective is losses/vqvae.py's, with the commitment
+sigmoid is the image; `model.likelihood` is `sigmoid_sse` (squared error of that image,
+the paper's Gaussian) or `bernoulli` (losses/reconstruction.py). The objective is losses/vqvae.py's, with the commitment
 weight `loss.commitment` entering the step as an array; VQ-VAE-2 (models/vqvae2.py) shares
 it and everything below but the module.
 
@@ -44,7 +44,8 @@ from vaelab.models.quantizer_spec import (OPTIONS, QuantizerSpec, int_at_least,
 from vaelab.models.quantizer_spec import validate as validate_quantizer
 from vaelab.models.vq_trunk import ConvSpec, Decoder, Encoder, dtype_of
 
-RECON_LOSSES = ("mse", "bernoulli")
+# The decoder emits logits.
+LIKELIHOODS = reconstruction.LOGIT_LIKELIHOODS
 
 
 def config_keys(c, name: str = "vqvae") -> None:
@@ -68,7 +69,7 @@ def config_keys(c, name: str = "vqvae") -> None:
   c.model.gradient = "straight_through"  # straight_through | rotation (the rotation trick)
   c.model.fsq_levels = (8, 5, 5, 5)  # fsq only: levels per channel, prod = 1000 codes
   c.model.num_quantizers = 4  # residual only: codebooks of num_codes each
-  c.model.recon_loss = "mse"  # mse (squared error of the sigmoid image) | bernoulli
+  c.model.likelihood = "sigmoid_sse"  # sigmoid_sse | bernoulli (losses/reconstruction.py)
   c.loss.commitment = 0.25  # beta
   for key in ("hidden", "dense", "latent_dim"):
     del c.model[key]
@@ -168,7 +169,7 @@ def latent_shapes(model) -> list[tuple[int, int]]:
 
 def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
   """The objective of both VQ families (their modules return (logits, levels))."""
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
   spec = QuantizerSpec.from_config(config.model)
   ema, residual = spec.ema, spec.quantizer == "residual"
 
@@ -182,7 +183,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
       model_state = {**model_state, **updated}
     else:
       logits, levels = model.apply(variables, x, keys)
-    recon, quant = vq_losses.objective(recon_loss, logits, x, levels, hparams["commitment"],
+    recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
                                        ema)
     metrics = {"recon": recon.mean(),
                "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x).mean()}
@@ -197,14 +198,14 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
 
 
 def make_eval_metrics(config):
-  recon_loss = config.model.recon_loss
+  likelihood = config.model.likelihood
   spec = QuantizerSpec.from_config(config.model)
   ema, residual, num_codes = spec.ema, spec.quantizer == "residual", spec.codebook_size
 
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
     logits, levels = model.apply(variables, x)
-    recon, quant = vq_losses.objective(recon_loss, logits, x, levels, hparams["commitment"],
+    recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
                                        ema)
     out = {"loss": recon + quant, "recon": recon,
            "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), batch.get("image_raw", x))}
@@ -267,8 +268,7 @@ def validate(config):
   if m.activation not in nets.ACTIVATIONS:
     raise ConfigError(f"model.activation={m.activation!r}: expected one of "
                       f"{sorted(nets.ACTIVATIONS)}")
-  if m.recon_loss not in RECON_LOSSES:
-    raise ConfigError(f"model.recon_loss={m.recon_loss!r}: expected one of {RECON_LOSSES}")
+  reconstruction.validate(m.likelihood, LIKELIHOODS, m.name)
   if not 0 <= float(config.loss.commitment) < math.inf:
     raise ConfigError(f"loss.commitment={config.loss.commitment}: must be a number >= 0")
   validate_quantizer(m)
