@@ -28,15 +28,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+  # What several test modules build alike (the contract's data and frozen VQ runs), made
+  # once per test run by whichever worker needs it first (contract_cases.prepare).
+  os.environ["VAELAB_TEST_SHARED"] = _OWN_CACHE + "_shared"
 else:
   _OWN_CACHE = None
 
 
 def pytest_sessionfinish(session):
-  """The cache made for this run goes with it, removed by the process that made it."""
+  """The cache and the shared directory made for this run go with it, removed by the
+  process that made them."""
   if _OWN_CACHE:
     import shutil
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    shutil.rmtree(_OWN_CACHE + "_shared", ignore_errors=True)
 
 
 from vaelab import config_base  # noqa: E402

@@ -176,8 +176,29 @@ def config_of(case: str, data: dict, vq_workdirs: dict):
 
 
 def prepare(root: str) -> dict:
-  """The tiny data and the frozen VQ runs (vqvae, vqvae2) the prior cases read, in `root`:
-  {"data": {split: path}, "vq": {name: workdir}}."""
+  """The tiny data and the frozen VQ runs (vqvae, vqvae2) the prior cases read:
+  {"data": {split: path}, "vq": {name: workdir}}. Made once per test run in the run's
+  shared directory (VAELAB_TEST_SHARED, set by tests/conftest.py for every worker), by
+  whichever process asks first; in `root` when there is none."""
+  import fcntl
+  shared = os.environ.get("VAELAB_TEST_SHARED")
+  if shared:
+    root = os.path.join(shared, "contract")
+    os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the first to finish
+    made = os.path.join(root, "prepared.json")
+    if os.path.exists(made):
+      with open(made) as f:
+        return json.load(f)
+    out = _prepare(root)
+    with open(made + ".tmp", "w") as f:
+      json.dump(out, f)
+    os.replace(made + ".tmp", made)
+    return out
+
+
+def _prepare(root: str) -> dict:
   from vaelab.training import loop
   data = write_data(root)
   vq_workdirs = {}

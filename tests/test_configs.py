@@ -130,6 +130,8 @@ def test_tfds_keys_are_read_by_the_tfds_source(monkeypatch):
     ("optimizer.learning_rate", 0.0, "optimizer.learning_rate=0.0"),
     ("model.latent_dim", 0, "model.latent_dim=0"),
     ("nonfinite", "ignore", "nonfinite='ignore'"),
+    ("eval.disentanglement_metrics", ("mig", "sap_scroe"), "eval.disentanglement_metrics="),
+    ("eval.disentanglement_seed", -1, "eval.disentanglement_seed=-1"),
 ])
 def test_bad_values_are_refused_naming_the_key(key, value, message, npz_pair):
   config = tiny_config("vae", *npz_pair)

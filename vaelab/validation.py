@@ -9,12 +9,12 @@ import math
 
 import jax
 
-from vaelab import config_base
+from vaelab import checks, config_base
 from vaelab import data as data_lib
 from vaelab import models
 from vaelab.data import pipeline
 from vaelab.errors import ConfigError
-from vaelab.evaluate.disentanglement import DCI_IMPORTANCE
+from vaelab.evaluate.disentanglement import DCI_IMPORTANCE, configured_metrics
 from vaelab.models import nets
 from vaelab.spmd import BINARIZE_MODES
 
@@ -27,8 +27,7 @@ def _positive_int(config, key: str, minimum: int = 1):
   value = config
   for part in key.split("."):
     value = value[part]
-  if isinstance(value, bool) or int(value) != value or value < minimum:
-    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
+  checks.integer(value, key, minimum)
 
 
 def _refuse_nonfinite(config):
@@ -82,6 +81,7 @@ def validate(config, num_devices: int | None = None):
     _positive_int(config, f"eval.disentanglement_{key}")
   _positive_int(config, "eval.disentanglement_every", minimum=0)
   _positive_int(config, "eval.disentanglement_seed", minimum=0)
+  configured_metrics(config)  # a ConfigError naming eval.disentanglement_metrics
   if config.eval.dci_importance not in DCI_IMPORTANCE:
     raise ConfigError(f"eval.dci_importance={config.eval.dci_importance!r}: expected one of "
                       f"{DCI_IMPORTANCE}")
