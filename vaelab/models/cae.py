@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 
+from vaelab import checks
 from vaelab.errors import ConfigError
 from vaelab.losses import cae as cae_losses
 from vaelab.losses import reconstruction
@@ -68,9 +69,7 @@ def validate(config):
     raise ConfigError(f"loss.contractive_weight={weight}: must be >= 0")
   if loss.penalty not in cae_losses.PENALTIES:
     raise ConfigError(f"loss.penalty={loss.penalty!r}: expected one of {cae_losses.PENALTIES}")
-  n = loss.num_projections
-  if isinstance(n, bool) or int(n) != n or n < 1:
-    raise ConfigError(f"loss.num_projections={n!r}: must be an integer >= 1")
+  checks.integer(loss.num_projections, "loss.num_projections", 1)
   if loss.penalty == "closed_form" and (m.encoder != "mlp" or tuple(m.hidden)
                                         or m.code_activation != "sigmoid"):
     raise ConfigError(

@@ -26,7 +26,7 @@ import jax
 from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.losses import factor_vae as fv
-from vaelab import config_base
+from vaelab import checks, config_base
 from vaelab.models import base, nets, vae
 from vaelab.models.base import Family
 
@@ -139,7 +139,7 @@ def validate(config):
   if not float(config.loss.gamma) >= 0:
     raise ConfigError(f"loss.gamma={config.loss.gamma}: must be >= 0")
   widths = tuple(config.model.discriminator_hidden)
-  if not widths or any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths):
+  if not widths or not all(checks.is_integer(w) and w >= 1 for w in widths):
     raise ConfigError(f"model.discriminator_hidden={widths!r}: expected a non-empty tuple of "
                       f"positive integers (disentanglement_lib: six layers of 1000)")
   if int(config.batch_size) < 2:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaelab import checks
 from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.evaluate import pictures as pictures_lib
@@ -138,15 +139,12 @@ def make_loss(config, info=None):
 def validate(config):
   ae.validate(config)
   m = config.model
-  latent = int(m.latent_dim)
-  k, k_start, alpha = m.k, m.k_start, float(m.alpha)
+  latent, alpha = int(m.latent_dim), float(m.alpha)
   if m.encoder != "mlp":
     raise ConfigError(f"model.encoder={m.encoder!r}: the k-sparse autoencoder is 'mlp' only")
-  if isinstance(k, bool) or int(k) != k or not 1 <= k <= latent:
-    raise ConfigError(f"model.k={k!r}: must be an integer in [1, model.latent_dim={latent}]")
-  if isinstance(k_start, bool) or int(k_start) != k_start or not k <= k_start <= latent:
-    raise ConfigError(f"model.k_start={k_start!r}: must be an integer in [model.k={k}, "
-                      f"model.latent_dim={latent}]")
+  k = checks.integer(m.k, "model.k", 1, latent, f"[1, model.latent_dim={latent}]")
+  checks.integer(m.k_start, "model.k_start", k, latent,
+                 f"[model.k={k}, model.latent_dim={latent}]")
   if not alpha >= 1 or round(alpha * k) > latent:
     raise ConfigError(f"model.alpha={alpha}: must be >= 1 with alpha*k = {alpha * k:g} <= "
                       f"model.latent_dim={latent}")

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from vaelab import checks
 from vaelab.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -189,11 +190,9 @@ def validate(model_cfg) -> None:
   if model_cfg.activation not in ACTIVATIONS:
     raise ConfigError(f"model.activation={model_cfg.activation!r}: expected one of "
                       f"{sorted(ACTIVATIONS)}")
-  if int(model_cfg.latent_dim) < 1:
-    raise ConfigError(f"model.latent_dim={model_cfg.latent_dim}: must be an integer >= 1")
+  checks.integer(model_cfg.latent_dim, "model.latent_dim", 1)
   for key in ("hidden", "conv_channels"):
     widths = tuple(model_cfg[key])
-    if any(int(w) < 1 for w in widths):
-      raise ConfigError(f"model.{key}={widths}: every width must be >= 1")
-  if int(model_cfg.dense) < 0:
-    raise ConfigError(f"model.dense={model_cfg.dense}: must be >= 0 (0: no dense layer)")
+    if not all(checks.is_integer(w) and w >= 1 for w in widths):
+      raise ConfigError(f"model.{key}={widths}: every width must be an integer >= 1")
+  checks.integer(model_cfg.dense, "model.dense", 0)

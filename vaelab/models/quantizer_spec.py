@@ -25,6 +25,7 @@ import math
 
 import flax.linen as nn
 
+from vaelab import checks
 from vaelab.errors import ConfigError
 from vaelab.models import fsq, quantizer as quantizer_lib
 from vaelab.models.quantizer import VectorQuantizer
@@ -110,24 +111,17 @@ def prior_num_codes(config) -> int:
   return spec.codebook_size
 
 
-def int_at_least(value, key: str, minimum: int):
-  """Raises ConfigError naming `key` unless `value` is an integer >= minimum."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) \
-      or not math.isfinite(value) or int(value) != value or value < minimum:
-    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
-
-
 def validate(m) -> None:
   """Checks the quantizer keys of `config.model`, its options and the combinations that do
   not apply; raises ConfigError naming the key."""
-  int_at_least(m.num_codes, "model.num_codes", 1)
-  int_at_least(m.code_dim, "model.code_dim", 1)
+  checks.integer(m.num_codes, "model.num_codes", 1)
+  checks.integer(m.code_dim, "model.code_dim", 1)
   if not 0 <= float(m.ema_decay) < 1:
     raise ConfigError(f"model.ema_decay={m.ema_decay}: must be in [0, 1) (0 turns the EMA "
                       f"codebook off)")
   if not 0 < float(m.ema_epsilon) < math.inf:
     raise ConfigError(f"model.ema_epsilon={m.ema_epsilon}: must be a number > 0")
-  int_at_least(m.dead_code_steps, "model.dead_code_steps", 0)
+  checks.integer(m.dead_code_steps, "model.dead_code_steps", 0)
   if not isinstance(m.kmeans_init, bool):
     raise ConfigError(f"model.kmeans_init={m.kmeans_init!r}: must be True or False")
   if float(m.ema_decay) == 0:
@@ -142,14 +136,14 @@ def validate(m) -> None:
     value = m[key.split(".")[1]]
     if value not in values:
       raise ConfigError(f"{key}={value!r}: expected one of {values}")
-  int_at_least(m.codebook_dim, "model.codebook_dim", 0)
-  int_at_least(m.num_quantizers, "model.num_quantizers", 1)
+  checks.integer(m.codebook_dim, "model.codebook_dim", 0)
+  checks.integer(m.num_quantizers, "model.num_quantizers", 1)
   levels = m.fsq_levels
   if not isinstance(levels, (tuple, list)) or not levels:
     raise ConfigError(f"model.fsq_levels={levels!r}: expected a non-empty tuple of integers "
                       f">= 2, e.g. (8, 5, 5, 5)")
   for level in levels:
-    int_at_least(level, f"model.fsq_levels (entry {level!r})", 2)
+    checks.integer(level, f"model.fsq_levels (entry {level!r})", 2)
   if fsq.codebook_size(levels) >= 2**31:
     raise ConfigError(f"model.fsq_levels={tuple(levels)}: prod = {fsq.codebook_size(levels)} "
                       f"codes do not fit an int32 index; use fewer or smaller levels")

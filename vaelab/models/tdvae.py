@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaelab import checks
 from vaelab.errors import ConfigError
 from vaelab.evaluate import rollout_pictures
 from vaelab.losses import reconstruction
@@ -423,16 +424,11 @@ def check_lengths(config, seq_len: int, source: str | None = None) -> None:
                       f"{max(seq_len - far, 0)} or shorter eval.jumps")
 
 
-def _positive_int(value, key: str, minimum: int = 1):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
-
-
 def _int_tuple(value, key: str):
   if not isinstance(value, (tuple, list)) or not value:
     raise ConfigError(f"{key}={value!r}: must be a non-empty tuple of integers >= 1")
   for v in value:
-    _positive_int(v, f"{key} (entry {v!r})")
+    checks.integer(v, f"{key} (entry {v!r})", 1)
 
 
 def validate(config):
@@ -440,9 +436,8 @@ def validate(config):
   for key in ("frame_hidden", "hidden", "decoder_hidden"):
     _int_tuple(m[key], f"model.{key}")
   for key in ("belief_dim", "latent_dim"):
-    _positive_int(m[key], f"model.{key}")
-  if m.layers not in LAYERS:
-    raise ConfigError(f"model.layers={m.layers!r}: expected one of {LAYERS}")
+    checks.integer(m[key], f"model.{key}", 1)
+  checks.integer(m.layers, "model.layers", min(LAYERS), max(LAYERS))
   if m.activation not in nets.ACTIVATIONS:
     raise ConfigError(f"model.activation={m.activation!r}: expected one of "
                       f"{tuple(nets.ACTIVATIONS)}")
@@ -450,17 +445,17 @@ def validate(config):
   if not float(m.obs_sigma) > 0:
     raise ConfigError(f"model.obs_sigma={m.obs_sigma}: must be > 0")
   for key in ("num_pairs", "max_jump", "long_jump"):
-    _positive_int(l[key], f"loss.{key}")
+    checks.integer(l[key], f"loss.{key}", 1)
   if not 0.0 <= float(l.long_jump_prob) <= 1.0:
     raise ConfigError(f"loss.long_jump_prob={l.long_jump_prob}: must lie in [0, 1]")
   if "seq_len" not in d:
     raise ConfigError("data.seq_len is missing: TD-VAE needs the sequence keys of "
                       "configs/tdvae_*.py")
-  _positive_int(d.seq_len, "data.seq_len", 2)
-  _positive_int(d.num_train, "data.num_train")
-  _positive_int(e.context, "eval.context")
+  checks.integer(d.seq_len, "data.seq_len", 2)
+  checks.integer(d.num_train, "data.num_train", 1)
+  checks.integer(e.context, "eval.context", 1)
   _int_tuple(e.jumps, "eval.jumps")
-  _positive_int(e.rollout_step, "eval.rollout_step")
+  checks.integer(e.rollout_step, "eval.rollout_step", 1)
   if d.name == "oscillator":
     if not float(d.period) > 0:
       raise ConfigError(f"data.period={d.period}: must be > 0")

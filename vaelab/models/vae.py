@@ -24,7 +24,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluate import latent_pictures
 from vaelab.losses import iwae, reconstruction
 from vaelab.losses import vae as vae_losses
-from vaelab import spmd
+from vaelab import checks, spmd
 from vaelab.models import base, nets
 from vaelab.models.base import Family
 
@@ -247,8 +247,8 @@ def validate(config):
   for key in ("beta", "gamma", "capacity_max"):
     if not float(l[key]) >= 0:
       raise ConfigError(f"loss.{key}={l[key]}: must be >= 0")
-  _positive(l.capacity_steps, "loss.capacity_steps")
-  _positive(l.iwae_k, "loss.iwae_k")
+  checks.integer(l.capacity_steps, "loss.capacity_steps", 1)
+  checks.integer(l.iwae_k, "loss.iwae_k", 1)
   validate_bounds(config)
 
 
@@ -269,14 +269,8 @@ def validate_bounds(config):
     raise ConfigError("eval.iwae_ks=(): give at least one number of importance samples, "
                       "e.g. (1, 5, 50, 500)")
   for k in ks:
-    _positive(k, f"eval.iwae_ks (entry {k!r})")
-  _positive(config.eval.iwae_chunk, "eval.iwae_chunk")
-
-
-def _positive(value, key: str):
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-      or value < 1:
-    raise ConfigError(f"{key}={value!r}: must be an integer >= 1")
+    checks.integer(k, f"eval.iwae_ks (entry {k!r})", 1)
+  checks.integer(config.eval.iwae_chunk, "eval.iwae_chunk", 1)
 
 
 FAMILY = Family(

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from vaelab import checks
 from vaelab.data import vq_codes
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pictures as pictures_lib
@@ -272,18 +273,11 @@ def init_input(model: CodePrior, train_source):
   return tuple(jnp.zeros((1, h, w), jnp.int32) for h, w in model.code_shapes)
 
 
-def _int_at_least(m, key: str, minimum: int):
-  value = m[key]
-  if isinstance(value, bool) or not isinstance(value, (int, float)) \
-      or not math.isfinite(value) or int(value) != value or value < minimum:
-    raise ConfigError(f"model.{key}={value!r}: must be an integer >= {minimum}")
-
-
 def validate(config):
   m = config.model
   for key, minimum in (("channels", 1), ("num_blocks", 0), ("res_per_block", 0),
                        ("num_heads", 1), ("kernel_size", 1)):
-    _int_at_least(m, key, minimum)
+    checks.integer(m[key], f"model.{key}", minimum)
   if m.kernel_size % 2 == 0:
     raise ConfigError(f"model.kernel_size={m.kernel_size}: must be odd (the mask's centre is "
                       f"the output position)")

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaelab import spmd
+from vaelab import checks, spmd
 from vaelab.errors import ConfigError
 from vaelab.evaluate import pca
 from vaelab.losses import reconstruction
@@ -39,8 +39,7 @@ from vaelab.losses import vqvae as vq_losses
 from vaelab.models import fsq, nets, vq_metrics
 from vaelab.models.base import Family
 from vaelab.models.quantizer import COLLECTION
-from vaelab.models.quantizer_spec import (OPTIONS, QuantizerSpec, int_at_least,
-                                          refuse_multiple_indices)
+from vaelab.models.quantizer_spec import OPTIONS, QuantizerSpec, refuse_multiple_indices
 from vaelab.models.quantizer_spec import validate as validate_quantizer
 from vaelab.models.vq_trunk import ConvSpec, Decoder, Encoder, dtype_of
 
@@ -262,9 +261,9 @@ def validate(config):
   if not channels:
     raise ConfigError("model.conv_channels=(): give at least one stride-2 convolution")
   for c in channels:
-    int_at_least(c, f"model.conv_channels (entry {c!r})", 1)
-  int_at_least(m.num_res_blocks, "model.num_res_blocks", 0)
-  int_at_least(m.res_channels, "model.res_channels", 1)
+    checks.integer(c, f"model.conv_channels (entry {c!r})", 1)
+  checks.integer(m.num_res_blocks, "model.num_res_blocks", 0)
+  checks.integer(m.res_channels, "model.res_channels", 1)
   if m.activation not in nets.ACTIVATIONS:
     raise ConfigError(f"model.activation={m.activation!r}: expected one of "
                       f"{sorted(nets.ACTIVATIONS)}")
