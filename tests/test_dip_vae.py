@@ -119,7 +119,7 @@ def test_loss_is_the_elbo_plus_the_penalty_and_finite(tiny, dip_type):
   np.testing.assert_allclose(value, metrics["recon"] + metrics["kl"] + metrics["dip"],
                              rtol=1e-6)
   # The evaluation's set statistics on the same batch give the same covariance.
-  stats_fn, reduce_fn = dip_vae.make_eval_stats(config)
+  stats_fn, reduce_fn = dip_vae.make_eval_set_stats(config)
   totals = jax.device_get(jax.jit(lambda v: stats_fn(model, v, {"image": x}, keys, h,
                                                      jnp.ones(8)))(variables))
   reduced = reduce_fn(totals)
@@ -130,7 +130,7 @@ def test_loss_is_the_elbo_plus_the_penalty_and_finite(tiny, dip_type):
 
 def test_eval_stats_leave_out_the_padding(tiny):
   config, _, model, variables, x, keys = tiny
-  stats_fn, reduce_fn = dip_vae.make_eval_stats(config)
+  stats_fn, reduce_fn = dip_vae.make_eval_set_stats(config)
   run = jax.jit(lambda v, b, m: stats_fn(model, v, {"image": b}, keys, {}, m))
   mask = jnp.asarray([1.0] * 5 + [0.0] * 3)
   padded = reduce_fn(jax.device_get(run(variables, x, mask)))

@@ -94,7 +94,7 @@ def test_eval_mean_activation_is_the_mean_code_per_example(npz_pair):
   code = model.apply({"params": params}, batch["image"], method="encode")
   np.testing.assert_allclose(out["mean_activation"], code.mean(-1), rtol=1e-6)
   assert {"loss", "recon_sse", "denoise_sse"} <= set(out)
-  final = sparse_ae.FAMILY.make_final_metrics(config)(model, {"params": params}, batch, keys, {})
+  final = sparse_ae.FAMILY.make_final_eval_metrics(config)(model, {"params": params}, batch, keys, {})
   assert final["jacobian_fro2"].shape == (8,)
 
 

@@ -276,7 +276,7 @@ def test_eval_metrics_and_baselines(digits):
   np.testing.assert_allclose(out["rollout_mse"],
                              sum(out[f"rollout_mse_j{j}"] for j in JUMPS) / len(JUMPS), rtol=1e-6)
   assert np.all(np.isfinite(out["elbo"]))
-  base = family.baselines(config, train, evalp)
+  base = family.final_baselines(config, train, evalp)
   x = evalp.get(np.arange(len(evalp)))["image"]
   for j in JUMPS:
     expected = np.square(x[:, CONTEXT - 1 + j] - x[:, CONTEXT - 1]).mean((1, 2, 3)).mean()

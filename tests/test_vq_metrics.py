@@ -1,5 +1,5 @@
 """What the VQ families report about their codes (vaelab/models/vq_metrics.py): perplexity
-and codebook usage, a split's code maps extracted in chunks, and the set-level analyses."""
+and codebook usage, a split's code maps extracted in chunks, and the set-level final analyses."""
 from __future__ import annotations
 
 import jax
@@ -39,7 +39,7 @@ def test_a_split_is_encoded_in_chunks_and_its_codes_counted(npz_pair):
   np.testing.assert_array_equal(maps, whole)
   first, = vq_metrics.encode_source(model, variables, source, batch_size=20, limit=30)
   np.testing.assert_array_equal(first, whole[:30])
-  results = vq_metrics.analyses(config, model, variables, None, source)
+  results = vq_metrics.final_analyses(config, model, variables, None, source)
   ppl, usage = vq_metrics.code_statistics(maps, 16)
   assert results == {"eval/perplexity": pytest.approx(ppl),
                      "eval/codebook_usage": pytest.approx(usage)}

@@ -159,7 +159,7 @@ def test_vqvae2_bottom_prior_sees_the_top_codes_and_the_top_prior_not_the_bottom
   full = vq_prior.sample_codes(exp.model, variables, jax.random.key(0), 2, sampler="full")
   for c, f in zip(codes, full):
     np.testing.assert_array_equal(c, f)
-  base = vq_prior.baselines(config, exp.train_source, exp.eval_source)
+  base = vq_prior.final_baselines(config, exp.train_source, exp.eval_source)
   for level in ("top", "bottom"):
     assert base[f"eval/prior_unigram_nll_{level}"] == base[f"eval/unigram_nll_{level}"]
     assert base[f"eval/prior_uniform_nll_{level}"] == pytest.approx(math.log(16))

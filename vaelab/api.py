@@ -27,7 +27,6 @@ import jax
 import numpy as np
 
 from vaelab import config_base, spmd
-from vaelab.models import base
 from vaelab.training import loop
 from vaelab.training import evaluation
 from vaelab.training import experiment as experiment_lib
@@ -69,8 +68,7 @@ class Run:
   def encode(self, x):
     """Codes of a batch of examples (images in [0, 1], or sequences for TD-VAE): the family's
     representation (a VAE's posterior mean, an autoencoder's code, VQ code indices, ...)."""
-    fn = self.family.encode or (base.method(self.family.features) if self.family.features
-                                else None)
+    fn = self.family.encode or self.family.features
     if fn is None:
       raise NotImplementedError(f"model.name={self.config.model.name!r} has no encoder")
     return jax.device_get(fn(self.model, self.variables, self._inputs(x)))

@@ -1,7 +1,7 @@
 """Evaluation over a whole split with the sharded eval step, plus the pictures of a run.
 
 Every path that feeds the model here (the eval step, features for the probe and the
-disentanglement metrics, the families' analyses) gives it images as training did: through
+disentanglement metrics, the families' final analyses) gives it images as training did: through
 `spmd.model_input` / `spmd.eval_input`, with the evaluation's fixed draw for dynamic
 binarization (`model_source`).
 """
@@ -57,14 +57,14 @@ class Evaluator:
     # The evaluation set placed on the devices once: each batch costs one dispatch.
     self._feed = None if form is None else pipeline.DeviceEvalFeed(
         form, len(eval_source), self.batch_size, mesh)
-    stats, self._reduce = (None, None) if family.make_eval_stats is None else \
-        family.make_eval_stats(config)
+    stats, self._reduce = (None, None) if family.make_eval_set_stats is None else \
+        family.make_eval_set_stats(config)
     make = functools.partial(spmd.make_eval_step, model=model, mesh=mesh,
                              binarize_mode=config.data.binarize)
     self._step = make(family.make_eval_metrics(config), stats_fn=stats)
     self._final_step = None
-    if family.make_final_metrics is not None:
-      self._final_step = make(family.make_final_metrics(config))
+    if family.make_final_eval_metrics is not None:
+      self._final_step = make(family.make_final_eval_metrics(config))
 
   def for_config(self, config) -> "Evaluator":
     """This evaluator for a population member's config (its seed, ...); the compiled eval
@@ -122,7 +122,7 @@ class Evaluator:
   def _features(self, state):
     """represent(x) -> codes (n, d) of the family's features, on model inputs."""
     variables = _on_one_device(state.variables())
-    features = functools.partial(spmd.apply, self.model, method=self.family.features)
+    features = functools.partial(self.family.features, self.model)
     mode, seed = self.config.data.binarize, int(self.config.seed)
 
     def represent(x):
@@ -139,7 +139,7 @@ class Evaluator:
     n = min(len(train_source), self.probe_train_size)
     train_idx = np.sort(np.random.default_rng(0).choice(len(train_source), n, replace=False))
     variables = _on_one_device(state.variables())
-    features = functools.partial(spmd.apply, self.model, method=self.family.features)
+    features = functools.partial(self.family.features, self.model)
 
     def extract(source, idx):
       feats, pixels, labels = [], [], []

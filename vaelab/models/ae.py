@@ -94,7 +94,7 @@ def make_eval_metrics(config):
   return eval_metrics
 
 
-def make_final_metrics(config):
+def make_final_eval_metrics(config):
   """jacobian_fro2: the exact ||J_f(x)||_F^2 of the encoder, so that every autoencoder's
   contraction can be compared. Final only: it costs one encoder pass per input pixel."""
 
@@ -128,7 +128,7 @@ def validate_noise_level(key: str, kind: str, level) -> None:
     raise ConfigError(f"{key}={level}: a {kind} noise level is a fraction in [0, 1]")
 
 
-def baselines(config, train_source, eval_source):
+def final_baselines(config, train_source, eval_source):
   """PCA with as many components as the code has units, fitted on the training split.
 
   Skipped for overcomplete codes (as many units as pixels or more), where PCA is exact.
@@ -147,9 +147,10 @@ OPTIONS = {"model.likelihood": LIKELIHOODS, "model.code_activation": CODE_ACTIVA
 def variant(name, make_loss, hparams, validate, options=None) -> Family:
   """A family that is this AE with another objective (denoising, contractive, ...)."""
   return Family(name=name, make_model=make_model, make_loss=make_loss,
-                make_eval_metrics=make_eval_metrics, make_final_metrics=make_final_metrics,
-                hparams=hparams, validate=validate,
-                baselines=baselines, features="encode", decode=method("generate"),
+                make_eval_metrics=make_eval_metrics,
+                make_final_eval_metrics=make_final_eval_metrics, hparams=hparams,
+                validate=validate, final_baselines=final_baselines,
+                features=method("encode"), decode=method("generate"),
                 pictures=latent_pictures.save_code_pictures, mixed_precision=True,
                 options=options or {})
 
@@ -159,10 +160,10 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
-    make_final_metrics=make_final_metrics,
+    make_final_eval_metrics=make_final_eval_metrics,
     validate=validate,
-    baselines=baselines,
-    features="encode",
+    final_baselines=final_baselines,
+    features=method("encode"),
     decode=method("generate"),
     pictures=latent_pictures.save_code_pictures,
     mixed_precision=True,

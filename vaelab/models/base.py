@@ -43,53 +43,67 @@ class Family:
   # Every model also has a method `reconstruct(x)` -> images in [0, 1], used for pictures.
   # (config, SourceInfo of the training split, with its size) -> loss_fn(model, params,
   #   model_state, batch, keys, hparams) -> (loss, (metrics, new_model_state)).
-  # Metrics are per-device means; the step averages them over devices. A factory, so that
-  # string options (likelihood, penalty path) are fixed before tracing.
+  # Runs: every train step. Metrics are per-device means; the step averages them over
+  # devices. A factory, so that string options (likelihood, penalty path) are fixed before
+  # tracing.
   make_loss: Callable[[Any], Callable[..., Any]]
   # config -> fn(model, variables, batch, keys, hparams) -> {name: per-example array (B,)};
   # averaged over the evaluation set and written as eval/<name>.
+  # Runs: every evaluation, periodic and final (and --mode=eval).
   make_eval_metrics: Callable[[Any], Callable[..., Metrics]]
   # config -> (stats_fn, reduce_fn), or None: metrics of the whole evaluation set that are not
   # means of per-example values (a codebook's perplexity over the set, an MMD). stats_fn(model,
   # variables, batch, keys, hparams, mask) -> {name: array} of sums over the masked examples
   # of one batch (one device's shard); they are added over devices and batches, and
-  # reduce_fn({name: host array}) -> {name: float} turns the totals into eval/<name>, in
-  # periodic and final evaluations alike.
-  make_eval_stats: Optional[Callable[[Any], tuple]] = None
+  # reduce_fn({name: host array}) -> {name: float} turns the totals into eval/<name>.
+  # Runs: every evaluation, periodic and final, in the same pass as make_eval_metrics.
+  make_eval_set_stats: Optional[Callable[[Any], tuple]] = None
   # Like make_eval_metrics, for metrics too costly for every periodic evaluation (exact
-  # Jacobian norms, importance-weighted bounds): computed only in the final evaluation
-  # and by --mode=eval.
-  make_final_metrics: Optional[Callable[[Any], Callable[..., Metrics]]] = None
-  # (config, model, variables, train_source, eval_source) -> {eval/<name>: float}: final
-  # statistics that are not means of per-example values (active units, ...).
-  analyses: Optional[Callable[..., dict[str, float]]] = None
+  # Jacobian norms, importance-weighted bounds).
+  # Runs: the final evaluation only (the end of a run, and --mode=eval).
+  make_final_eval_metrics: Optional[Callable[[Any], Callable[..., Metrics]]] = None
+  # (config, model, variables, train_source, eval_source) -> {eval/<name>: float}: statistics
+  # of the trained model that are not means of per-example values (active units, codebook
+  # usage over the set, ...); the sources give model inputs (binarized as in training).
+  # Runs: the final evaluation only, after the final eval metrics.
+  final_analyses: Optional[Callable[..., dict[str, float]]] = None
   # config -> {name: float}: numeric hyperparameters passed to the step as arrays.
+  # Runs: when a run's experiment is built (its values enter every step and evaluation).
   hparams: Callable[[Any], dict[str, float]] = lambda config: {}
-  # config -> None, raising ConfigError that names the key.
+  # config -> None, raising ConfigError that names the key. Runs: before anything is built.
   validate: Callable[[Any], None] = lambda config: None
   # (model, variables, key, n, config=config) -> n images from the model's prior, or None.
+  # Runs: for the final evaluation's samples.png, --mode=sample and `Run.sample`.
   sample: Optional[Callable[..., Any]] = None
-  # (config, train_source, eval_source) -> {eval/<name>: float}: baselines computed once.
-  baselines: Optional[Callable[..., dict[str, float]]] = None
-  # Name of the model method giving features for downstream use (a linear probe on labels
-  # reports eval/probe_error beside eval/probe_error_pixels), or None.
-  features: Optional[str] = None
+  # (config, train_source, eval_source) -> {eval/<name>: float}: what the model is compared
+  # with, computed from the data alone (a PCA of the same size, a last-frame predictor).
+  # Runs: the final evaluation only, after final_analyses.
+  final_baselines: Optional[Callable[..., dict[str, float]]] = None
+  # (model, variables, x) -> codes (B, ...) of model inputs x for downstream use: the linear
+  # probe on labels (eval/probe_error beside eval/probe_error_pixels) and the disentanglement
+  # scores; None: the family has no such representation. `method(name)` makes it from a
+  # model method. Runs: the final evaluation (probe, disentanglement scores), periodic
+  # evaluations that score the representation (eval.disentanglement_every), `Run.encode`
+  # where `encode` is None.
+  features: Optional[Callable[..., Any]] = None
   # The one decode-to-image convention (`vaelab.Run.encode` / `decode`, latent pictures):
-  # encode: (model, variables, x) -> codes of model inputs x; None: the `features` method.
+  # encode: (model, variables, x) -> codes of model inputs x; None: `features`.
   # decode: (model, variables, codes) -> images in [0, 1] (the decoder's mean image), where
   # codes are what `encode` returns; None: the family has no decoder from codes.
-  # `method(name)` makes either from a model method.
+  # `method(name)` makes either from a model method. Runs: `Run.encode` / `Run.decode`.
   encode: Optional[Callable[..., Any]] = None
   decode: Optional[Callable[..., Any]] = None
   # (config, model, variables, workdir, eval_source) -> [paths]: the family's own pictures
-  # (learned filters, latent traversals), written beside the reconstruction grid at the end.
+  # (learned filters, latent traversals), written beside the reconstruction grid.
+  # Runs: the final evaluation only, with a workdir, on process 0.
   pictures: Optional[Callable[..., list]] = None
   # (config, train_source, eval_source) -> (train_source, eval_source): what the family
   # trains on when it is not the images themselves (a prior over a frozen VQ model's
-  # codes). Runs after the data config's sources are built and before the model is.
+  # codes). Runs: when a run's experiment is built, after the data config's sources and
+  # before the model.
   transform_sources: Optional[Callable[..., tuple]] = None
   # (model, train_source) -> the first argument of `model.init`; None: a zero image of the
-  # source's `info.image_shape` with a batch axis of 1.
+  # source's `info.image_shape` with a batch axis of 1. Runs: when the parameters are made.
   init_input: Optional[Callable[..., Any]] = None
   # Whether make_model honours `config.dtype` (activations in bfloat16/float16, parameters
   # and objective in float32); a family that does not is refused any dtype but float32.

@@ -66,7 +66,7 @@ def make_eval_metrics(config):
   return vae.eval_metrics_with(config, vae.negative_elbo)
 
 
-def make_eval_stats(config):
+def make_eval_set_stats(config):
   """The evaluation set's covariance of the codes, from sums over its batches:
   eval/dip_offdiag and eval/dip_diag."""
   dip_type = config.loss.dip_type
@@ -111,14 +111,14 @@ FAMILY = Family(
     make_model=vae.make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
-    make_eval_stats=make_eval_stats,
-    make_final_metrics=vae.make_final_metrics,
-    analyses=vae.analyses,
+    make_eval_set_stats=make_eval_set_stats,
+    make_final_eval_metrics=vae.make_final_eval_metrics,
+    final_analyses=vae.final_analyses,
     pictures=latent_pictures.save_latent_pictures,
     hparams=hparams,
     validate=validate,
     sample=vae.sample,
-    features="posterior_mean",
+    features=base.method("posterior_mean"),
     decode=base.method("generate"),
     mixed_precision=True,
     options={"loss.dip_type": DIP_TYPES},

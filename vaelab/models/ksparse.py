@@ -4,9 +4,9 @@ A linear code layer of `model.latent_dim` units keeps only its k largest values 
 and zeroes the rest; k starts at `model.k_start` and falls linearly to `model.k` over the
 first half of training. The top-k mask, the k schedule and the loss are the objective's
 (vaelab/losses/ksparse.py). For downstream use (`features`) the code keeps alpha*k units, as
-the paper's classification experiments do. The decoder is tied (W^T plus its own bias, `model.tied`) or a free Dense.
-The paper's model has no layer below the code (`model.hidden=()`); a trunk is allowed, and a
-tied decoder then ties only the code layer.
+the paper's classification experiments do. The decoder is tied (W^T plus its own bias,
+`model.tied`) or a free Dense. The paper's model has no layer below the code
+(`model.hidden=()`); a trunk is allowed, and a tied decoder then ties only the code layer.
 """
 from __future__ import annotations
 
@@ -171,10 +171,10 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=ae.make_eval_metrics,
-    make_final_metrics=ae.make_final_metrics,
+    make_final_eval_metrics=ae.make_final_eval_metrics,
     validate=validate,
-    baselines=ae.baselines,
-    features="features",
+    final_baselines=ae.final_baselines,
+    features=method("features"),
     # Codes and decoder agree on the final k: decode(encode(x)) is the reconstruction. The
     # alpha*k code (`features`) is the probes' representation, not the decoder's input.
     encode=method("encode"),

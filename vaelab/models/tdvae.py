@@ -356,7 +356,7 @@ def make_eval_metrics(config):
   return eval_metrics
 
 
-def baselines(config, train_source, eval_source):
+def final_baselines(config, train_source, eval_source):
   """eval/rollout_mse_last_frame(_j{J}) and eval/rollout_mse_mean_frame(_j{J}): the same frames
   as the rollouts, predicted by the last context frame and by the mean training frame."""
   context = int(config.eval.context)
@@ -472,7 +472,7 @@ FAMILY = Family(
     make_eval_metrics=make_eval_metrics,
     hparams=hparams,
     validate=validate,
-    baselines=baselines,
+    final_baselines=final_baselines,
     pictures=rollout_pictures.save_rollout_pictures,
     transform_sources=transform_sources,
     encode=method("encode"),

@@ -1,9 +1,10 @@
 """Variational autoencoder (Kingma & Welling 2014): diagonal Gaussian posterior, N(0, I) prior.
 
 The likelihood is `model.likelihood` (losses/reconstruction.py): `bernoulli` (decoder emits
-logits) or `gaussian` (decoder emits means, fixed scale `model.obs_sigma`). `loss.objective` picks what is
-minimized: the beta-weighted ELBO (beta-VAE, Higgins et al. 2017), the capacity-annealed
-objective (Burgess et al. 2017) or the importance-weighted bound (IWAE, Burda et al. 2016).
+logits) or `gaussian` (decoder emits means, fixed scale `model.obs_sigma`). `loss.objective`
+picks what is minimized: the beta-weighted ELBO (beta-VAE, Higgins et al. 2017), the
+capacity-annealed objective (Burgess et al. 2017) or the importance-weighted bound (IWAE,
+Burda et al. 2016).
 Every number in them (beta, gamma, C_max, the annealing length) enters the step as an
 array, so a population of them can share one compiled step.
 
@@ -194,7 +195,7 @@ def eval_metrics_with(config, objective_value):
   return eval_metrics
 
 
-def make_final_metrics(config):
+def make_final_eval_metrics(config):
   """Importance-weighted bounds eval/iwae_k{K} for K in eval.iwae_ks, all from one set of
   max(K) samples per image; eval/nll = -L_{max K}; bits_per_dim for Bernoulli pixels."""
   ks = sorted(int(k) for k in config.eval.iwae_ks)
@@ -213,7 +214,7 @@ def make_final_metrics(config):
   return final_metrics
 
 
-def analyses(config, model, variables, train_source, eval_source):
+def final_analyses(config, model, variables, train_source, eval_source):
   """Active units (Burda et al.): latent dimensions whose posterior mean varies over the
   evaluation images, Var_x E_q[z_d | x] > 0.01."""
   means = spmd.apply_in_chunks(model, variables, eval_source, method=VAE.posterior_mean,
@@ -263,7 +264,7 @@ def validate_model(config):
 
 
 def validate_bounds(config):
-  """eval.iwae_ks and eval.iwae_chunk, read by the final metrics (make_final_metrics)."""
+  """eval.iwae_ks and eval.iwae_chunk, read by the final metrics (make_final_eval_metrics)."""
   ks = tuple(config.eval.iwae_ks)
   if not ks:
     raise ConfigError("eval.iwae_ks=(): give at least one number of importance samples, "
@@ -278,13 +279,13 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
-    make_final_metrics=make_final_metrics,
-    analyses=analyses,
+    make_final_eval_metrics=make_final_eval_metrics,
+    final_analyses=final_analyses,
     pictures=latent_pictures.save_latent_pictures,
     hparams=hparams,
     validate=validate,
     sample=sample,
-    features="posterior_mean",
+    features=base.method("posterior_mean"),
     decode=base.method("generate"),
     mixed_precision=True,
     options={"loss.objective": OBJECTIVES, "model.likelihood": LIKELIHOODS,

@@ -2,8 +2,8 @@
 
 Every step train/perplexity and train/codebook_usage of the global batch (the quantizers'
 `counts` are psummed over devices); at the end eval/perplexity and eval/codebook_usage of
-the whole evaluation set (`analyses`: the eval step only averages per-example values, and
-the perplexity of a set is not the mean of its images'; the per-image one is
+the whole evaluation set (`final_analyses`: the eval step only averages per-example values,
+and the perplexity of a set is not the mean of its images'; the per-image one is
 eval/image_perplexity).
 The names are the same for every quantizer: for fsq the usage and perplexity are over the
 prod(fsq_levels) grid points, commitment is the squared distance of the bounded input to
@@ -93,7 +93,7 @@ def code_statistics(indices, num_codes: int) -> tuple[float, float]:
   return float(perplexity(counts)), float(np.mean(counts > 0))
 
 
-def analyses(config, model, variables, train_source, eval_source):
+def final_analyses(config, model, variables, train_source, eval_source):
   """Set-level code statistics of the evaluation split: eval/perplexity = exp(entropy) of
   the code frequencies over all its latent positions, eval/codebook_usage = the fraction
   of the K codes used at least once (per level with a suffix for VQ-VAE-2; residual: per

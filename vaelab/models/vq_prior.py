@@ -172,7 +172,7 @@ def unigram_nll(train_codes: np.ndarray, eval_codes: np.ndarray, num_codes: int)
   return float(-log_p[np.asarray(eval_codes).ravel()].mean())
 
 
-def baselines(config, train_source, eval_source):
+def final_baselines(config, train_source, eval_source):
   """Uniform and unigram nats per code of the held-out codes, overall and per level."""
   frozen = frozen_vq.load_frozen(config.vq_workdir, tuple(train_source.info.image_shape))
   k = frozen.num_codes
@@ -303,7 +303,7 @@ FAMILY = Family(
     make_eval_metrics=make_eval_metrics,
     validate=validate,
     sample=sample,
-    baselines=baselines,
+    final_baselines=final_baselines,
     pictures=pictures,
     transform_sources=transform_sources,
     init_input=init_input,

@@ -5,9 +5,9 @@ map H / 2**len(model.conv_channels) on a side, then a 1x1 convolution to `model.
 Each latent vector is quantized by `model.quantizer` (models/quantizer_spec.py: vq, fsq or
 residual, with their options). The decoder mirrors the encoder and emits logits whose
 sigmoid is the image; `model.likelihood` is `sigmoid_sse` (squared error of that image,
-the paper's Gaussian) or `bernoulli` (losses/reconstruction.py). The objective is losses/vqvae.py's, with the commitment
-weight `loss.commitment` entering the step as an array; VQ-VAE-2 (models/vqvae2.py) shares
-it and everything below but the module.
+the paper's Gaussian) or `bernoulli` (losses/reconstruction.py). The objective is
+losses/vqvae.py's, with the commitment weight `loss.commitment` entering the step as an
+array; VQ-VAE-2 (models/vqvae2.py) shares it and everything below but the module.
 
 Reported (models/vq_metrics.py): every step train/perplexity and train/codebook_usage of
 the global batch; at the end eval/perplexity and eval/codebook_usage of the whole
@@ -37,7 +37,7 @@ from vaelab.evaluate import pca
 from vaelab.losses import reconstruction
 from vaelab.losses import vqvae as vq_losses
 from vaelab.models import fsq, nets, vq_metrics
-from vaelab.models.base import Family
+from vaelab.models.base import Family, method
 from vaelab.models.quantizer import COLLECTION
 from vaelab.models.quantizer_spec import OPTIONS, QuantizerSpec, refuse_multiple_indices
 from vaelab.models.quantizer_spec import validate as validate_quantizer
@@ -219,19 +219,19 @@ def make_eval_metrics(config):
   return eval_metrics
 
 
-def make_baselines(make_model_fn, shapes_fn):
-  """The family's `baselines`: PCA with as many components as the model has latent values
-  (one code index per latent position, summed over levels), fitted on the training split;
-  skipped when that is as many as the pixels."""
+def make_final_baselines(make_model_fn, shapes_fn):
+  """The family's `final_baselines`: PCA with as many components as the model has latent
+  values (one code index per latent position, summed over levels), fitted on the training
+  split; skipped when that is as many as the pixels."""
 
-  def baselines(config, train_source, eval_source):
+  def final_baselines(config, train_source, eval_source):
     k = sum(h * w for h, w in shapes_fn(make_model_fn(config, train_source.info)))
     if k >= int(np.prod(train_source.info.image_shape)):
       return {}
     return {"eval/pca_recon_sse": pca.pca_recon_sse(train_source, eval_source, k),
             "eval/pca_components": float(k)}
 
-  return baselines
+  return final_baselines
 
 
 def encode(model, variables, x):
@@ -278,11 +278,11 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=make_loss,
     make_eval_metrics=make_eval_metrics,
-    analyses=vq_metrics.analyses,
+    final_analyses=vq_metrics.final_analyses,
     hparams=hparams,
     validate=validate,
-    baselines=make_baselines(make_model, latent_shapes),
-    features="quantize",
+    final_baselines=make_final_baselines(make_model, latent_shapes),
+    features=method("quantize"),
     encode=encode,
     decode=decode,
     mixed_precision=True,

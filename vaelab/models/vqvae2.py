@@ -124,8 +124,8 @@ def latent_shapes(model) -> list[tuple[int, int]]:
   return [(h // 2, w // 2), (h, w)]
 
 
-def analyses(config, model, variables, train_source, eval_source):
-  out = vq_metrics.analyses(config, model, variables, train_source, eval_source)
+def final_analyses(config, model, variables, train_source, eval_source):
+  out = vq_metrics.final_analyses(config, model, variables, train_source, eval_source)
   out["eval/perplexity"] = out["eval/perplexity_bottom"]
   out["eval/codebook_usage"] = out["eval/codebook_usage_bottom"]
   return out
@@ -136,11 +136,11 @@ FAMILY = Family(
     make_model=make_model,
     make_loss=vqvae.make_loss,
     make_eval_metrics=vqvae.make_eval_metrics,
-    analyses=analyses,
+    final_analyses=final_analyses,
     hparams=vqvae.hparams,
     validate=vqvae.validate,
-    baselines=vqvae.make_baselines(make_model, latent_shapes),
-    features="quantize",
+    final_baselines=vqvae.make_final_baselines(make_model, latent_shapes),
+    features=vqvae.FAMILY.features,
     encode=vqvae.encode,
     decode=vqvae.decode,
     mixed_precision=True,

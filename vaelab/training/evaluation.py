@@ -31,13 +31,14 @@ def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str 
 
   results = evaluator(state, exp.hparams, final=True)
   lap("metrics")
-  if exp.family.analyses is not None:
-    results.update(exp.family.analyses(exp.config, exp.model, jax.device_get(state.variables()),
-                                       evaluator.model_source(exp.train_source),
-                                       evaluator.model_source(exp.eval_source)))
+  if exp.family.final_analyses is not None:
+    results.update(exp.family.final_analyses(exp.config, exp.model,
+                                             jax.device_get(state.variables()),
+                                             evaluator.model_source(exp.train_source),
+                                             evaluator.model_source(exp.eval_source)))
   lap("analyses")
-  if exp.family.baselines is not None:
-    results.update(exp.family.baselines(exp.config, exp.train_source, exp.eval_source))
+  if exp.family.final_baselines is not None:
+    results.update(exp.family.final_baselines(exp.config, exp.train_source, exp.eval_source))
   lap("baselines")
   results.update(evaluator.probe(state, exp.train_source))
   lap("probe")

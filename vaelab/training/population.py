@@ -141,7 +141,7 @@ def program_signature(config, sources) -> str:
   programs = [jax.make_jaxpr(lambda p, s, b, h: loss(model, p, s, b, keys, h),
                              axis_env=[(spmd.AXIS, 1)])(
       params, model_state, batch, {**hparams, "step": jnp.int32(0)})]
-  for make in (family.make_eval_metrics, family.make_final_metrics):
+  for make in (family.make_eval_metrics, family.make_final_eval_metrics):
     if make is not None:
       fn = make(config)
       programs.append(jax.make_jaxpr(lambda v, b, h: fn(model, v, b, keys, h))(
