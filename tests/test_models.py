@@ -1,4 +1,7 @@
 """Module shapes, finiteness and the properties the train step relies on."""
+import ast
+import os
+
 import chex
 import flax.linen as nn
 import jax
@@ -108,3 +111,20 @@ def test_upsample_can_express_a_stride2_transposed_convolution():
 def test_unknown_family_is_refused_with_the_key():
   with pytest.raises(ValueError, match="model.name='nope'"):
     models.get_family("nope")
+
+
+def _defines_family(path: str) -> bool:
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FAMILY"
+                                                  for t in node.targets)
+             for node in tree.body)
+
+
+def test_the_registry_holds_every_module_that_defines_a_family_and_no_other():
+  package = os.path.dirname(models.__file__)
+  defining = {f"vaelab.models.{name[:-3]}" for name in os.listdir(package)
+              if name.endswith(".py") and _defines_family(os.path.join(package, name))}
+  assert set(models.FAMILIES.values()) == defining
+  for name, module in models.FAMILIES.items():
+    assert models.get_family(name).name == name, module
