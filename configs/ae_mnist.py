@@ -14,12 +14,13 @@ eval/recon_sse beside the PCA-30 baseline eval/pca_recon_sse (paper, 60k images:
 in about 2 minutes on a 2-core CPU, the final evaluation of a 10k test set included.
 """
 from vaelab import config_base
+from vaelab.models import ae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.ae_keys(c)
+  ae.config_keys(c)
   c.model.hidden = (1000, 500, 250)
   c.model.latent_dim = 30
   c.model.activation = "elu"  # beat relu, gelu, leaky_relu, tanh, softplus here

@@ -20,12 +20,13 @@ eval/dci_disentanglement) on posterior means, and traversals.png orders latents 
 numbers the step takes as arrays, so `vaelab.sweep` trains them as one population.
 """
 from vaelab import config_base
+from vaelab.models import vae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False, beta=4.0)
   c = config_base.base_config()
-  config_base.vae_keys(c, likelihood="bernoulli")
+  vae.config_keys(c, likelihood="bernoulli")
   c.data.name = "procedural_dsprites"
   c.data.num_eval = 5000
   c.model.encoder = "conv"

@@ -14,13 +14,13 @@ Measured on 4,000 MNIST training images, scored on 1,000 others: eval/jacobian_f
 lambda = 0.5 against 277 with lambda = 0 (76 with 0.1), eval/recon_sse 8.9 against 4.4.
 """
 from vaelab import config_base
+from vaelab.models import cae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.ae_keys(c)
-  c.model.name = "cae"
+  cae.config_keys(c)
   c.model.hidden = ()
   c.model.latent_dim = 1000
   c.model.code_activation = "sigmoid"

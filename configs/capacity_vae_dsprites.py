@@ -13,12 +13,13 @@ both (experiments/capacity_annealing.py).
 2000, a few CPU minutes on 2 cores.
 """
 from vaelab import config_base
+from vaelab.models import vae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.vae_keys(c, likelihood="bernoulli")
+  vae.config_keys(c, likelihood="bernoulli")
   c.data.name = "procedural_dsprites"
   c.data.num_eval = 5000
   c.model.encoder = "conv"

@@ -14,15 +14,13 @@ eval/denoise_sse: the squared error between a clean test image and the reconstru
 its masked version (eval.corruption at eval.noise_level, by default the training noise).
 """
 from vaelab import config_base
+from vaelab.models import dae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.ae_keys(c)
-  c.model.name = "dae"
-  c.model.corruption = "mask"  # mask | gaussian | salt_pepper
-  c.model.noise_level = 0.25  # fraction of pixels (mask, salt_pepper) or sigma (gaussian)
+  dae.config_keys(c)  # masking noise, nu = 0.25
   c.model.hidden = (1000, 500, 250)
   c.model.latent_dim = 30
   c.model.activation = "relu"

@@ -8,12 +8,13 @@ importance-weighted bounds and the four disentanglement metrics.
 `configs/default.py:runlocal` is a seconds-long smoke run.
 """
 from vaelab import config_base
+from vaelab.models import vae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.vae_keys(c)
+  vae.config_keys(c)
   c.data.name = "procedural_dsprites"
   # The held-out images of every evaluation: 1,000 keep the final one (IWAE K = 100 for each)
   # within a quarter of the job.

@@ -13,19 +13,15 @@ Measured on 4,000 MNIST training images, scored on 1,000 others: probe error 6.1
 11.6% for raw pixels, eval/recon_sse 12.6 (paper, 60k images: 1.35% against 7.20%).
 """
 from vaelab import config_base
+from vaelab.models import ksparse
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.ae_keys(c)
-  c.model.name = "ksparse"
+  ksparse.config_keys(c)  # k = 25 from k_start = 100, alpha = 3, tied decoder
   c.model.hidden = ()  # the code layer reads the pixels directly
   c.model.latent_dim = 1000
-  c.model.k = 25
-  c.model.k_start = 100
-  c.model.alpha = 3.0
-  c.model.tied = True  # decoder = encoder kernel transposed (+ its own bias)
   c.data.name = "mnist"
   c.batch_size = 128
   # 24 epochs of a 4,000-image split; longer runs overfit it (eval recon_sse rises).

@@ -13,17 +13,15 @@ has eval/mean_activation (mean over units of rho_hat on the test set; should sit
 model.rho) beside the shared autoencoder metrics.
 """
 from vaelab import config_base
+from vaelab.models import sparse_ae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.ae_keys(c)
-  c.model.name = "sparse_ae"
+  sparse_ae.config_keys(c)  # sigmoid code, rho = 0.05
   c.model.hidden = ()  # one hidden layer: the code itself
   c.model.latent_dim = 196
-  c.model.code_activation = "sigmoid"
-  c.model.rho = 0.05
   c.loss.sparsity_weight = 10.0  # 3.0 (Ng) left eval/mean_activation at 0.073 here; 10 gives 0.057
   c.data.name = "mnist"
   c.batch_size = 128

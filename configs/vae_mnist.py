@@ -16,12 +16,13 @@ still improves slowly; on a 4k/1k split of them the default reached eval/elbo -1
 -104.6 (two seeds; train -96), against -110.2 for tanh, 20-d, lr 1e-3, 4000 steps.
 """
 from vaelab import config_base
+from vaelab.models import vae
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False)
   c = config_base.base_config()
-  config_base.vae_keys(c, likelihood="bernoulli")
+  vae.config_keys(c, likelihood="bernoulli")
   c.model.hidden = (500,)
   c.model.activation = "relu"
   c.model.latent_dim = 50

@@ -24,6 +24,7 @@ import numpy as np
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
+from vaelab.models import ae
 from vaelab.training import experiment as experiment_lib
 
 LATENT = 1000
@@ -31,7 +32,7 @@ LATENT = 1000
 
 def build_step(name: str, batch_size: int, num_projections: int, src):
   c = config_base.base_config()
-  config_base.ae_keys(c)
+  ae.config_keys(c)
   c.model.hidden, c.model.latent_dim, c.model.code_activation = (), LATENT, "sigmoid"
   c.batch_size, c.data.name, c.data.binarize = batch_size, "npz", "none"
   if name != "ae":

@@ -63,6 +63,7 @@ import optax  # noqa: E402
 
 from vaelab import config_base  # noqa: E402
 from vaelab.losses import reconstruction  # noqa: E402
+from vaelab.models import ae, vae as vae_lib  # noqa: E402
 from vaelab.training import loop  # noqa: E402
 from vaelab.training import experiment as experiment_lib
 
@@ -88,9 +89,9 @@ def images(workdir: str) -> tuple[str, np.ndarray]:
 def config_for(spec: dict, npz: str, steps: int):
   c = config_base.base_config()
   if spec["family"] == "vae":
-    config_base.vae_keys(c)
+    vae_lib.config_keys(c)
   else:
-    config_base.ae_keys(c)
+    ae.config_keys(c)
   c.data.name, c.data.train_path, c.data.eval_path = "npz", npz, npz
   c.model.hidden, c.model.latent_dim = spec["hidden"], spec["latent"]
   c.model.activation = spec["activation"]

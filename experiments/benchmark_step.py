@@ -32,6 +32,7 @@ import optax
 
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
+from vaelab.models import vae
 from vaelab.training import experiment as experiment_lib
 
 HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
@@ -40,7 +41,7 @@ HIDDEN, LATENT, SIDE = (512, 512), 32, 28  # set from the command line in main()
 def vaelab_step(batch_size: int):
   """vaelab's compiled step, its replicated state and a device batch, built from a config."""
   c = config_base.base_config()
-  config_base.vae_keys(c, likelihood="bernoulli")
+  vae.config_keys(c, likelihood="bernoulli")
   c.model.hidden, c.model.latent_dim, c.batch_size = HIDDEN, LATENT, batch_size
   c.data.name, c.data.binarize = "npz", "none"
   images = np.random.default_rng(0).integers(0, 256, (4 * batch_size, SIDE, SIDE, 1), np.uint8)

@@ -162,7 +162,7 @@ def test_loss_is_the_elbo_plus_beta_minus_one_tc_and_finite(tiny):
                                + (beta - 1.0) * metrics["tc"], rtol=1e-6)
   # beta = 1 is the plain VAE's objective, on the same draws.
   vae_config = _tiny_config((config.data.train_path, config.data.eval_path))
-  config_base.vae_keys(vae_config)
+  vae.config_keys(vae_config)
   vae_value, _ = jax.jit(lambda p: vae.make_loss(vae_config)(
       model, p, {}, {"image": x}, keys, {"beta": jnp.float32(1.0)}))(variables["params"])
   np.testing.assert_allclose(value - 5.0 * metrics["tc"], vae_value, rtol=1e-5)

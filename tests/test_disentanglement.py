@@ -178,10 +178,11 @@ def test_same_seed_same_scores():
 def test_a_vae_run_on_procedural_dsprites_reports_the_metrics(tmp_path):
   from conftest import set_overrides
   from vaelab import config_base
+  from vaelab.models import vae
   from vaelab.training import loop
   from vaelab.training import evaluation
   c = config_base.base_config()
-  config_base.vae_keys(c)
+  vae.config_keys(c)
   set_overrides(c, {
       "data.name": "procedural_dsprites", "data.num_eval": 64, "batch_size": 16,
       "num_train_steps": 4, "log_every": 2, "eval_every": 4, "checkpoint_every": 4,
@@ -305,9 +306,10 @@ def test_every_metric_on_fixed_data_by_its_eval_name():
 def test_the_configs_metrics_and_the_evaluators_nan_defaults(monkeypatch):
   from conftest import set_overrides
   from vaelab import config_base
+  from vaelab.models import vae
   from vaelab.training import experiment as experiment_lib
   c = config_base.base_config()
-  config_base.vae_keys(c)
+  vae.config_keys(c)
   assert c.eval.disentanglement_metrics == dis.METRICS
   set_overrides(c, {"data.name": "procedural_dsprites", "data.num_eval": 32, "batch_size": 16,
                     "model.hidden": (16,), "model.latent_dim": 3, "eval.batch_size": 32,

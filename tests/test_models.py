@@ -12,16 +12,16 @@ import pytest
 
 from vaelab import config_base, models
 from vaelab.data.base import SourceInfo
-from vaelab.models import nets, vae as vae_lib
+from vaelab.models import ae, nets, vae as vae_lib
 from vaelab.spmd import example_keys
 
 
 def _config(name, encoder="mlp", image_shape=(28, 28, 1)):
   c = config_base.base_config()
   if name == "vae":
-    config_base.vae_keys(c)
+    vae_lib.config_keys(c)
   else:
-    config_base.ae_keys(c)
+    ae.config_keys(c)
   c.model.encoder = encoder
   c.model.hidden = (16, 8)
   c.model.conv_channels = (4, 8)

@@ -15,6 +15,7 @@ from vaelab import config_base, validation
 from vaelab.data import npz
 from vaelab.models import frozen_vq
 from vaelab.errors import ConfigError
+from vaelab.models import vae as vae_lib
 from vaelab.models import vq_prior
 from vaelab import checkpoint
 from vaelab.training import loop
@@ -185,7 +186,7 @@ def test_missing_or_wrong_vq_workdirs_are_refused_naming_them(npz_pair, vq_workd
   vae = tmp_path / "vae_run"
   (vae / "checkpoints" / "10").mkdir(parents=True)
   c = config_base.base_config()
-  config_base.vae_keys(c)
+  vae_lib.config_keys(c)
   (vae / "config.json").write_text(c.to_json())
   refused(str(vae), "holds a 'vae' run")
 

@@ -1,4 +1,5 @@
-"""Keys every config has, and the variant-string parser the config files share."""
+"""Keys every config has, and the variant-string parser the config files share. A
+family's own keys are set by its module's `config_keys` (vaelab/models/<family>.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -184,31 +185,3 @@ def optimizer_section(**settings) -> ml_collections.ConfigDict:
   o.update(settings)
   return o
 
-
-def vae_keys(c: ml_collections.ConfigDict, likelihood: str = "bernoulli") -> None:
-  """The keys of the VAE family."""
-  c.model.name = "vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
-  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
-  c.loss.objective = "elbo"  # elbo (beta-weighted) | capacity (Burgess) | iwae (Burda)
-  c.loss.beta = 1.0
-  c.loss.gamma = 1000.0  # capacity objective: weight of |KL - C|
-  c.loss.capacity_max = 25.0  # C_max, nats
-  c.loss.capacity_steps = 100000  # steps over which C rises linearly from 0 to C_max
-  c.loss.iwae_k = 5  # samples per example of the iwae objective
-  # Importance-weighted bounds reported at the end; eval/nll = -L_K for the largest K.
-  c.eval.iwae_ks = (1, 5, 50, 500)
-  # Samples decoded at once per example (memory vs speed). Measured on the default job's
-  # final step (500 images of 64x64, K = 100, 2-core CPU): chunk 25 compiles in 2.1-2.6 s and
-  # runs in 1.3-1.4 s, chunk 50 in 4.0-4.2 s and 1.7-1.9 s.
-  c.eval.iwae_chunk = 25
-
-
-def ae_keys(c: ml_collections.ConfigDict) -> None:
-  """The keys every deterministic autoencoder family shares."""
-  c.model.name = "ae"
-  c.model.likelihood = "bernoulli"  # bernoulli | sigmoid_sse (losses/reconstruction.py)
-  c.model.code_activation = "linear"  # linear | sigmoid | relu
-  # The corruption under which eval/denoise_sse is measured, for every autoencoder family.
-  c.eval.corruption = "mask"  # mask | gaussian | salt_pepper
-  c.eval.noise_level = 0.25

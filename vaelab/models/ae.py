@@ -25,6 +25,17 @@ LIKELIHOODS = reconstruction.LOGIT_LIKELIHOODS
 CODE_ACTIVATIONS = ("linear", "sigmoid", "relu")
 
 
+def config_keys(c) -> None:
+  """The keys every deterministic autoencoder family shares (the variants' config_keys
+  start from them)."""
+  c.model.name = "ae"
+  c.model.likelihood = "bernoulli"  # bernoulli | sigmoid_sse (losses/reconstruction.py)
+  c.model.code_activation = "linear"  # linear | sigmoid | relu
+  # The corruption under which eval/denoise_sse is measured, for every autoencoder family.
+  c.eval.corruption = "mask"  # mask | gaussian | salt_pepper
+  c.eval.noise_level = 0.25
+
+
 class AE(nn.Module):
   spec: nets.NetSpec
   latent_dim: int

@@ -35,13 +35,9 @@ TC_ESTIMATORS = tc_losses.ESTIMATORS
 def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the beta-TCVAE family (the VAE's model and bound keys, its own loss keys)."""
   c.model.name = "beta_tcvae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
-  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  vae.common_keys(c, likelihood)
   c.loss.beta = 6.0  # weight of the total correlation (1: the plain VAE)
   c.loss.tc_estimator = "mws"  # mws (minibatch-weighted) | mss (minibatch stratified)
-  # Importance-weighted bounds reported at the end; eval/nll = -L_K for the largest K.
-  c.eval.iwae_ks = (1, 5, 50, 500)
-  c.eval.iwae_chunk = 25  # samples decoded at once per example
 
 
 def make_loss(config, info=None):

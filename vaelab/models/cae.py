@@ -22,6 +22,17 @@ from vaelab.models import ae
 _PROJECTION_STREAM = 7
 
 
+def config_keys(c) -> None:
+  """The keys of the contractive autoencoder: the autoencoder's, lambda and the penalty's
+  path (`estimator` works on any encoder; `closed_form` needs the paper's single sigmoid
+  layer, model.hidden=() and model.code_activation='sigmoid')."""
+  ae.config_keys(c)
+  c.model.name = "cae"
+  c.loss.contractive_weight = 0.1  # lambda
+  c.loss.penalty = "estimator"  # closed_form | estimator | jacfwd
+  c.loss.num_projections = 1  # estimator only
+
+
 def penalty_fn(penalty: str, num_projections: int):
   """-> fn(model, variables, x, keys) -> (per-example ||J||_F^2 (B,), code (B, H))."""
 

@@ -17,6 +17,14 @@ from vaelab.losses import reconstruction
 from vaelab.models import ae
 
 
+def config_keys(c) -> None:
+  """The keys of the denoising autoencoder: the autoencoder's and its corruption."""
+  ae.config_keys(c)
+  c.model.name = "dae"
+  c.model.corruption = "mask"  # mask | gaussian | salt_pepper
+  c.model.noise_level = 0.25  # fraction of pixels (mask, salt_pepper) or sigma (gaussian)
+
+
 def make_loss(config, info=None):
   likelihood, kind = config.model.likelihood, config.model.corruption
 

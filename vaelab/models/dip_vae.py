@@ -35,14 +35,10 @@ DIP_TYPES = dip_losses.DIP_TYPES
 def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the DIP-VAE family (the VAE's model and bound keys, its own loss keys)."""
   c.model.name = "dip_vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
-  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  vae.common_keys(c, likelihood)
   c.loss.dip_type = "i"  # i (covariance of the means) | ii (of the aggregate posterior)
   c.loss.lambda_od = 10.0  # weight of the squared off-diagonal entries
   c.loss.lambda_d = 100.0  # weight of the squared deviations of the diagonal from 1
-  # Importance-weighted bounds reported at the end; eval/nll = -L_K for the largest K.
-  c.eval.iwae_ks = (1, 5, 50, 500)
-  c.eval.iwae_chunk = 25  # samples decoded at once per example
 
 
 def make_loss(config, info=None):

@@ -66,15 +66,11 @@ def config_keys(c, likelihood: str = "bernoulli") -> None:
   """The keys of the FactorVAE family: the VAE's model and bound keys, gamma, the
   discriminator's widths and its own optimizer section."""
   c.model.name = "factor_vae"
-  c.model.likelihood = likelihood  # bernoulli | gaussian (losses/reconstruction.py)
-  c.model.obs_sigma = 1.0  # scale of the gaussian likelihood
+  vae.common_keys(c, likelihood)
   c.model.discriminator_hidden = (1000,) * 6
   c.loss.gamma = 10.0  # weight of the total correlation estimate
   c[f"{DISCRIMINATOR}_optimizer"] = config_base.optimizer_section(
       learning_rate=1e-4, b1=0.5, b2=0.9)
-  # Importance-weighted bounds reported at the end; eval/nll = -L_K for the largest K.
-  c.eval.iwae_ks = (1, 5, 50, 500)
-  c.eval.iwae_chunk = 25  # samples decoded at once per example
 
 
 def make_model(config, info):

@@ -27,6 +27,17 @@ from vaelab.models import ae, nets
 from vaelab.models.base import Family, method
 
 
+def config_keys(c) -> None:
+  """The keys of the k-sparse autoencoder: the autoencoder's, k, its schedule's start, the
+  features' alpha (k and alpha: the paper's MNIST settings) and the tied decoder."""
+  ae.config_keys(c)
+  c.model.name = "ksparse"
+  c.model.k = 25  # units kept per example at the end of the schedule
+  c.model.k_start = 100  # units kept at step 0, falling linearly to k by half of training
+  c.model.alpha = 3.0  # the features keep alpha * k units
+  c.model.tied = True  # decoder = encoder kernel transposed (+ its own bias)
+
+
 class KSparseAE(nn.Module):
   spec: nets.NetSpec
   latent_dim: int

@@ -18,6 +18,18 @@ from vaelab.losses import sparse_ae as sparse_losses
 from vaelab.models import ae
 from vaelab.models.base import Family
 
+
+def config_keys(c) -> None:
+  """The keys of the sparse autoencoder: the autoencoder's with a sigmoid code (the
+  Bernoulli KL needs activations in (0, 1)), the target activation and the penalty's
+  weight (Ng's values)."""
+  ae.config_keys(c)
+  c.model.name = "sparse_ae"
+  c.model.code_activation = "sigmoid"
+  c.model.rho = 0.05  # target mean activation of every unit
+  c.loss.sparsity_weight = 3.0  # beta, the weight of sum_j KL(rho || rho_hat_j)
+
+
 def make_loss(config, info=None):
   likelihood = config.model.likelihood
 
