@@ -93,7 +93,7 @@ def test_a_non_finite_group_loss_makes_the_step_non_finite():
 
 
 def test_resuming_resets_every_groups_learning_rate_from_the_config(npz_pair, tmp_path):
-  from test_factor_vae_family import tiny_factor_vae
+  from test_factor_vae import tiny_factor_vae
   config = tiny_factor_vae(npz_pair, num_train_steps=2, checkpoint_every=2)
   loop.train(config, str(tmp_path), evaluate=False)
   config.discriminator_optimizer.learning_rate = 0.125
