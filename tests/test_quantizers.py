@@ -9,23 +9,19 @@ tests/test_quantizer_spec.py.
 option of the VQ families through them.)
 """
 import functools
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from conftest import vq_config  # noqa: E402
-from vaelab import validation  # noqa: E402
-from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.losses import vqvae as vq_losses  # noqa: E402
-from vaelab.losses import reconstruction  # noqa: E402
-from vaelab.models import fsq, quantizer, residual_vq  # noqa: E402
-from vaelab.models.quantizer_spec import prior_num_codes  # noqa: E402
+from conftest import vq_config
+from vaelab import validation
+from vaelab.errors import ConfigError
+from vaelab.losses import vqvae as vq_losses
+from vaelab.losses import reconstruction
+from vaelab.models import fsq, quantizer, residual_vq
+from vaelab.models.quantizer_spec import prior_num_codes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -4,25 +4,22 @@ baselines against numpy, bad input refused by key, a tiny run whose loss falls, 
 end-to-end runs that write results.json and the rollout picture."""
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from conftest import set_overrides  # noqa: E402
-from vaelab import config_base, validation  # noqa: E402
-from vaelab.data import make_sources, sequences  # noqa: E402
-from vaelab.data.base import InMemorySource  # noqa: E402
-from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.losses import tdvae as tdvae_losses  # noqa: E402
-from vaelab.losses.iwae import gaussian_log_density  # noqa: E402
-from vaelab.models import tdvae  # noqa: E402
-from vaelab.training import loop  # noqa: E402
+from conftest import set_overrides
+from vaelab import config_base, validation
+from vaelab.data import make_sources, sequences
+from vaelab.data.base import InMemorySource
+from vaelab.errors import ConfigError
+from vaelab.losses import tdvae as tdvae_losses
+from vaelab.losses.iwae import gaussian_log_density
+from vaelab.models import tdvae
+from vaelab.training import loop
 from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

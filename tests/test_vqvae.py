@@ -11,20 +11,18 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from conftest import ROOT, vq_config  # noqa: E402
-from vaelab import validation  # noqa: E402
-from vaelab.errors import ConfigError  # noqa: E402
-from vaelab.losses import vqvae as vq_losses  # noqa: E402
-from vaelab.losses import reconstruction  # noqa: E402
-from vaelab.models import quantizer, vqvae, vqvae2  # noqa: E402
-from vaelab.training import loop  # noqa: E402
+from conftest import ROOT, vq_config
+from vaelab import validation
+from vaelab.errors import ConfigError
+from vaelab.losses import vqvae as vq_losses
+from vaelab.losses import reconstruction
+from vaelab.models import quantizer, vqvae, vqvae2
+from vaelab.training import loop
 from vaelab.training import experiment as experiment_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
