@@ -181,13 +181,17 @@ def test_a_sweep_of_two_processes_gives_the_table_of_one(npz_pair, tmp_path):
 
 def test_a_preemption_notice_to_one_process_stops_both_at_one_step(npz_pair, tmp_path):
   """SIGTERM to process 1 alone: JAX's preemption service names one step, both processes
-  checkpoint it and exit with 128 + SIGTERM, and the same commands resume from it."""
+  checkpoint it and exit with 128 + SIGTERM, and the same commands resume from it to the
+  evaluations and results of the two processes run without a stop."""
   workdir = tmp_path / "run"
   long_run = [f for f in FLAGS if not f.startswith(("--config.num_train_steps",
                                                       "--config.log_every",
                                                       "--config.checkpoint_every"))]
+  # A constant learning rate: the resumed run's length differs from the stopped one's, and
+  # a schedule over the length would change course at the resume (unlike the uninterrupted
+  # run it is compared with).
   flags = [*long_run, "--config.num_train_steps=100000", "--config.log_every=50",
-           "--config.checkpoint_every=100000"]
+           "--config.checkpoint_every=100000", "--config.optimizer.schedule=constant"]
   port = _free_port()
   procs = [_start(workdir, npz_pair, *_cluster(i, port), flags=flags) for i in range(2)]
   try:
@@ -205,7 +209,8 @@ def test_a_preemption_notice_to_one_process_stops_both_at_one_step(npz_pair, tmp
   steps = [int(re.search(r"stopped at step (\d+)", log).group(1)) for log in logs]
   assert steps[0] == steps[1]
   assert os.listdir(workdir / "checkpoints") == [str(steps[0])]
-  # Resumed by both, to 20 steps past the stop.
+  # Resumed by both, to 20 steps past the stop: the losses and results of the same two
+  # processes run to that step without a stop.
   end = steps[0] + 20
   resumed = [f"--config.num_train_steps={end}" if f.startswith("--config.num_train_steps")
              else f for f in flags]
@@ -213,5 +218,24 @@ def test_a_preemption_notice_to_one_process_stops_both_at_one_step(npz_pair, tmp
   logs = _finish([_start(workdir, npz_pair, *_cluster(i, port), flags=resumed)
                   for i in range(2)])
   assert f"Resuming from the checkpoint at step {steps[0]}" in logs[0]
+  uninterrupted = tmp_path / "uninterrupted"
+  port = _free_port()
+  _finish([_start(uninterrupted, npz_pair, *_cluster(i, port), flags=resumed)
+           for i in range(2)])
+  # (train/loss is a mean since the last log line, which the stop moved: the periodic
+  # evaluations every STEPS steps after it are compared instead.)
+  evals = lambda d: {r["step"]: r for r in _losses(d)[1]
+                     if "eval/elbo" in r and r["step"] > steps[0]}
+  got, expected = evals(workdir), evals(uninterrupted)
+  assert got.keys() == expected.keys() and got
+  for step, line in expected.items():
+    for k, v in line.items():
+      if k.startswith("eval/"):
+        assert got[step][k] == pytest.approx(v, rel=1e-5, abs=1e-6), (step, k)
   with open(workdir / "results.json") as f:
-    assert np.isfinite(json.load(f)["eval/elbo"])
+    got = json.load(f)
+  with open(uninterrupted / "results.json") as f:
+    expected = json.load(f)
+  assert got.keys() == expected.keys() and "eval/elbo" in got
+  for k in expected:
+    assert got[k] == pytest.approx(expected[k], rel=1e-5, abs=1e-6), k

@@ -187,7 +187,6 @@ def test_rotation_trick_gradient_stays_bounded_as_the_input_vanishes():
   for scale in (2e-6, 1e-4, 1.0):
     e = scale * direction
     got = grad(e)
-    assert np.all(np.isfinite(got))
     assert np.linalg.norm(got) <= 5.0 / eps * np.linalg.norm(g) * (1 + 1e-5)
     expected = _explicit_rotation(e[0], np.asarray(q[0], np.float64))[0].T @ np.asarray(g[0])
     np.testing.assert_allclose(got[0], expected, rtol=1e-4)
@@ -411,7 +410,10 @@ def test_residual_objective_sums_every_levels_terms_and_reports_each_level(npz_p
 def test_vqvae2_takes_fsq_with_the_rotation_trick_at_both_levels(npz_pair):
   fam, config, model, variables, x, keys = _model(npz_pair, "fsq_rotation", family="vqvae2")
   r = _outputs(fam, config, model, variables, x, keys)
-  assert np.isfinite(float(r["loss"]))
+  # FSQ has no codebook terms: the loss is the reconstruction term of the logits.
+  logits, _ = r["out"]
+  np.testing.assert_allclose(r["loss"], reconstruction.nll(config.model.likelihood, logits,
+                                                           x).mean(), rtol=1e-5)
   assert {"perplexity_top", "perplexity_bottom", "codebook_usage_top"} <= set(r["metrics"])
   top, bottom = r["maps"]
   assert top.shape == (6, 2, 2) and bottom.shape == (6, 4, 4)
@@ -427,5 +429,7 @@ def test_l2_normalization_of_zero_is_zero_without_gradient():
   gradient there stopped the first step of a cosine-codebook run)."""
   z = jnp.zeros((2, 3)).at[1].set(jnp.array([3.0, 4.0, 0.0]))
   grad = jax.grad(lambda u: jnp.sum(quantizer.l2_normalize(u) * jnp.arange(3.0)))(z)
-  assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad[0]).max()) == 0
+  # d/du (u . a) / |u| = a / |u| - (u . a) u / |u|^3 at u = (3, 4, 0), a = (0, 1, 2).
+  np.testing.assert_allclose(grad, [[0.0, 0.0, 0.0], [-0.096, 0.072, 0.4]], rtol=1e-5,
+                             atol=1e-7)
   np.testing.assert_allclose(quantizer.l2_normalize(z)[1], [0.6, 0.8, 0.0], rtol=1e-6)

@@ -272,7 +272,16 @@ def test_eval_metrics_and_baselines(digits):
       assert out[name].shape == (8,), name
   np.testing.assert_allclose(out["rollout_mse"],
                              sum(out[f"rollout_mse_j{j}"] for j in JUMPS) / len(JUMPS), rtol=1e-6)
-  assert np.all(np.isfinite(out["elbo"]))
+  # eval/elbo is the bound of pairs drawn from the evaluation's keys, as pair_terms gives it.
+  hparams = {k: jnp.asarray(v) for k, v in family.hparams(config).items()}
+  x = jnp.asarray(batch["image"])
+  t1, t2, pair_keys = tdvae._pairs(config, tdvae._fold(_keys(8), 0), x.shape[1], hparams)
+  terms = model.apply(variables, x, t1, t2, pair_keys, method=tdvae.TDVAE.pair_terms)
+  elbo = np.asarray(tdvae_losses.pair_elbo(terms)).mean(-1)
+  np.testing.assert_allclose(out["elbo"], elbo, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(out["loss"], -elbo, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(out["recon"], -np.asarray(terms["log_p_decoder"]).mean(-1),
+                             rtol=1e-5, atol=1e-4)
   base = family.final_baselines(config, train, evalp)
   x = evalp.get(np.arange(len(evalp)))["image"]
   for j in JUMPS:
@@ -358,6 +367,9 @@ def _check_results(results, workdir, digits: bool):
     expected.append("eval/rollout_direction_accuracy")
   for key in expected:
     assert key in written and np.isfinite(written[key]), key
+  for kind in ("", "_last_frame", "_mean_frame"):  # each the mean over the jumps
+    assert written[f"eval/rollout_mse{kind}"] == pytest.approx(
+        np.mean([written[f"eval/rollout_mse{kind}_j{j}"] for j in JUMPS]), rel=1e-5)
   if digits:
     assert 0 <= written["eval/rollout_direction_accuracy"] <= 1
   else:
