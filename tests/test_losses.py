@@ -92,6 +92,11 @@ def test_beta_weights_only_the_kl():
   assert float(f(nll, kl, jnp.float32(0.0))) == pytest.approx(15.0)
 
 
+def test_capacity_schedule():
+  c = [float(vae_losses.capacity(s, 25.0, 100.0)) for s in (0, 50, 100, 400)]
+  assert c == [0.0, 12.5, 25.0, 25.0]
+
+
 def test_elbo_gradient_matches_finite_differences():
   """d(-ELBO)/d(decoder logits) and d/d(mean) against central differences in float64."""
   jax.config.update("jax_enable_x64", True)

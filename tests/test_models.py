@@ -1,4 +1,6 @@
-"""Module shapes, finiteness and the properties the train step relies on."""
+"""The family registry (vaelab/models/__init__.py), shared nets (nets.py), and the shapes and
+finiteness every family's model, loss and evaluation share (the autoencoder and the VAE
+themselves: tests/test_ae.py, tests/test_vae.py)."""
 import ast
 import os
 
@@ -54,41 +56,6 @@ def test_forward_shapes_and_finiteness(name, encoder, shape):
   assert float(recon.min()) >= 0 and float(recon.max()) <= 1
   for v in per_example.values():
     chex.assert_shape(v, (5,))
-
-
-def test_hinton_autoencoder_shape_and_linear_code():
-  config, info = _config("ae")
-  config.model.hidden = (1000, 500, 250)
-  config.model.latent_dim = 30
-  model = models.get_family("ae").make_model(config, info)
-  x = jnp.asarray(np.random.default_rng(0).random((2, 28, 28, 1)), jnp.float32)
-  params = model.init(jax.random.key(0), x)["params"]
-  enc = [params["encoder"][f"dense_{i}"]["kernel"].shape for i in range(4)]
-  dec = [params["decoder"]["MLP_0"][f"dense_{i}"]["kernel"].shape for i in range(4)]
-  assert enc == [(784, 1000), (1000, 500), (500, 250), (250, 30)]
-  assert dec == [(30, 250), (250, 500), (500, 1000), (1000, 784)]
-  # A linear code: scaling the last layer's kernel scales the code exactly.
-  code = model.apply({"params": params}, x, method="encode")
-  p2 = jax.tree.map(lambda a: a, params)
-  p2["encoder"]["dense_3"] = {"kernel": 2 * params["encoder"]["dense_3"]["kernel"],
-                              "bias": 2 * params["encoder"]["dense_3"]["bias"]}
-  np.testing.assert_allclose(model.apply({"params": p2}, x, method="encode"), 2 * code,
-                             rtol=1e-5)
-
-
-def test_reparameterization_depends_on_each_examples_key_only():
-  """The same example with the same key gets the same z wherever it sits in the batch, so a
-  batch split over devices draws the same noise as on one device."""
-  mean, logvar = jnp.zeros((4, 3)), jnp.zeros((4, 3))
-  keys = example_keys(7, 3, jnp.arange(4))
-  z_all = vae_lib.reparameterize(keys, mean, logvar)
-  z_half = vae_lib.reparameterize(keys[2:], mean[2:], logvar[2:])
-  np.testing.assert_array_equal(z_all[2:], z_half)
-  assert not np.allclose(z_all[0], z_all[1])
-  # And it is a sample from N(mean, exp(logvar)).
-  keys = example_keys(0, 0, jnp.arange(20000))
-  z = vae_lib.reparameterize(keys, jnp.full((20000, 1), 2.0), jnp.full((20000, 1), np.log(0.25)))
-  assert abs(float(z.mean()) - 2.0) < 0.02 and abs(float(z.std()) - 0.5) < 0.02
 
 
 def test_upsample_can_express_a_stride2_transposed_convolution():

@@ -116,10 +116,3 @@ def test_nonfinite_skip_policy_counts_skipped_steps(npz_pair, tmp_path):
   last = [m for m in _metrics(workdir) if "train/skipped_steps" in m][-1]
   assert last["train/skipped_steps"] > 0
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(workdir, bad)))
-
-
-def test_autoencoder_reports_the_pca_baseline(npz_pair, tmp_path):
-  config = tiny_config("ae", *npz_pair, num_train_steps=5)
-  results = loop.train_and_evaluate(config, str(tmp_path / "ae"))
-  assert results["eval/pca_recon_sse"] > 0
-  assert "eval/elbo" not in results
