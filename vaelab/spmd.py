@@ -193,8 +193,8 @@ def apply(model, variables, *args, method):
 
   Modules are hashable and equal by their fields, so every evaluation pass, picture and
   population member of one architecture shares one compilation, where a
-  `jax.jit(lambda ...)` made per call compiles again each time (about 50 ms each, dozens
-  per run). The variables are arguments, not constants baked into the program.
+  `jax.jit(lambda ...)` made per call compiles again each time (dozens of times per
+  run). The variables are arguments, not constants baked into the program.
   """
   return model.apply(variables, *args, method=method)
 
@@ -214,7 +214,7 @@ def apply_in_chunks(model, variables, source, *, method, indices=None, chunk: in
 @functools.partial(jax.jit, static_argnums=0)
 def init(model, *args):
   """`model.init(*args)`, jitted once per (model, shapes), as `apply` is: eager init runs op by
-  op (~10x slower for the larger models), and every population member shares the compile."""
+  op (far slower for the larger models), and every population member shares the compile."""
   return model.init(*args)
 
 

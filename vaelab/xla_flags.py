@@ -1,12 +1,12 @@
 """XLA settings vaelab applies before JAX starts a backend (imported by `vaelab/__init__`).
 
 XLA:CPU in jaxlib 0.10-0.11 hands reductions to YNNPACK fusions, and a fused
-reduce-to-scalar there is slow: on this project's 2-core CPU the small AE's
-`recon_sse` (sigmoid, subtract, square, sum over 32x28x28) took 1.2 ms of a 2.2 ms train
-step, against ~10 us as XLA's own loop fusion, and the cross-entropy's sum another 0.5 ms
-(a per-thunk profile, `--xla_cpu_enable_xprof_traceme=true`). The known workaround
-(jax-ml/jax#37465) takes reductions out of YNNPACK; matmuls stay there. Measured: the small
-AE's step 2.2 -> 0.73 ms, the large AE's 8.8 -> 6.6 ms (experiments/benchmark_loop.py).
+reduce-to-scalar there is slow: in a per-thunk profile (`--xla_cpu_enable_xprof_traceme=true`)
+the small AE's `recon_sse` (sigmoid, subtract, square, sum over 32x28x28) took much of its
+train step, many times what XLA's own loop fusion takes, and the cross-entropy's sum another
+large share. The known workaround (jax-ml/jax#37465) takes reductions out of YNNPACK; matmuls
+stay there. Both the small and the large AE's steps got faster with it
+(experiments/benchmark_loop.py measures them).
 
 The setting is added to XLA_FLAGS only when the user's XLA_FLAGS does not name the flag
 already (`--xla_cpu_experimental_ynn_fusion_type=-dot` keeps XLA's default) and only for

@@ -237,8 +237,8 @@ _render_jit = jax.jit(_render_factors)
 _canvas_jit = jax.jit(_canvas)
 
 # Host requests are rendered in chunks of at most _CHUNK images (32 MB of output each), each
-# padded to 64, 256, 1024 or _CHUNK images: a process compiles at most four shapes (about a
-# second each), and a small request renders at most 4x the images it asked for (~1 ms).
+# padded to 64, 256, 1024 or _CHUNK images: a process compiles at most four shapes, and a
+# small request renders at most 4x the images it asked for, still a small render.
 _CHUNK = 2048
 _MIN_BUCKET = 64
 
@@ -311,7 +311,6 @@ class DSpritesSource:
 
   def device_form(self) -> DeviceForm:
     """The same renderer on the device: 3.9 MB of tables, no host work per batch. Its own
-    dispatch: compiled into the default job's train step it made the loop slower (58.6 vs
-    83.8 steps/s, fused and unfused runs alternating), with or without a barrier on the
-    batch."""
+    dispatch: compiled into the default job's train step it made the loop slower (fused and
+    unfused runs alternating), with or without a barrier on the batch."""
     return DeviceForm(arrays=tables(), get=device_get, fuse=False)

@@ -246,7 +246,7 @@ class Glyphs:
     # Strokes of width `width` around the lit font cells: the intensity falls off with the
     # (Chebyshev, float64) distance d to the nearest lit cell centre, clip((width + 0.5 - d) /
     # 0.35, 0, 1). That is the maximum over lit cells of each cell's own intensity (what this
-    # computed before, cell by cell over the whole batch at 0.6 ms an image), exactly: the
+    # computed before, cell by cell over the whole batch, far slower), exactly: the
     # intensity is a non-increasing function of d, and rounding is monotone.
     d = np.full(u.shape, np.inf)
     for digit in np.unique(labels):

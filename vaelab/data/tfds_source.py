@@ -55,7 +55,7 @@ SUPPORTED: dict[str, _Spec] = {
 }
 
 # Records read per `__getitems__` call: array_record reads a batch of keys in
-# parallel, which is ~3x faster than one `ds[i]` per record.
+# parallel, which is faster than one `ds[i]` per record.
 _CHUNK = 1024
 
 

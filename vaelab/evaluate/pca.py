@@ -4,20 +4,21 @@
 PCA reconstruction of the evaluation images, PCA fitted on (at most 20,000 of) the training
 images. Two fits give it, checked against each other in tests/test_pca.py:
 
-  * `fit_pca`: the definition, a float64 SVD of the centred images. On 20,000 64x64 dSprites
-    images it took 327 s of a 7.5-minute run (1,054 s here under load, where the fast fit
-    took 6-9 s, the images rendered included, and gave eval/pca_recon_sse 68.616839 vs
-    68.616849: 1.4e-7 relative; largest principal angle 7e-5 rad).
+  * `fit_pca`: the definition, a float64 SVD of the centred images; on 20,000 64x64 dSprites
+    images it was most of a run's time, where the fast fit below gave the same
+    eval/pca_recon_sse to 1.4e-7 relative (largest principal angle 7e-5 rad).
   * `fit_pca_fast`, what the evaluation uses. Images of at most _EXACT_DIM pixels (MNIST,
     32x32) get the eigendecomposition of their float64 covariance: exact, and O(n d^2 + d^3)
-    is seconds there (fewer images than that: the exact SVD, also seconds). Larger ones get a randomized SVD (Halko, Martinsson & Tropp 2011;
-    scikit-learn's `randomized_svd`) of the centred float32 images, with power iterations:
-    a few passes over the data instead of an O(n d^2) factorization. A float32 covariance
-    followed by `eigh` was measured too: its 4096x4096 eigh alone took a minute here.
+    is cheap there (fewer images than that: the exact SVD, cheap too). Larger ones get a
+    randomized SVD (Halko, Martinsson & Tropp 2011; scikit-learn's `randomized_svd`) of the
+    centred float32 images, with power iterations: a few passes over the data instead of an
+    O(n d^2) factorization. A float32 covariance
+    followed by `eigh` was measured too: its 4096x4096 eigh alone cost more than the whole
+    randomized fit.
 
 Every factorization runs on one BLAS thread: on this busy 2-core machine OpenBLAS's threads
-spun against each other (a 20000x30 QR 16x slower with two threads than with one, a
-2000x1024 float64 SVD 46 s), while the memory-bound passes over the images gain nothing.
+spun against each other (a QR and an SVD of the sizes here ran many times slower with two
+threads than with one), while the memory-bound passes over the images gain nothing.
 
 A fit depends only on the training images and k, so it is computed once per process and
 shared (`_FITS`): a population's members and every evaluation of one run reuse it. A source
@@ -35,7 +36,7 @@ from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_limits
 
 _MAX_FIT = 20000  # enough for a stable covariance of images of a few thousand pixels
-_EXACT_DIM = 1024  # up to this many pixels the exact float64 covariance fit takes seconds
+_EXACT_DIM = 1024  # up to this many pixels the exact float64 covariance fit is cheap
 # Randomized SVD: extra directions and power iterations. With these the reconstruction SSE of
 # 64x64 dSprites (k = 10) is the exact fit's to 1.4e-7 relative (2 power iterations: ~5e-5).
 _OVERSAMPLES = 20
@@ -76,7 +77,8 @@ def fit_pca(x: np.ndarray, k: int):
 
 
 def fit_pca_fast(x: np.ndarray, k: int, seed: int = 0, overwrite: bool = False):
-  """`fit_pca` in seconds: mean (d,) float64 and k orthonormal directions (k, d) float64.
+  """`fit_pca` at a fraction of its cost: mean (d,) float64 and k orthonormal directions
+  (k, d) float64.
 
   Exact where that is cheap: the eigendecomposition of the float64 covariance for
   d <= _EXACT_DIM <= n, `fit_pca` for n < _EXACT_DIM, and where k is half the rank or more
@@ -136,7 +138,7 @@ def _cached(cache, key, compute):
     if key in cache:
       cache.move_to_end(key)
       return cache[key]
-  value = compute()  # outside the lock: a fit takes seconds; a duplicate is harmless
+  value = compute()  # outside the lock: a fit is long; a duplicate is harmless
   with _LOCK:
     cache[key] = value
     while len(cache) > _CACHE_SIZE:

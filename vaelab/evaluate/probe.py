@@ -54,8 +54,8 @@ def probe_error(train_features, train_labels, eval_features, eval_labels,
   scaler = StandardScaler().fit(train_features)
   clf = LogisticRegression(max_iter=max_iter, C=C)
   # One BLAS thread: lbfgs makes hundreds of small (n x d) @ (d x classes) products, and
-  # OpenBLAS's threads spin against each other on a busy machine (here, under load: 97 s for
-  # the sparse AE's probe with 2 threads, 3 s with one).
+  # OpenBLAS's threads spin against each other on a busy machine (the sparse AE's probe ran
+  # many times slower with two threads than with one).
   with warnings.catch_warnings(), threadpool_limits(1):
     # Counted below from n_iter_, the same condition scikit-learn warns on.
     warnings.simplefilter("ignore", ConvergenceWarning)

@@ -1,7 +1,7 @@
 """The contractive penalty ||J_f(x)||_F^2 of an encoder f (Rifai et al. 2011), three ways.
 
 `jacfwd` is the definition and works for any encoder, but builds the full (H x D) Jacobian
-per example (~200x an AE step for 784->1000). For one sigmoid layer the closed form is
+per example, many times an AE step. For one sigmoid layer the closed form is
 exact and costs a matmul; for deep encoders the random-projection estimator
 E_v ||J v||^2 = ||J||_F^2 (v ~ N(0, I)) is unbiased and costs one jvp per projection.
 """

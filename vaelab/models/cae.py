@@ -4,7 +4,8 @@ The module is `ae.AE` (the paper's shape is one sigmoid layer, 784-1000: `model.
 `model.code_activation="sigmoid"`). `loss.penalty` picks how the encoder Jacobian's squared
 Frobenius norm is computed (vaelab/losses/cae.py): `closed_form` (exact, one sigmoid
 layer only, the cost of a matmul), `estimator` (unbiased, `loss.num_projections` jvps, any
-encoder) or `jacfwd` (the definition, any encoder, ~200x an AE step at 784-1000).
+encoder) or `jacfwd` (the definition, any encoder, the full Jacobian: many times an AE
+step).
 lambda (`loss.contractive_weight`) enters the step as an array, so runs that differ only in
 lambda can share one compiled step.
 """
