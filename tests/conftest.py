@@ -67,11 +67,12 @@ def npz_pair(tmp_path_factory):
 
 
 def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
+  from vaelab.models import ae, vae
   c = config_base.base_config()
   if family == "vae":
-    config_base.vae_keys(c)
+    vae.config_keys(c)
   else:
-    config_base.ae_keys(c)
+    ae.config_keys(c)
   c.data.name = "npz"
   c.data.train_path, c.data.eval_path = train_path, eval_path
   c.batch_size = 16
@@ -87,14 +88,9 @@ def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
 
 
 def set_overrides(c, overrides: dict):
-  """Sets dotted keys ("model.hidden") of a ConfigDict; returns it."""
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  """Sets dotted keys ("model.hidden") of a ConfigDict; returns it. A key the config does not
+  have is refused (config_base.set_overrides), so a renamed key cannot be set silently."""
+  return config_base.set_overrides(c, overrides)
 
 
 def vq_config(train, evalp, family="vqvae", **overrides):
@@ -114,7 +110,7 @@ def vq_config(train, evalp, family="vqvae", **overrides):
   c.model.res_channels = 8
   c.model.num_codes = 16
   c.model.code_dim = 8
-  c.model.recon_loss = "bernoulli"
+  c.model.likelihood = "bernoulli"
   c.eval.batch_size = 32
   c.eval.num_pictures = 8
   return set_overrides(c, overrides)
