@@ -67,12 +67,11 @@ def npz_pair(tmp_path_factory):
 
 
 def tiny_config(family: str, train_path: str, eval_path: str, **overrides):
-  from vaelab.models import ae, vae
+  """A tiny MLP run of `family` (its own config_keys) on npz files."""
+  import importlib
+  from vaelab import models
   c = config_base.base_config()
-  if family == "vae":
-    vae.config_keys(c)
-  else:
-    ae.config_keys(c)
+  importlib.import_module(models.FAMILIES[family]).config_keys(c)
   c.data.name = "npz"
   c.data.train_path, c.data.eval_path = train_path, eval_path
   c.batch_size = 16

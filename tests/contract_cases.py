@@ -214,15 +214,19 @@ def _prepare(root: str) -> dict:
 UNOBSERVABLE = ("['attention']/['key']/['bias']",)
 
 
-def assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float = 1e-5):
+def assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float = 1e-5,
+                  outliers: float = 0.0):
   """Two runs' flat parameters: bitwise, or within rtol / atol (1e-5: about 1% of the most
-  that 4 Adam steps at the configs' learning rates move a weight)."""
+  that 4 Adam steps at the configs' learning rates move a weight), a fraction `outliers`
+  of each array's entries excepted."""
   assert a.keys() == b.keys()
   for k in a:
     if exact:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     elif not k.endswith(UNOBSERVABLE):
-      np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+      close = np.isclose(a[k], b[k], rtol=rtol, atol=atol)
+      if np.mean(~close) > outliers:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
 
 
 def flat_params(params) -> dict:
@@ -346,9 +350,10 @@ def evaluate_on_devices(case: str, data: dict, vq_workdirs: dict, root: str) -> 
 
 
 def main(setup_path: str, out_dir: str):
-  """The 4-device half of the contract: every case's run and its resumed run; for one case
-  per family, its population members alone and in populations of both impls, and its final
-  evaluation, --mode=eval and --mode=sample at a size with real work per device. Each
+  """The 4-device half of the contract: every case's run; for one case per family, its run
+  resumed from a checkpoint, its population members alone and in populations of both
+  impls, and its final evaluation, --mode=eval and --mode=sample at a size with real work
+  per device. Each
   result is written as it is done (`out_dir`/NAME.npz or .json, `publish`), so the tests
   compare while the rest runs."""
   import jax
@@ -366,14 +371,17 @@ def main(setup_path: str, out_dir: str):
     publish(out_dir, name, {"losses": np.asarray(losses),
                             **{f"param:{k}": v for k, v in params.items()}})
 
+  import time
+  began = time.perf_counter()
   for case in setup["cases"]:
     config = config_of(case, data, vq)
-    exp = experiment_lib.build(config)
-    keep(case, run(config, experiment=exp))
-    keep(f"{case}:resumed", resumed(config, os.path.join(root, f"resume_{case}"), exp))
+    keep(case, run(config))
+  print(f"cases: {time.perf_counter() - began:.0f} s", flush=True)
   for case in setup["families"]:
+    began = time.perf_counter()
     members = population_members(config_of(case, data, vq))
     exp = experiment_lib.build(members[0])
+    keep(f"{case}:resumed", resumed(members[0], os.path.join(root, f"resume_{case}"), exp))
     runs = {f"member{i}": run(m, experiment=exp) for i, m in enumerate(members)}
     for impl in ("loop", "vmap"):
       for i, r in enumerate(population_runs(members, os.path.join(root, case), impl)):
@@ -382,7 +390,10 @@ def main(setup_path: str, out_dir: str):
         f"{name}:{part}": v for name, (losses, params) in runs.items()
         for part, v in [("losses", np.asarray(losses))] +
         [(f"param:{k}", p) for k, p in params.items()]})
+    populations = time.perf_counter()
     publish(out_dir, f"{case}:evaluation", evaluate_on_devices(case, data, vq, root))
+    print(f"{case}: populations {populations - began:.0f} s, evaluation "
+          f"{time.perf_counter() - populations:.0f} s", flush=True)
 
 
 def publish(out_dir: str, name: str, value):

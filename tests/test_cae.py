@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def cae_config(npz_pair, **overrides):
-  c = tiny_config("ae", *npz_pair, **{"model.name": "cae", "model.hidden": (),
+  c = tiny_config("cae", *npz_pair, **{"model.hidden": (),
                                       "model.code_activation": "sigmoid"})
   c.model.latent_dim = 24
   c.loss.contractive_weight, c.loss.penalty, c.loss.num_projections = 0.5, "closed_form", 2

@@ -6,7 +6,7 @@ parameter group's optimizer as SGD) is checked for
   devices:     1 and 4 devices give the same per-step losses and final parameters (rtol 1e-5)
                after 4 steps;
   resume:      stopped after 2 steps and resumed from the checkpoint, bitwise the run of 4
-               uninterrupted steps, on 1 device and on 4;
+               uninterrupted steps (on 4 devices too, for one case per family);
 and one case per family for
   populations on 4 devices: each member of a population of both impls equals its run alone
                (bitwise with "loop", within 1e-5 with "vmap");
@@ -113,7 +113,10 @@ def test_one_and_four_devices_give_the_same_run(setup, case):
   # learning rate (measured: VQ-VAE-2 with FSQ, step 1, 2.1e-5 relative).
   np.testing.assert_allclose(four_losses[0], losses[0], rtol=1e-5)
   np.testing.assert_allclose(four_losses, losses, rtol=5e-5)
-  cc.assert_params(four_params, params, exact=False)
+  # bfloat16 activations round some gradients near 0 differently on 4 devices, which Adam
+  # turns into steps of about the learning rate: measured 3 of 4,096 decoder weights 2e-3
+  # apart (AE, 4 steps). Every other weight must still agree to 1e-5.
+  cc.assert_params(four_params, params, exact=False, outliers=0.005 if "bfloat16" in case else 0)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -123,10 +126,11 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   got, resumed = cc.resumed(config, str(setup["root"] / f"resume_{case}"))
   assert got == losses
   cc.assert_params(resumed, params, exact=True)
-  (losses4, params4) = _run_of(_four(setup, case))
-  (got4, resumed4) = _run_of(_four(setup, f"{case}:resumed"))
-  assert got4 == losses4
-  cc.assert_params(resumed4, params4, exact=True)
+  if case in FAMILIES.values():  # on 4 devices: one case per family
+    (losses4, params4) = _run_of(_four(setup, case))
+    (got4, resumed4) = _run_of(_four(setup, f"{case}:resumed"))
+    assert got4 == losses4
+    cc.assert_params(resumed4, params4, exact=True)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

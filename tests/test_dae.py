@@ -28,7 +28,7 @@ def _keys(n=N, seed=0):
 def dae_config(npz_pair, **overrides):
   overrides = {"model.name": "dae", "model.corruption": "mask", "model.noise_level": 0.25,
                **overrides}
-  return tiny_config("ae", *npz_pair, **overrides)
+  return tiny_config("dae", *npz_pair, **overrides)
 
 
 @pytest.mark.parametrize("level", [0.1, 0.25, 0.6])

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def ks_config(npz_pair, **overrides):
-  c = tiny_config("ae", *npz_pair, **{"model.name": "ksparse", "model.hidden": ()})
+  c = tiny_config("ksparse", *npz_pair, **{"model.hidden": ()})
   c.model.latent_dim, c.model.k, c.model.k_start, c.model.alpha = 16, 3, 8, 2.0
   c.model.tied = False
   return set_overrides(c, overrides)

@@ -2,7 +2,7 @@
 (tests/conftest.py), under which XLA:CPU does not contract a * b + c into fused
 multiply-adds, so the bitwise device-vs-host checks never meet the hazard they guard
 against. Here they run again, in a process with the optimizations on, with one case of the
-run contract (1 vs 4 devices, resume on both)."""
+run contract (1 vs 4 devices, resume)."""
 from __future__ import annotations
 
 import os

@@ -22,7 +22,7 @@ def sparse_config(train, evalp, **overrides):
   overrides = {"model.name": "sparse_ae", "model.hidden": (), "model.latent_dim": 16,
                "model.code_activation": "sigmoid", "model.rho": 0.05,
                "loss.sparsity_weight": 3.0, **overrides}
-  return tiny_config("ae", train, evalp, **overrides)
+  return tiny_config("sparse_ae", train, evalp, **overrides)
 
 
 def _closed_form(rho, q):
