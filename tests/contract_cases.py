@@ -262,24 +262,28 @@ SPLIT_BY_DESIGN = {("tdvae", "loss.long_jump"), ("tdvae", "loss.max_jump")}
 
 
 def population_members(config) -> list:
-  """`config` and one member per key a population may vary for it (the seed, the learning
-  rates, each number of the family's hyperparameters), each changed by a small amount."""
+  """`config` and members that between them change every key a population may vary for it
+  (the seed, the learning rates, each number of the family's hyperparameters) by a small
+  amount, two keys to a member (each key is first checked alone to keep the members
+  together, so a member's pair never hides a key that trains apart)."""
   from vaelab.training import population
   flat = config_base.flat(config)
   keys = list(population.ALWAYS) + sorted(
       k for k, v in flat.items() if k not in population.ALWAYS and isinstance(v, (int, float))
       and not isinstance(v, bool) and population.is_population_key(config, k))
-  members = [config]
+  changes = []
   for key in keys:
     value = population._get(config, key)
     new = value + 1 if key == "seed" or isinstance(value, int) else value * 1.5 + 0.01
-    other = population._with(config, {key: new})
-    if population.groups([config, other]) == [[0, 1]]:
-      members.append(other)
+    if population.groups([config, population._with(config, {key: new})]) == [[0, 1]]:
+      changes.append({key: new})
     else:
       assert (config.model.name, key) in SPLIT_BY_DESIGN, (
           f"{key} is a population key of {config.model.name}, but a member with it changed "
           f"trains apart: it reaches something static (add it to SPLIT_BY_DESIGN if so)")
+  members = [config] + [population._with(config, {**a, **b}) for a, b in
+                        zip(changes[::2], changes[1::2] + [{}] * (len(changes) % 2))]
+  assert population.groups(members) == [list(range(len(members)))]
   return members
 
 
@@ -313,7 +317,12 @@ def family_cases() -> dict[str, str]:
 EVAL_SIZE = {"model.hidden": lambda v: tuple(512 for _ in v[:1]),
              "model.conv_channels": lambda v: tuple(32 for _ in v),
              "model.dense": lambda v: 256, "eval.batch_size": lambda v: 8,
-             "data.num_eval": lambda v: 512}
+             "data.num_eval": lambda v: 512,
+             # The scores' own code is device-free past the encoder, and every score equals
+             # disentanglement_lib's on 1 device (test_disentanglement.py): one score keeps
+             # the encoder's batches on the 4 devices, IWAE's K = 10 their real work.
+             "eval.disentanglement_metrics": lambda v: ("mig",),
+             "eval.iwae_ks": lambda v: tuple(k for k in v if k <= 10)}
 EVAL_IMAGES = 512
 
 
