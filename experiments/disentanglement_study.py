@@ -86,8 +86,12 @@ def save_figure(by_model: dict, path: str) -> str:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   models = list(by_model)
-  fig, axes = plt.subplots(1, len(SCORES), figsize=(2.2 * len(SCORES), 3.4), sharey=False)
-  for ax, score in zip(axes, SCORES):
+  cols = 5
+  rows = -(-len(SCORES) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.2 * rows), squeeze=False)
+  for ax in axes.flat[len(SCORES):]:
+    ax.axis("off")
+  for ax, score in zip(axes.flat, SCORES):
     for i, m in enumerate(models):
       v = by_model[m][score]
       ax.boxplot([v], positions=[i], widths=0.6, showfliers=False)

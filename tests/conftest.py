@@ -16,32 +16,32 @@ sys.path.insert(0, ROOT)
 # subprocess inherits the setting; JAX_DISABLE_MOST_OPTIMIZATIONS=0 restores them.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
-# One compilation cache for the whole test run: set when the first process (pytest, or
-# xdist's controller) loads this file, so that xdist's workers and every subprocess inherit
-# it with the environment. Tests compile the same tiny programs again and again (a run alone
-# and its population members, resumed runs), and JAX's persistent cache is keyed by the
-# program, not by the Python function object.
+# One compilation cache for every test run in this checkout (.cache/, git-ignored), set when
+# the first process (pytest, or xdist's controller) loads this file, so that xdist's workers
+# and every subprocess inherit it with the environment. Tests compile the same tiny programs
+# again and again (a run alone and its population members, resumed runs), JAX's persistent
+# cache is keyed by the program and its compile options (not by the Python function object
+# or the test run), and it evicts the least recently used entries beyond its size limit.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  import tempfile
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
-      tempfile.gettempdir(), f"vaelab_tests_jax_cache_{os.getpid()}")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(ROOT, ".cache", "jax-tests")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024 ** 3))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-  _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
   # What several test modules build alike (the contract's data and frozen VQ runs), made
   # once per test run by whichever worker needs it first (contract_cases.prepare).
-  os.environ["VAELAB_TEST_SHARED"] = _OWN_CACHE + "_shared"
+  import tempfile
+  _OWN_SHARED = os.path.join(tempfile.gettempdir(), f"vaelab_tests_shared_{os.getpid()}")
+  os.environ["VAELAB_TEST_SHARED"] = _OWN_SHARED
 else:
-  _OWN_CACHE = None
+  _OWN_SHARED = None
 
 
 def pytest_sessionfinish(session):
-  """The cache and the shared directory made for this run go with it, removed by the
-  process that made them."""
-  if _OWN_CACHE:
+  """The shared directory made for this run goes with it, removed by the process that made
+  it (the compilation cache stays for the next run)."""
+  if _OWN_SHARED:
     import shutil
-    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
-    shutil.rmtree(_OWN_CACHE + "_shared", ignore_errors=True)
+    shutil.rmtree(_OWN_SHARED, ignore_errors=True)
 
 
 from vaelab import config_base  # noqa: E402
