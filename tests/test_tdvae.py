@@ -18,7 +18,7 @@ from vaelab.data.base import InMemorySource
 from vaelab.errors import ConfigError
 from vaelab.losses import tdvae as tdvae_losses
 from vaelab.losses.iwae import gaussian_log_density
-from vaelab.models import tdvae
+from vaelab.models import tdvae, tdvae_net
 from vaelab.training import loop
 from vaelab.training import experiment as experiment_lib
 
@@ -153,7 +153,7 @@ def test_pair_terms_are_the_five_log_densities_of_the_bound(digits):
   t1 = jnp.array([[0, 2], [1, 3], [0, 4], [2, 5], [3, 3], [0, 6]])
   t2 = t1 + jnp.array([[1, 2], [3, 1], [2, 3], [1, 2], [4, 1], [1, 1]])
   keys = jax.random.split(jax.random.key(3), 12).reshape(6, 2)
-  terms = model.apply(variables, x, t1, t2, keys, method=tdvae.TDVAE.pair_terms)
+  terms = model.apply(variables, x, t1, t2, keys, method=tdvae_net.TDVAE.pair_terms)
   assert set(terms) == set(tdvae_losses.TERMS)
   for v in terms.values():
     assert v.shape == (6, 2) and bool(jnp.all(jnp.isfinite(v)))
@@ -162,13 +162,13 @@ def test_pair_terms_are_the_five_log_densities_of_the_bound(digits):
   key = keys[i, p][None]
   fold = lambda k, n: jax.vmap(lambda a: jax.random.fold_in(a, n))(k)
   apply = lambda method, *a, **kw: model.apply(variables, *a, method=method, **kw)
-  b = apply(tdvae.TDVAE.beliefs, x)
+  b = apply(tdvae_net.TDVAE.beliefs, x)
   b1, b2 = b[i, t1[i, p]][None], b[i, t2[i, p]][None]
-  z2, log_pb2 = apply(tdvae.TDVAE.belief, b2, fold(key, 0))
-  z1, log_qs = apply(tdvae.TDVAE.smoothing, z2, b1, b2, fold(key, 1))
-  _, log_pb1 = apply(tdvae.TDVAE.belief, b1, given=z1)
-  _, log_pt = apply(tdvae.TDVAE.transition, z1, jnp.array([t2[i, p] - t1[i, p]]), given=z2)
-  logits = np.asarray(apply(tdvae.TDVAE.decode, z2)[0], np.float64)
+  z2, log_pb2 = apply(tdvae_net.TDVAE.belief, b2, fold(key, 0))
+  z1, log_qs = apply(tdvae_net.TDVAE.smoothing, z2, b1, b2, fold(key, 1))
+  _, log_pb1 = apply(tdvae_net.TDVAE.belief, b1, given=z1)
+  _, log_pt = apply(tdvae_net.TDVAE.transition, z1, jnp.array([t2[i, p] - t1[i, p]]), given=z2)
+  logits = np.asarray(apply(tdvae_net.TDVAE.decode, z2)[0], np.float64)
   xt = np.asarray(x[i, t2[i, p]], np.float64)
   prob = 1 / (1 + np.exp(-logits))  # Bernoulli cross-entropy of fractional pixels
   log_pd = np.sum(xt * np.log(prob) + (1 - xt) * np.log1p(-prob))
@@ -185,7 +185,7 @@ def test_pair_terms_are_the_five_log_densities_of_the_bound(digits):
 def test_belief_is_causal(digits):
   """d b_t / d x_t' is zero for every later frame t' > t and not for t' <= t."""
   _, _, _, _, model, variables, x = digits
-  beliefs = lambda xs: model.apply(variables, xs, method=tdvae.TDVAE.beliefs)
+  beliefs = lambda xs: model.apply(variables, xs, method=tdvae_net.TDVAE.beliefs)
   for t in (0, 3, T - 1):
     grad = jax.grad(lambda xs: beliefs(xs)[0, t].sum())(x)
     per_frame = np.abs(np.asarray(grad[0])).reshape(T, -1).sum(-1)
@@ -199,27 +199,27 @@ def test_transition_receives_dt(digits):
   z = jax.random.normal(jax.random.key(0), (5, 4))
   keys = _keys(5)
   sample = lambda dt: model.apply(variables, z, jnp.full((5,), dt), keys,
-                                  method=tdvae.TDVAE.transition)[0]
+                                  method=tdvae_net.TDVAE.transition)[0]
   assert not np.allclose(sample(1.0), sample(3.0))
   np.testing.assert_array_equal(sample(2.0), sample(2.0))
   # The log-density of a fixed z_t2 moves smoothly with dt: its gradient is not zero.
   logp = lambda dt: model.apply(variables, z, dt, given=z + 0.1,
-                                method=tdvae.TDVAE.transition)[1].sum()
+                                method=tdvae_net.TDVAE.transition)[1].sum()
   assert abs(float(jax.grad(logp)(jnp.full((5,), 2.0)).sum())) > 0
 
 
 def test_rollouts_have_the_requested_length(digits):
   _, _, _, _, model, variables, x = digits
   jumpy, iterated = model.apply(variables, x[:, :CONTEXT], _keys(6), (1, 2, 4), 2,
-                                method=tdvae.TDVAE.rollout)
+                                method=tdvae_net.TDVAE.rollout)
   assert jumpy.shape == (6, 3, 8, 8, 1) and iterated.shape == (6, 2, 8, 8, 1)
   assert 0 <= float(jumpy.min()) and float(jumpy.max()) <= 1
   jumpy1, iterated1 = model.apply(variables, x[:, :CONTEXT], _keys(6), (1, 2, 3, 4, 5), 1,
-                                  method=tdvae.TDVAE.rollout)
+                                  method=tdvae_net.TDVAE.rollout)
   assert jumpy1.shape[1] == 5 and iterated1.shape[1] == 5
   # A single sample per sequence, not a mean: another key gives another prediction.
   other, _ = model.apply(variables, x[:, :CONTEXT], _keys(6, 9), (1, 2, 4), 2,
-                         method=tdvae.TDVAE.rollout)
+                         method=tdvae_net.TDVAE.rollout)
   assert not np.allclose(jumpy, other)
 
 
@@ -230,18 +230,18 @@ def test_two_layer_z_samples_the_top_layer_first(digits):
   variables = jax.jit(model.init)(jax.random.key(0), x, _keys(6))
   assert {"belief_0", "belief_1", "smoothing_1", "transition_1"} <= set(variables["params"])
   b = jax.random.normal(jax.random.key(1), (6, 16))
-  z, logp = model.apply(variables, b, _keys(6), method=tdvae.TDVAE.belief)
+  z, logp = model.apply(variables, b, _keys(6), method=tdvae_net.TDVAE.belief)
   assert z.shape == (6, 8) and logp.shape == (6,)
   # log p_B(z) = log p(top | b) + log p(lower | b, top), the lower head reading the top layer.
   head = lambda l, h: model.apply(variables, h, method=lambda m, h_: m.belief_heads[l](h_))
   top = lambda zz: gaussian_log_density(zz[:, :4], *head(0, b))
   lower = lambda zz: gaussian_log_density(zz[:, 4:], *head(1, jnp.concatenate([b, zz[:, :4]], -1)))
   for zz in (z, z.at[:, 0].add(1.0), z.at[:, 4].add(1.0)):
-    np.testing.assert_allclose(model.apply(variables, b, given=zz, method=tdvae.TDVAE.belief)[1],
+    np.testing.assert_allclose(model.apply(variables, b, given=zz, method=tdvae_net.TDVAE.belief)[1],
                                top(zz) + lower(zz), rtol=1e-5)
   assert not np.allclose(lower(z.at[:, 0].add(1.0)), lower(z))
   jumpy, iterated = model.apply(variables, x[:, :CONTEXT], _keys(6), (1, 3), 1,
-                                method=tdvae.TDVAE.rollout)
+                                method=tdvae_net.TDVAE.rollout)
   assert jumpy.shape == (6, 2, 8, 8, 1) and iterated.shape == (6, 3, 8, 8, 1)
 
 
@@ -275,8 +275,8 @@ def test_eval_metrics_and_baselines(digits):
   # eval/elbo is the bound of pairs drawn from the evaluation's keys, as pair_terms gives it.
   hparams = {k: jnp.asarray(v) for k, v in family.hparams(config).items()}
   x = jnp.asarray(batch["image"])
-  t1, t2, pair_keys = tdvae._pairs(config, tdvae._fold(_keys(8), 0), x.shape[1], hparams)
-  terms = model.apply(variables, x, t1, t2, pair_keys, method=tdvae.TDVAE.pair_terms)
+  t1, t2, pair_keys = tdvae._pairs(config, tdvae_net.fold_keys(_keys(8), 0), x.shape[1], hparams)
+  terms = model.apply(variables, x, t1, t2, pair_keys, method=tdvae_net.TDVAE.pair_terms)
   elbo = np.asarray(tdvae_losses.pair_elbo(terms)).mean(-1)
   np.testing.assert_allclose(out["elbo"], elbo, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(out["loss"], -elbo, rtol=1e-5, atol=1e-4)
