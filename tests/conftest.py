@@ -36,6 +36,19 @@ else:
   _OWN_SHARED = None
 
 
+# The longest modules first (the Makefile's xdist options hand out files in collection
+# order, one at a time to a worker with at most 2 tests left): the contract's 4-device
+# subprocess is the suite's longest single piece of work, and started late it would run on
+# after every other file has finished.
+FIRST = ("test_contract.py", "test_contract_population.py", "test_multihost.py",
+         "test_main.py", "test_notebook.py", "test_optimized.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
 def pytest_sessionfinish(session):
   """The shared directory made for this run goes with it, removed by the process that made
   it (the compilation cache stays for the next run)."""
