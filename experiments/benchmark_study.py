@@ -28,7 +28,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
 import common
 import jax
@@ -46,6 +45,9 @@ def _args():
   p.add_argument("--lr", type=float, default=1e-3)
   p.add_argument("--num_train", type=int, default=2000, help="final scores' sample size")
   p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--skip_evaluations", action="store_true",
+                 help="training only (a study's own metrics.jsonl has its evaluations' "
+                      "time/periodic_eval_s and time/eval_s)")
   p.add_argument("--study_steps", type=int, default=30000)
   p.add_argument("--curve_every", type=int, default=5000)
   args = p.parse_args()
@@ -143,23 +145,24 @@ def main():
       common.note(f"round {r + 1}: {impl} population")
       rounds[impl].append(vaelab_seconds(configs, os.path.join(root, impl), impl))
   ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items()}
-  common.note("evaluations")
-  ev = evaluation_seconds(args, os.path.join(root, "evaluations"))
   member_step = min(ms["loop"], ms["vmap"]) / 1e3
   curve_train_s = members * args.curve_every * member_step
   study_train_s = members * args.study_steps * member_step
   out = {"device": str(jax.devices()[0]), "arch": args.arch, "members": members,
          **{f"{k}_ms_per_member_step": v for k, v in ms.items()},
          **{f"{k}_vs_bare": ms["bare"] / v for k, v in ms.items() if k != "bare"},
-         **ev, "curve_fraction": ev["periodic_eval_s"] / curve_train_s,
-         "final_fraction": ev["final_eval_s"] / study_train_s,
          "study_steps": args.study_steps, "curve_every": args.curve_every,
          "study_training_minutes": study_train_s / 60}
   rows = [[k, f"{v:.2f} ms", f"{ms['bare'] / v:.2f}x bare"] for k, v in ms.items()]
-  rows += [["periodic evaluation (curve scores)", f"{ev['periodic_eval_s']:.1f} s",
-            f"{100 * out['curve_fraction']:.1f}% of {args.curve_every} steps' training"],
-           ["final evaluation, every member", f"{ev['final_eval_s']:.1f} s",
-            f"{100 * out['final_fraction']:.1f}% of {args.study_steps} steps' training"]]
+  if not args.skip_evaluations:
+    common.note("evaluations")
+    ev = evaluation_seconds(args, os.path.join(root, "evaluations"))
+    out.update(ev, curve_fraction=ev["periodic_eval_s"] / curve_train_s,
+               final_fraction=ev["final_eval_s"] / study_train_s)
+    rows += [["periodic evaluation (curve scores)", f"{ev['periodic_eval_s']:.1f} s",
+              f"{100 * out['curve_fraction']:.1f}% of {args.curve_every} steps' training"],
+             ["final evaluation, every member", f"{ev['final_eval_s']:.1f} s",
+              f"{100 * out['final_fraction']:.1f}% of {args.study_steps} steps' training"]]
   common.print_table(["what", "time", "ratio"], rows)
   shutil.rmtree(root, ignore_errors=True)
   print(json.dumps(out))
