@@ -19,9 +19,8 @@ run: $(VENV)/.installed
 	$(PY) -m vaelab.main --config=configs/default.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
-	# Two workers, one test file each (module-scoped compiled models stay in one process),
-	# handed out in tests/conftest.py's order (the longest first), not by test count.
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	# Two workers, one test file each (module-scoped compiled models stay in one process).
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 benchmark: $(VENV)/.installed
 	$(PY) experiments/benchmark_step.py

@@ -21,10 +21,9 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # and every subprocess inherit it with the environment. Tests compile the same tiny programs
 # again and again (a run alone and its population members, resumed runs), JAX's persistent
 # cache is keyed by the program and its compile options (not by the Python function object
-# or the test run), and it evicts the least recently used entries beyond its size limit.
+# or the test run). It grows as the code changes: delete .cache/ to start afresh.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(ROOT, ".cache", "jax-tests")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024 ** 3))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   # What several test modules build alike (the contract's data and frozen VQ runs), made
@@ -34,19 +33,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["VAELAB_TEST_SHARED"] = _OWN_SHARED
 else:
   _OWN_SHARED = None
-
-
-# The longest modules first (the Makefile's xdist options hand out files in collection
-# order, one at a time to a worker with at most 2 tests left): the contract's 4-device
-# subprocess is the suite's longest single piece of work, and started late it would run on
-# after every other file has finished.
-FIRST = ("test_contract.py", "test_contract_population.py", "test_multihost.py",
-         "test_main.py", "test_notebook.py", "test_optimized.py")
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
 
 
 def pytest_sessionfinish(session):

@@ -138,7 +138,7 @@ def test_populations_on_four_devices_equal_their_runs_alone(setup, family):
   case = FAMILIES[family]
   four = _four(setup, f"{case}:population")
   count = len([k for k in four if k.startswith("member") and k.endswith(":losses")])
-  assert count >= 2  # the config, and a member with another seed and learning rate
+  assert count >= 3  # the seed and the learning rate at least
   for i in range(count):
     losses, params = _run_of(four, f"member{i}")
     got, flat = _run_of(four, f"loop{i}")
