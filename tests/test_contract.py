@@ -34,6 +34,7 @@ import pytest
 import contract_cases as cc
 from conftest import ROOT
 from vaelab import models
+from vaelab.training import experiment as experiment_lib
 from vaelab.training import population
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -94,9 +95,11 @@ def _run_of(arrays: dict, name: str = ""):
 
 
 def _alone(setup, case: str):
-  """The case's uninterrupted 1-device run, once per module (devices and resume read it)."""
+  """The case's uninterrupted 1-device run, once per module (devices and resume read it),
+  and the experiment it was built from (the resumed runs reuse its compiled step)."""
   if case not in setup["alone"]:
-    setup["alone"][case] = cc.run(cc.config_of(case, setup["data"], setup["vq"]))
+    exp = experiment_lib.build(cc.config_of(case, setup["data"], setup["vq"]))
+    setup["alone"][case] = exp, cc.run(exp.config, experiment=exp)
   return setup["alone"][case]
 
 
@@ -104,7 +107,7 @@ def _alone(setup, case: str):
 def test_one_and_four_devices_give_the_same_run(setup, case):
   """Every case must apply (an option value that needs other settings names them in
   contract_cases.COMPANIONS rather than being skipped)."""
-  losses, params = _alone(setup, case)
+  _, (losses, params) = _alone(setup, case)
   four_losses, four_params = _run_of(_four(setup, case))
   assert len(losses) == cc.STEPS and np.all(np.isfinite(losses))
   # Step 0's loss is the forward pass alone: rounding only (the sparse AE's per-device rho_hat
@@ -121,9 +124,8 @@ def test_one_and_four_devices_give_the_same_run(setup, case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
-  config = cc.config_of(case, setup["data"], setup["vq"])
-  losses, params = _alone(setup, case)
-  got, resumed = cc.resumed(config, str(setup["root"] / f"resume_{case}"))
+  exp, (losses, params) = _alone(setup, case)
+  got, resumed = cc.resumed(exp.config, str(setup["root"] / f"resume_{case}"), exp)
   assert got == losses
   cc.assert_params(resumed, params, exact=True)
   if case in FAMILIES.values():  # on 4 devices: one case per family

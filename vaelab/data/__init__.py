@@ -37,7 +37,9 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
     # score the factors, not the pixels.)
     rng = np.random.default_rng(12345)
     held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
-    train = np.setdiff1d(np.arange(len(full)), held)
+    rest = np.ones(len(full), bool)  # (np.setdiff1d sorts the whole grid: a quarter second)
+    rest[held] = False
+    train = np.flatnonzero(rest)
     return (SubsetSource(full, train, name="procedural_dsprites/train"),
             SubsetSource(full, held, name="procedural_dsprites/eval"))
   if name in SEQUENCE_NAMES:

@@ -36,8 +36,10 @@ class Experiment:
   train_form: Any = None
   # {group: optimizer} of the family's further parameter groups (`Family.groups`).
   group_txs: dict = dataclasses.field(default_factory=dict)
-  # The train step with the device feed's gather compiled in front (`run_inputs`).
-  fused_step: Any = None
+  # The train step with the device feed's gather compiled in front (`run_inputs`), under
+  # "fused": one holder shared by every `for_member` copy, so that the runs made from this
+  # experiment share its compilation (a copy's own attribute would compile once per member).
+  compiled: dict = dataclasses.field(default_factory=dict)
 
   def init_state(self) -> TrainState:
     variables = init_variables(self.family, self.model, self.train_source, int(self.config.seed))
@@ -78,9 +80,9 @@ class Experiment:
       return self.train_step, self.step_inputs([self.batcher()], start)
     feed = pipeline.DeviceFeed([self.batcher()], self.train_form, self.mesh)
     steps = range(start, int(self.config.num_train_steps))
-    if self.fused_step is None:  # one compilation for every run made from this experiment
-      self.fused_step = self.train_step.with_input(feed.gather)
-    return self.fused_step, (feed.args(s) for s in steps)
+    if "fused" not in self.compiled:
+      self.compiled["fused"] = self.train_step.with_input(feed.gather)
+    return self.compiled["fused"], (feed.args(s) for s in steps)
 
   def for_member(self, config) -> "Experiment":
     """This experiment for `config`, which differs from its own only in population keys

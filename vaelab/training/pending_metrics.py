@@ -18,6 +18,15 @@ def member_of(tree, index: int | None):
     return tree
   if isinstance(tree, tuple):
     return tree[index]
+  if all(isinstance(v, np.ndarray) for v in jax.tree.leaves(tree)):
+    return jax.tree.map(lambda v: v[index], tree)
+  return _row(tree, index)
+
+
+@jax.jit
+def _row(tree, index):
+  # One program per tree (the state of a member to checkpoint, say), where indexing leaf by
+  # leaf on the device compiles and dispatches a slice per leaf shape.
   return jax.tree.map(lambda v: v[index], tree)
 
 
@@ -33,8 +42,9 @@ class PendingMetrics:
 
   def _host(self) -> list[dict]:
     """The pending steps' metrics of this run, on the host: one small read per step."""
-    return [m.to_dict() for m in jax.device_get([member_of(m, self.member)
-                                                 for _, m in self.items])]
+    # Read whole (a vmapped population's rows of every member), then sliced on the host.
+    return [member_of(m, self.member).to_dict()
+            for m in jax.device_get([m for _, m in self.items])]
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))

@@ -165,7 +165,9 @@ def _has(config, key: str) -> bool:
 
 
 def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  # On the host (the members' states are host arrays until placed): stacking on the device
+  # would compile a stack per leaf shape.
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *jax.device_get(trees))
 
 
 def default_impl() -> str:
