@@ -11,10 +11,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # The suite's time is XLA's: each test compiles tiny programs that then run a few steps, and
-# XLA's optimization passes are most of each compilation (a VQ-VAE-2 contract case: 10 s
-# instead of 42 s cold). Runs compared with each other all compile the same way, and every
-# subprocess inherits the setting; JAX_DISABLE_MOST_OPTIMIZATIONS=0 restores them.
+# XLA's optimization passes are most of each compilation, its newer fusion emitters much of
+# the rest (docs/design.md's facts). Runs compared with each other all compile the same way,
+# and every subprocess inherits the settings (`xla_flags` for one with its own device
+# count); JAX_DISABLE_MOST_OPTIMIZATIONS=0 restores XLA's defaults (tests/test_optimized.py).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+FAST_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1"
+
+
+def xla_flags(devices: int | None = None) -> str:
+  """XLA_FLAGS for a test process: `devices` simulated CPU devices (None: XLA's one per
+  process) and the suite's compile settings. (vaelab adds its own when imported.)"""
+  from vaelab import xla_flags as vaelab_flags
+  flags = [f"--xla_force_host_platform_device_count={devices}"] if devices else []
+  # XLA refuses flags it does not know: only on the jaxlib versions vaelab knows.
+  if FAST_COMPILE and vaelab_flags._jaxlib_version() in vaelab_flags._VERSIONS:
+    flags.append("--xla_cpu_use_fusion_emitters=false")
+  return " ".join(flags)
+
+
+if "--xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      [os.environ.get("XLA_FLAGS", ""), xla_flags()]).strip()
 
 # One compilation cache for every test run in this checkout (.cache/, git-ignored), set when
 # the first process (pytest, or xdist's controller) loads this file, so that xdist's workers

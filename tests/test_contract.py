@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import contract_cases as cc
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 from vaelab import models
 from vaelab.training import experiment as experiment_lib
 from vaelab.training import population
@@ -58,7 +58,7 @@ def setup(tmp_path_factory):
   setup_path = root / "setup.json"
   setup_path.write_text(json.dumps({"cases": CASES, "families": sorted(FAMILIES.values()),
                                     "data": state["data"], "vq_workdirs": state["vq"]}))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4),
              JAX_PLATFORMS="cpu")
   log = open(root / "four_devices.log", "w")
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "contract_cases.py"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import contract_cases as cc
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 
 # Each evaluation batch costs each device far more than its dispatch costs the host, and the
 # split takes dozens of batches: a host free to run ahead queues more programs than XLA:CPU
@@ -32,7 +32,7 @@ def data(tmp_path_factory):
 
 def _main(workdir, data, devices: int, *extra):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=xla_flags(devices))
   done = subprocess.run(
       [sys.executable, "-m", "vaelab.main", *FLAGS, f"--workdir={workdir}",
        f"--config.data.train_path={data['train1']}",

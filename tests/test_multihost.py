@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import SingleDeviceSharding
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 from vaelab.errors import ConfigError
 from vaelab.training import distributed
 
@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 def _start(workdir, npz_pair, *extra, module="vaelab.main", flags=FLAGS):
   train, evalp = npz_pair
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device each
+  env = dict(os.environ, XLA_FLAGS=xla_flags())  # one CPU device each
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.Popen(
       [sys.executable, "-m", module, *flags, f"--config.data.train_path={train}",

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, vq_config
+from conftest import ROOT, vq_config, xla_flags
 from vaelab import validation
 from vaelab.errors import ConfigError
 from vaelab.losses import vqvae as vq_losses
@@ -291,7 +291,7 @@ def _device_runs(train, evalp, steps):
 
 
 def test_codebook_is_identical_on_every_device_and_equal_to_the_one_device_run(npz_pair):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), *npz_pair, "3"], env=env,
                         capture_output=True, text=True, cwd=ROOT, timeout=300)

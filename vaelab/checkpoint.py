@@ -22,9 +22,24 @@ from jax.experimental import multihost_utils
 from vaelab.errors import CheckpointError
 
 
+def _single_replica_saves():
+  """Orbax splits the save of an array replicated over several devices into one slice per
+  replica ("replica-parallel", its default off GPUs), so that hosts share the writing. In
+  one process that shares nothing and costs an eager slice program per array and replica at
+  every save (most of a small model's save on 4 devices: docs/design.md), so there
+  replica 0 writes each array whole."""
+  if jax.process_count() == 1:
+    handler = ocp.type_handlers.get_type_handler(jax.Array)
+    # The registered handler's own setting (the constructor's argument, which orbax reads
+    # only from its environment's platform; registering a new handler logs a warning).
+    if getattr(handler, "_use_replica_parallel", False):
+      handler._use_replica_parallel = False
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int):
+    _single_replica_saves()
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory,
