@@ -156,8 +156,10 @@ class DeviceFeed:
     return out if self.per_member else out[0]
 
   def args(self, step: int) -> tuple:
-    """`gather`'s arguments for `step` (one batcher): `gather(*args(step))` is `batch(step)`."""
-    return self._args(step)[0]
+    """`gather`'s arguments for `step`: `gather(*args(step))` is `batch(step)` (with
+    `per_member`, a tuple of them, one per member)."""
+    args = self._args(step)
+    return tuple(args) if self.per_member else args[0]
 
   def _args(self, step: int) -> list:
     first = step * self.global_batch // self.n

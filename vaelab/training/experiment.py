@@ -71,14 +71,19 @@ class Experiment:
       batches = (shard(batchers[0].batch(s)) for s in steps)
     return pipeline.prefetch(batches)
 
-  def run_inputs(self, start: int):
-    """(train step, its inputs for steps [start, num_train_steps)) of a run alone: on the
-    device path the gather compiled into the step, which then takes the gather's arguments
-    (where the device form allows it: `DeviceForm.fuse`); otherwise `train_step` and the
-    batches of `step_inputs`."""
-    if self.train_form is None or not self.train_form.fuse:
-      return self.train_step, self.step_inputs([self.batcher()], start)
-    feed = pipeline.DeviceFeed([self.batcher()], self.train_form, self.mesh)
+  def run_inputs(self, start: int, batchers: list | None = None, vmapped: bool = False):
+    """(train step, its inputs for steps [start, num_train_steps)) of a run alone, or of a
+    population (`batchers`: one, shared by its members, or one per member; `vmapped`: its
+    step batches them): on the device path the gather compiled into the step, which then
+    takes the gather's arguments (where the device form allows it, `DeviceForm.fuse`, and
+    not for a vmapped population); otherwise `train_step` and the batches of
+    `step_inputs`."""
+    batchers = [self.batcher()] if batchers is None else batchers
+    per_member = len(batchers) > 1
+    if self.train_form is None or not self.train_form.fuse or vmapped:
+      return self.train_step, self.step_inputs(batchers, start, stacked=vmapped and per_member,
+                                               per_member=per_member)
+    feed = pipeline.DeviceFeed(batchers, self.train_form, self.mesh, per_member=per_member)
     steps = range(start, int(self.config.num_train_steps))
     if "fused" not in self.compiled:
       self.compiled["fused"] = self.train_step.with_input(feed.gather)

@@ -218,6 +218,5 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
   state = (spmd.replicate(lead.mesh, _stack(states)) if vmapped else
            tuple(spmd.replicate(lead.mesh, s) for s in states))
   batchers = [lead.batcher()] if shared else [r.exp.batcher() for r in runs]
-  inputs = lead.step_inputs(batchers, starts[0], stacked=vmapped and not shared,
-                            per_member=not vmapped and not shared)
-  return loop.run_steps(lead, runs, state, inputs, starts[0], evaluate)[1]
+  train_step, inputs = lead.run_inputs(starts[0], batchers, vmapped)
+  return loop.run_steps(lead, runs, state, inputs, starts[0], evaluate, train_step=train_step)[1]

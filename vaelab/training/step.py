@@ -73,9 +73,11 @@ class TrainStep:
   """step(state, batch, hparams) -> (state, Metrics); jitted, `state` donated. The metrics
   leave the executable packed in one vector, named once the step has been traced."""
 
-  def __init__(self, fn, names: list, packed: bool = True, traceable=None):
+  def __init__(self, fn, names: list, packed: bool = True, traceable=None, members=None):
     self._fn, self._names, self._packed = fn, names, packed
     self._traceable = traceable  # the sharded step before jit, for `with_input`
+    # A "loop" population's step: (the one-run TrainStep, shared batch, with collectives).
+    self._members = members
 
   def __call__(self, state, batch, hparams):
     state, out = self._fn(state, batch, hparams)
@@ -92,7 +94,11 @@ class TrainStep:
     step(state, args, hparams): the device feed's gather and the step in one dispatch
     instead of two (a dispatch costs host time that a small model's step does not hide;
     docs/design.md). The batch is the same array either way, so the run is too
-    (tests/test_pipeline.py)."""
+    (tests/test_pipeline.py). A "loop" population's step then steps each member with the
+    one-run step's own `with_input`: the program a run alone executes."""
+    if self._members is not None:
+      one, shared, collective = self._members
+      return _loop_step(one.with_input(make_batch), shared, collective)
     inner = self._traceable
 
     def fused(state, args, hparams):
@@ -200,8 +206,7 @@ def make_train_step(loss_fn, model, tx, mesh: Mesh, binarize_mode: str,
     if population_impl == "loop":
       one = make_train_step(loss_fn, model, tx, mesh, binarize_mode, skip_nonfinite,
                             group_txs=group_txs)
-      return TrainStep(functools.partial(_member_loop, one, shared, not single), one._names,
-                       packed=False)
+      return _loop_step(one, shared, not single)
     per_device = jax.vmap(per_device, in_axes=(0, None if shared else 0, 0))
     batch_spec = P(AXIS) if shared else P(None, AXIS)
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), batch_spec, P()),
@@ -248,6 +253,11 @@ def _global_norm(tree):
                   axis=-1) for x in leaves]
   rows = lax.optimization_barrier(rows)
   return jnp.sqrt(sum(jnp.sum(r) for r in rows))
+
+
+def _loop_step(one: TrainStep, shared: bool, collective: bool) -> TrainStep:
+  return TrainStep(functools.partial(_member_loop, one, shared, collective), one._names,
+                   packed=False, members=(one, shared, collective))
 
 
 def _member_loop(step, shared: bool, collective: bool, states: tuple, batch, hparams: tuple):
