@@ -10,7 +10,9 @@ alternating rounds (medians), as seconds per member-step after compilation:
   bare:  a hand-written jitted beta-VAE step (flax Dense layers, optax.adam, donated state)
          of the same trunk, cycling through dSprites batches already on the device;
   alone: vaelab's run of one member (its loop, its input pipeline, its metrics);
-  loop / vmap: the whole study as one population of each implementation.
+  loop / vmap: the whole study as one population of each implementation;
+  and a run's parts outside its loop (render: the device feed's batch; step_on_ready_batch:
+  vaelab's train step on one batch already made; render_then_step: the two in turn).
 Then, with a population trained `--steps` steps, the cost of its evaluations: one periodic
 evaluation with the curve's disentanglement scores, and the final evaluation of every
 member (IWAE bounds, analyses, every disentanglement score at the study's sizes, pictures),
@@ -28,6 +30,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import time
 
 import common
 import jax
@@ -96,6 +99,38 @@ def bare_step_seconds(config, steps: int) -> float:
   return benchmark_step.run(lambda s: step(*s), state, steps)[1]
 
 
+def step_parts_seconds(config, steps: int) -> dict:
+  """Seconds per step of the parts of a run alone, outside its loop: the device feed's batch
+  (procedural dSprites renders it), vaelab's train step on one batch already made, and the
+  two in turn (the train steps at most 2 in flight, as the loop keeps them)."""
+  from vaelab import spmd
+  from vaelab.data import pipeline
+  from vaelab.training import experiment as experiment_lib
+  exp = experiment_lib.build(config)
+  state = spmd.replicate(exp.mesh, exp.init_state())
+  feed = pipeline.DeviceFeed([exp.batcher()], exp.train_form, exp.mesh)
+  batch = feed.batch(0)
+  state, _ = exp.train_step(state, batch, exp.hparams)  # compiled
+
+  def timed(fn):
+    nonlocal state
+    window = spmd.Window(spmd.CHAINED_IN_FLIGHT)
+    jax.block_until_ready(state)
+    began = time.perf_counter()
+    for s in range(steps):
+      window.add(fn(s))
+    jax.block_until_ready((state, window.pending))
+    return (time.perf_counter() - began) / steps
+
+  def step(batch):
+    nonlocal state
+    state, metrics = exp.train_step(state, batch, exp.hparams)
+    return metrics
+
+  return {"render": timed(feed.batch), "step_on_ready_batch": timed(lambda s: step(batch)),
+          "render_then_step": timed(lambda s: step(feed.batch(s)))}
+
+
 def _member_step_seconds(history: list, members: int) -> float:
   """Median seconds per member-step over the logged intervals after the first (compile)."""
   rates = [h["steps_per_sec"] for h in history if "steps_per_sec" in h][1:]
@@ -141,6 +176,9 @@ def main():
     rounds["bare"].append(bare_step_seconds(configs[0], args.steps))
     common.note(f"round {r + 1}: alone")
     rounds["alone"].append(vaelab_seconds(configs, os.path.join(root, "alone"), None))
+    common.note(f"round {r + 1}: a run's parts")
+    for k, v in step_parts_seconds(configs[0], args.steps).items():
+      rounds.setdefault(k, []).append(v)
     for impl in ("loop", "vmap"):
       common.note(f"round {r + 1}: {impl} population")
       rounds[impl].append(vaelab_seconds(configs, os.path.join(root, impl), impl))

@@ -37,7 +37,7 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
     # score the factors, not the pixels.)
     rng = np.random.default_rng(12345)
     held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
-    rest = np.ones(len(full), bool)  # (np.setdiff1d sorts the whole grid: a quarter second)
+    rest = np.ones(len(full), bool)  # np.setdiff1d would sort the whole grid per build
     rest[held] = False
     train = np.flatnonzero(rest)
     return (SubsetSource(full, train, name="procedural_dsprites/train"),

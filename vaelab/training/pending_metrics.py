@@ -42,9 +42,12 @@ class PendingMetrics:
 
   def _host(self) -> list[dict]:
     """The pending steps' metrics of this run, on the host: one small read per step."""
-    # Read whole (a vmapped population's rows of every member), then sliced on the host.
-    return [member_of(m, self.member).to_dict()
-            for m in jax.device_get([m for _, m in self.items])]
+    # A "loop" population's member is picked before the read (its own metrics only); a
+    # vmapped population's rows are read whole and sliced on the host.
+    picked = [(m[self.member], None) if isinstance(m, tuple) else (m, self.member)
+              for _, m in self.items]
+    host = jax.device_get([m for m, _ in picked])
+    return [member_of(m, index).to_dict() for m, (_, index) in zip(host, picked)]
 
   def add(self, step: int, metrics):
     self.items.append((step, metrics))
