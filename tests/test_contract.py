@@ -128,11 +128,17 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   got, resumed = cc.resumed(exp.config, str(setup["root"] / f"resume_{case}"), exp)
   assert got == losses
   cc.assert_params(resumed, params, exact=True)
-  if case in FAMILIES.values():  # on 4 devices: one case per family
-    (losses4, params4) = _run_of(_four(setup, case))
-    (got4, resumed4) = _run_of(_four(setup, f"{case}:resumed"))
-    assert got4 == losses4
-    cc.assert_params(resumed4, params4, exact=True)
+
+
+# After every 1-device check, so that this module's worker does its own runs before it waits
+# for the 4-device subprocess's later results.
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_resumed_run_is_bitwise_the_uninterrupted_one_on_four_devices(setup, family):
+  case = FAMILIES[family]
+  (losses4, params4) = _run_of(_four(setup, case))
+  (got4, resumed4) = _run_of(_four(setup, f"{case}:resumed"))
+  assert got4 == losses4
+  cc.assert_params(resumed4, params4, exact=True)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
