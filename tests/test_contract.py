@@ -14,11 +14,13 @@ and one case per family for
                with real work per device (the modes' functions, in-process; the command line
                itself: tests/test_main.py);
 and every config file for
-  populations: on 1 device, test_contract_population.py;
+  populations: on 1 device (one member per population key);
   grouping:    a key that changes the model or a static setting of the objective never
                lands two configs in one population (here).
 All 4-device work runs in one subprocess, started with the module; the 1-device
 uninterrupted runs are computed once per case and shared by the checks here.
+(VAELAB_CONTRACT_CASES, below, narrows the cases and leaves out the per-file and per-family
+checks.)
 """
 from __future__ import annotations
 
@@ -40,11 +42,12 @@ from vaelab.training import population
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CASES = cc.all_cases()
 FAMILIES = cc.family_cases()
-# A subset of cases (and no per-family checks): tests/test_optimized.py runs them again with
+CONFIG_FILES = sorted(cc.base_cases())
+# A subset of cases (and no per-file or per-family checks): tests/test_optimized.py runs them again with
 # XLA's optimizations on.
 if os.environ.get("VAELAB_CONTRACT_CASES"):
   CASES = [c for c in CASES if c in os.environ["VAELAB_CONTRACT_CASES"].split(",")]
-  FAMILIES = {}
+  FAMILIES, CONFIG_FILES = {}, []
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +133,32 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   cc.assert_params(resumed, params, exact=True)
 
 
-# After every 1-device check, so that this module's worker does its own runs before it waits
-# for the 4-device subprocess's later results.
+@pytest.mark.parametrize("case", CONFIG_FILES)
+def test_population_members_equal_their_runs_alone(setup, case, tmp_path):
+  """For every config file, on 1 device: one member per key the population machinery lets
+  members differ in, beside the config itself (a key whose member trains apart fails,
+  unless contract_cases.SPLIT_BY_DESIGN says why); the population equals the runs alone,
+  bitwise with impl "loop" and within 1e-5 with "vmap"."""
+  members = cc.population_members(cc.config_of(case, setup["data"], setup["vq"]))
+  assert len(members) >= 3  # the seed and the learning rate at least
+  exp = experiment_lib.build(members[0])
+  alone = [cc.run(m, experiment=exp) for m in members]
+  for impl in ("loop", "vmap"):
+    for (got, flat), (losses, params) in zip(cc.population_runs(members, str(tmp_path), impl),
+                                             alone):
+      if impl == "loop":  # the one-run step on each member
+        assert got == losses
+        cc.assert_params(flat, params, exact=True)
+      else:  # batched kernels round differently, and Adam scales the rounding of a
+        # gradient near 0 up to a step of about the learning rate: a few weights of
+        # thousands move by up to ~8% of the most 4 steps can (atol 1e-4)
+        np.testing.assert_allclose(got, losses, rtol=1e-5)
+        cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
+
+
+# The checks of the 4-device subprocess's per-family results come after every 1-device check
+# above, so that this module's worker does its own runs before it waits for them (xdist
+# hands out whole files: a waiting worker takes no other work).
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_resumed_run_is_bitwise_the_uninterrupted_one_on_four_devices(setup, family):
   case = FAMILIES[family]
