@@ -43,8 +43,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CASES = cc.all_cases()
 FAMILIES = cc.family_cases()
 CONFIG_FILES = sorted(cc.base_cases())
-# A subset of cases (and no per-file or per-family checks): tests/test_optimized.py runs them again with
-# XLA's optimizations on.
+# A subset of cases (and no per-file or per-family checks): tests/test_optimized.py runs
+# them again with XLA's optimizations on.
 if os.environ.get("VAELAB_CONTRACT_CASES"):
   CASES = [c for c in CASES if c in os.environ["VAELAB_CONTRACT_CASES"].split(",")]
   FAMILIES, CONFIG_FILES = {}, []
