@@ -167,7 +167,7 @@ def _has(config, key: str) -> bool:
 def _stack(trees):
   # On the host (the members' states are host arrays until placed): stacking on the device
   # would compile a stack per leaf shape.
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *jax.device_get(trees))
+  return jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(trees))
 
 
 def default_impl() -> str:
@@ -214,7 +214,8 @@ def train_population(configs: list, workdirs: list[str], impl: str | None = None
                      f"train them in groups of equal steps")
   vmapped = impl == "vmap"
   hparams = [r.exp.hparams for r in runs]
-  lead = dataclasses.replace(lead, hparams=_stack(hparams) if vmapped else tuple(hparams))
+  lead = dataclasses.replace(lead, hparams=spmd.replicate(lead.mesh, _stack(hparams)) if vmapped
+                             else tuple(hparams))
   state = (spmd.replicate(lead.mesh, _stack(states)) if vmapped else
            tuple(spmd.replicate(lead.mesh, s) for s in states))
   batchers = [lead.batcher()] if shared else [r.exp.batcher() for r in runs]
