@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vaelab.data import dsprites as ds
-from vaelab.data.base import SourceInfo
+from vaelab.data.base import InMemorySource, SourceInfo, SubsetSource
 
 SIZES = (1, 3, 6, 40, 32, 32)
 NAMES = ("color", "shape", "scale", "orientation", "pos_x", "pos_y")
@@ -353,6 +353,15 @@ def test_device_form_is_bitwise_the_host_path(sample):
   for got in (fused, const):
     for g, e in zip(got, expected):
       np.testing.assert_array_equal(np.asarray(g), e)
+
+
+def test_a_subset_of_the_renderer_keeps_its_own_dispatch():
+  """The procedural train split is a SubsetSource: a renderer compiled into the train step
+  made it slower (DSpritesSource.device_form), and so it does a subset's."""
+  index = np.arange(10)
+  assert SubsetSource(ds.DSpritesSource(), index).device_form().fuse is False
+  images = InMemorySource("images", np.zeros((10, 4, 4, 1), np.float32))
+  assert images.device_form().fuse and SubsetSource(images, index).device_form().fuse
 
 
 def test_render_chunks_large_requests(monkeypatch, sample):

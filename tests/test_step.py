@@ -83,6 +83,15 @@ def test_each_part_takes_the_gradient_of_its_own_loss_only():
   assert int(new.step) == 1 and set(new.group_opt_state) == {"critic"}
 
 
+def test_the_global_norm_is_optaxs_for_leaves_of_any_size():
+  # Summed in groups of up to 32 elements, then the groups' sums (step._global_norm).
+  key = jax.random.key(3)
+  tree = {"a": jax.random.normal(key, (64, 96)), "b": jnp.arange(33.0), "c": jnp.float32(2.0),
+          "d": jnp.ones((3, 5, 7), jnp.bfloat16)}
+  assert float(jax.jit(step_lib._global_norm)(tree)) == pytest.approx(
+      float(optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))), rel=1e-6)
+
+
 def test_a_non_finite_group_loss_makes_the_step_non_finite():
   _, params, step, state, batch = _setup(nan_in_critic=True)
   new, metrics = step(state, batch, {})

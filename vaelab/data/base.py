@@ -134,7 +134,9 @@ class SubsetSource:
       return None
     get = lambda arrays, indices: parent.get(arrays["parent"],
                                              jnp.take(arrays["indices"], indices))
-    return DeviceForm({"parent": parent.arrays, "indices": self._indices.astype(np.int32)}, get)
+    # A subset fuses as its parent does: the dSprites train split is a renderer too.
+    return DeviceForm({"parent": parent.arrays, "indices": self._indices.astype(np.int32)}, get,
+                      fuse=parent.fuse)
 
 
 class ModelInputSource:

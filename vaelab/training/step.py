@@ -242,17 +242,23 @@ def _group_gradients(objective, params, group_txs: dict):
 
 
 def _global_norm(tree):
-  """sqrt of the sum of squares of every leaf: each leaf summed along its last axis (a row
-  reduction fused with the square), then over the rows. The barrier keeps XLA from merging
-  the two sums into one reduce-to-scalar, which XLA:CPU writes as a square of the whole
-  gradient and a tree of reduce-windows over it (`optax.tree.norm`; docs/design.md)."""
+  """sqrt of the sum of squares of every leaf, in two sums: each leaf's squares summed in
+  groups of (at most) 32 consecutive elements, then those partial sums. XLA:CPU rewrites a
+  sum over more than 32 elements into a tree of reduce-windows over a materialized input
+  (its `TreeReductionRewriter`): summed at once, or row by row, the square of the whole
+  gradient is written out and read back. Groups of 32 stay one fused read of the gradient;
+  the barrier keeps XLA from merging the two sums back into one (docs/design.md)."""
   leaves = jax.tree.leaves(tree)
   if not leaves:
     return jnp.float32(0)
-  rows = [jnp.sum(jnp.square(x.astype(jnp.float32)).reshape(-1, x.shape[-1] if x.ndim else 1),
-                  axis=-1) for x in leaves]
-  rows = lax.optimization_barrier(rows)
-  return jnp.sqrt(sum(jnp.sum(r) for r in rows))
+  partial = [jnp.sum(jnp.square(x.astype(jnp.float32)).reshape(-1, _group(x.size)), axis=-1)
+             for x in leaves]
+  partial = lax.optimization_barrier(partial)
+  return jnp.sqrt(sum(jnp.sum(p) for p in partial))
+
+
+def _group(size: int) -> int:
+  return next(g for g in (32, 16, 8, 4, 2, 1) if size % g == 0)
 
 
 def _loop_step(one: TrainStep, shared: bool, collective: bool) -> TrainStep:
