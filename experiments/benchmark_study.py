@@ -66,10 +66,11 @@ def _configs(args, steps: int, curve_every: int) -> list:
   return configs
 
 
-def bare_step_seconds(config, steps: int) -> float:
-  """Seconds per step of a hand-written jitted step of the same trunk (experiments/
+def bare_step_seconds(config, steps: int, members: int = 1) -> float:
+  """Seconds per (member-)step of a hand-written jitted step of the same trunk (experiments/
   benchmark_step.py's HandVAE, Bernoulli NLL + KL, optax.adam), cycling through 16
-  dSprites batches already on the device."""
+  dSprites batches already on the device; with `members`, that many states (own
+  parameters and Adam moments) stepped in turn, as a "loop" population steps its members."""
   import optax
   from vaelab.data.dsprites import DSpritesSource
   benchmark_step.HIDDEN = tuple(config.model.hidden)
@@ -94,9 +95,11 @@ def bare_step_seconds(config, steps: int) -> float:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, i + 1
 
-  state = (params, tx.init(params), jnp.zeros((), jnp.int32))
-  state, _ = benchmark_step.run(lambda s: step(*s), state, 5)  # compiled
-  return benchmark_step.run(lambda s: step(*s), state, steps)[1]
+  states = [(p, tx.init(p), jnp.zeros((), jnp.int32)) for p in
+            [params] + [jax.tree.map(jnp.copy, params) for _ in range(members - 1)]]
+  in_turn = lambda states: [step(*s) for s in states]
+  states, _ = benchmark_step.run(in_turn, states, 5)  # compiled
+  return benchmark_step.run(in_turn, states, max(steps // members, 1))[1] / members
 
 
 def step_parts_seconds(config, steps: int) -> dict:
@@ -170,10 +173,12 @@ def main():
   configs = _configs(args, args.steps, 10 * args.steps)
   members = len(configs)
   common.note(f"{members} members, {args.arch} trunk, {args.steps} steps per measurement")
-  rounds: dict[str, list] = {"bare": [], "alone": [], "loop": [], "vmap": []}
+  rounds: dict[str, list] = {"bare": [], "alone": [], "loop": [], "vmap": [], "bare_loop": []}
   for r in range(args.rounds):
     common.note(f"round {r + 1}: bare")
     rounds["bare"].append(bare_step_seconds(configs[0], args.steps))
+    common.note(f"round {r + 1}: bare, {members} states in turn")
+    rounds["bare_loop"].append(bare_step_seconds(configs[0], args.steps, members))
     common.note(f"round {r + 1}: alone")
     rounds["alone"].append(vaelab_seconds(configs, os.path.join(root, "alone"), None))
     common.note(f"round {r + 1}: a run's parts")
