@@ -9,6 +9,8 @@ with the trunk `--arch`, beta x seed members on procedural dSprites. Measured, i
 alternating rounds (medians), as seconds per member-step after compilation:
   bare:  a hand-written jitted beta-VAE step (flax Dense layers, optax.adam, donated state)
          of the same trunk, cycling through dSprites batches already on the device;
+  bare_loop: the same step over one state per member, stepped in turn (the floor of a
+         "loop" population: what holding nine states costs the machine itself);
   alone: vaelab's run of one member (its loop, its input pipeline, its metrics);
   loop / vmap: the whole study as one population of each implementation;
   and a run's parts outside its loop (render: the device feed's batch; step_on_ready_batch:
