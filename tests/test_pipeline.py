@@ -114,13 +114,15 @@ def test_device_batches_are_the_host_batches_bitwise(kind):
 def test_members_batches_on_the_device_are_their_own():
   src = InMemorySource("ids", np.arange(20, dtype=np.uint8)[:, None, None, None],
                        label=np.arange(20))
-  batchers = [pipeline.Batcher(src, 4, seed=s) for s in (0, 1)]
+  batchers = [pipeline.Batcher(src, 4, seed=s) for s in (0, 1, 0)]
   form, mesh = pipeline.device_form(src, "device", 4), spmd.make_mesh()
   stacked = pipeline.DeviceFeed(batchers, form, mesh, stacked=True)
   per_member = pipeline.DeviceFeed(batchers, form, mesh, per_member=True)
   for s in (0, 6, 11):
     both = jax.device_get(stacked.batch(s))
-    for m, (b, alone) in enumerate(zip(batchers, jax.device_get(per_member.batch(s)))):
+    batches = per_member.batch(s)
+    assert batches[2] is batches[0] and batches[1] is not batches[0]  # made once per seed
+    for m, (b, alone) in enumerate(zip(batchers, jax.device_get(batches))):
       _assert_same(alone, b.batch(s))
       _assert_same({k: v[m] for k, v in both.items()}, b.batch(s))
 

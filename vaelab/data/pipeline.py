@@ -132,7 +132,8 @@ class DeviceFeed:
 
   Several batchers (population members with their own seeds) share the data: `stacked`
   gives their batches a leading member axis (a vmapped step); otherwise, with
-  `per_member`, `batch` returns a tuple of one run's batch per member."""
+  `per_member`, `batch` returns a tuple of one run's batch per member (members with one
+  seed get the same array)."""
 
   def __init__(self, batchers: list, form, mesh, stacked: bool = False,
                per_member: bool = False):
@@ -144,6 +145,7 @@ class DeviceFeed:
     self.gather = _train_gather(form.get, self.n, self.global_batch, mesh, stacked)
     self._gather = jax.jit(self.gather)
     self._first_epoch, self._tables = None, None
+    self._keys = [(b.seed, id(b.source)) for b in batchers]  # what a member's rows depend on
 
   def _table(self, batcher, step: int, first: int) -> dict:
     # Positions relative to the table's first epoch stay below 2n: int32 on the device for
@@ -152,8 +154,16 @@ class DeviceFeed:
             "s0": np.int32(step), "offset0": np.int32(step * self.global_batch - first * self.n)}
 
   def batch(self, step: int):
-    out = tuple(self._gather(*args) for args in self._args(step))
-    return out if self.per_member else out[0]
+    args = self._args(step)
+    if not self.per_member:
+      return self._gather(*args[0])
+    # Members with one seed read the same rows (a β sweep over a few seeds): one gather or
+    # render each, passed to all of them (a step donates its state, not its batch).
+    made = {}
+    for key, a in zip(self._keys, args):
+      if key not in made:
+        made[key] = self._gather(*a)
+    return tuple(made[key] for key in self._keys)
 
   def args(self, step: int) -> tuple:
     """`gather`'s arguments for `step`: `gather(*args(step))` is `batch(step)` (with
