@@ -177,10 +177,16 @@ class DeviceFeed:
     if self._first_epoch is None or not (
         self._first_epoch <= first and last <= self._first_epoch + 1):
       self._first_epoch = first
-      tables = [self._table(b, step, first) for b in self.batchers]
+      made = {}  # one table per seed, as one batch per seed below
+      for key, b in zip(self._keys, self.batchers):
+        if key not in made:
+          made[key] = self._table(b, step, first)
       if self.stacked:
-        tables = [jax.tree.map(lambda *xs: np.stack(xs), *tables)]
-      self._tables = [spmd.replicate(self.mesh, t) for t in tables]
+        self._tables = [spmd.replicate(self.mesh, jax.tree.map(
+            lambda *xs: np.stack(xs), *[made[key] for key in self._keys]))]
+      else:
+        placed = {key: spmd.replicate(self.mesh, t) for key, t in made.items()}
+        self._tables = [placed[key] for key in self._keys]
     return [(self.data, t, np.int32(step)) for t in self._tables]
 
 
