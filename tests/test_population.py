@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, tiny_config
 from vaelab.errors import ConfigError
 from vaelab.training import loop, optimizer, population, sweep
+from vaelab.training import step as step_lib
 from vaelab.training import experiment as experiment_lib
 from vaelab.training import workdir as workdir_lib
 
@@ -117,6 +118,25 @@ def test_population_members_equal_runs_alone(npz_pair, tmp_path, alone, impl, ba
     assert os.path.exists(os.path.join(pop_dir, "reconstructions.png"))
   # The members learned differently: their own beta and learning rate reached the step.
   assert together[0]["eval/kl"] > together[1]["eval/kl"]
+
+
+def test_a_loop_population_takes_each_members_steps_in_a_row():
+  calls = []
+
+  def one(state, batch, hparams):  # one run's step
+    calls.append((hparams, batch))
+    return state + batch, jnp.asarray(state + batch)
+
+  states, metrics = step_lib._member_steps(one, False, False, (0, 10), [(1, 2), (3, 4)],
+                                           ("a", "b"))
+  assert calls == [("a", 1), ("a", 3), ("b", 2), ("b", 4)]  # member by member
+  assert states == (4, 16)
+  assert [tuple(int(m) for m in step) for step in metrics] == [(1, 12), (4, 16)]
+  # A chunk ends at the next log, evaluation or checkpoint, or after `chunk` steps.
+  assert loop._chunk_end(0, 12, 20, 4, 8, 6) == 4
+  assert loop._chunk_end(6, 12, 20, 4, 8, 6) == 8
+  assert loop._chunk_end(100, 1000, 20, 500, 1000, 1000) == 120
+  assert loop._chunk_end(990, 995, 20, 500, 1000, 1000) == 995
 
 
 def test_sweep_cli_writes_csv_and_plots_and_skips_finished_trials(npz_pair, tmp_path):

@@ -79,19 +79,27 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
   checkpoint_every = int(config.checkpoint_every)
   began, periodic = time.perf_counter(), 0.0
   window = spmd.Window(spmd.CHAINED_IN_FLIGHT)
+  chunk = POPULATION_CHUNK if len(runs) > 1 else 1
   with contextlib.ExitStack() as stack:
     signals = stack.enter_context(preemption.catching_signals(runs[0].ckpt is not None))
     for r in runs:
       stack.callback(r.writer.flush)
       if r.ckpt is not None:
         stack.callback(r.ckpt.wait)
-    for step, step_inputs in zip(range(start, stop), inputs):
-      state, metrics = train_step(state, step_inputs, exp.hparams)
-      window.add(metrics)  # not the state: the next step has taken (donated) it
-      for r in runs:
-        r.buffer.add(step, metrics)
-      done = step + 1
-      signum = preemption.reached(signals, done)
+    inputs = iter(inputs)
+    done = start
+    while done < stop:
+      steps = range(done, _chunk_end(done, stop, chunk, log_every, eval_every,
+                                     checkpoint_every))
+      state, metrics = train_step.steps(state, [next(inputs) for _ in steps], exp.hparams)
+      signum = None
+      for step, m in zip(steps, metrics):
+        window.add(m)  # not the state: the next step has taken (donated) it
+        for r in runs:
+          r.buffer.add(step, m)
+        # Every step's check, in order (several processes meet at JAX's sync point).
+        signum = preemption.reached(signals, step + 1) or signum
+      done = steps[-1] + 1
       if signum:
         _stop_for_preemption(signum, done, state, runs)
       if done % log_every == 0 or done in (num_steps, stop):
@@ -147,6 +155,17 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
       r.ckpt.close()
     out.append(results)
   return state, out
+
+
+# A population's members take up to this many steps each in turn (TrainStep.steps); a chunk
+# ends where a log, an evaluation or a checkpoint falls, so each happens at its own step.
+# A preemption notice stops a population at the end of its chunk.
+POPULATION_CHUNK = 20
+
+
+def _chunk_end(step: int, stop: int, chunk: int, *every: int) -> int:
+  """The step after the last of the chunk that starts at `step`."""
+  return min([stop, step + chunk] + [(step // e + 1) * e for e in every])
 
 
 def _save(run: RunRecord, state, runs: list[RunRecord], force: bool = False):

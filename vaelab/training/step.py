@@ -20,7 +20,6 @@ device array per step until a log point, instead of one per metric.
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +36,12 @@ POPULATION_BATCHES = ("shared", "stacked")
 # How members share the step. vmap batches their operations in one sharded step: what an
 # accelerator that one small run leaves idle needs; the batched kernels round differently,
 # so a member drifts from its run alone by float rounding, which training amplifies.
-# loop calls the one-run step (the same executable a run alone uses) on each member in turn:
-# bitwise the runs alone, one compilation, shared batches. On a 2-core CPU a run's step
-# already keeps both cores busy, and there vmapped members cost more per member than runs
-# alone (the caches hold one member's Adam moments, not eight; docs/design.md), so loop is
-# the CPU's default (population.default_impl).
+# loop calls the one-run step (the same executable a run alone uses) on each member in turn,
+# a chunk of steps at a time (TrainStep.steps): bitwise the runs alone, one compilation,
+# shared batches. On a 2-core CPU a run's step already keeps both cores busy, and there
+# vmapped members cost more per member than runs alone (the caches hold one member's Adam
+# moments, not eight; docs/design.md), so loop is the CPU's default
+# (population.default_impl).
 POPULATION_IMPLS = ("vmap", "loop")
 
 
@@ -84,6 +84,20 @@ class TrainStep:
     if not self._packed:  # a "loop" population's tuple of members' Metrics
       return state, out
     return state, Metrics(out, tuple(self._names[0]))
+
+  def steps(self, state, batches: list, hparams):
+    """Steps in a row, one per batch: (state, [each step's metrics]). A "loop" population
+    takes them member by member, each member all of its steps before the next: one
+    member's parameters and moments stay in the caches for those steps (stepping every
+    member at each step cost the CPU ~15%; docs/design.md). Members do not depend on each
+    other, so every member's run is the same sequence of programs either way."""
+    if self._members is None:
+      out = []
+      for batch in batches:
+        state, metrics = self(state, batch, hparams)
+        out.append(metrics)
+      return state, out
+    return _member_steps(*self._members, state, batches, hparams)
 
   def lower(self, state, batch, hparams):
     """The jitted step lowered for these arguments (`.compile()`, `.cost_analysis()`)."""
@@ -267,10 +281,23 @@ def _loop_step(one: TrainStep, shared: bool, collective: bool) -> TrainStep:
 
 
 def _member_loop(step, shared: bool, collective: bool, states: tuple, batch, hparams: tuple):
-  """A "loop" population's step: `step` (one run's) on each member; tuples in and out.
-  Members' steps do not depend on each other: where they hold collectives (several
-  devices), each waits for the one before (spmd.Window)."""
-  batches = itertools.repeat(batch) if shared else batch
+  """A "loop" population's step: `step` (one run's) on each member; tuples in and out."""
+  states, metrics = _member_steps(step, shared, collective, states, [batch], hparams)
+  return states, metrics[0]
+
+
+def _member_steps(step, shared: bool, collective: bool, states: tuple, batches: list,
+                  hparams: tuple):
+  """Each member through all of `batches` in turn; returns the members' states and, per
+  batch, the tuple of the members' metrics. Where members' steps hold collectives (several
+  devices), each program waits for the one before (spmd.Window)."""
   window = spmd.Window(0 if collective else len(states))
-  out = [window.add(step(s, b, h)) for s, b, h in zip(states, batches, hparams)]
-  return tuple(s for s, _ in out), tuple(m for _, m in out)
+  out_states, metrics = [], []
+  for i, (s, h) in enumerate(zip(states, hparams)):
+    mine = []
+    for batch in batches:
+      s, m = step(s, batch if shared else batch[i], h)
+      mine.append(window.add(m))  # not the state: the member's next step takes (donates) it
+    out_states.append(s)
+    metrics.append(mine)
+  return tuple(out_states), [tuple(m[t] for m in metrics) for t in range(len(batches))]
