@@ -54,3 +54,24 @@ def test_factor_pictures_write_pngs(tmp_path):
       str(tmp_path / "kl_dict.png"), {0: "scale", 2: "pos_x"}))
   for p in paths:
     assert os.path.getsize(p) > 5000, p
+
+
+def test_latent_responses_average_each_cell_over_the_same_draws(tmp_path):
+  from vaelab.evaluate import factor_pictures as fp
+  from vaelab.evaluate.disentanglement.ground_truth import ProceduralGroundTruth
+  sizes = (3, 5, 4, 6)  # the plane is factors 1 and 3
+  truth = ProceduralGroundTruth(lambda f: f.astype(np.float32), sizes, ("a", "pos_x", "b", "pos_y"))
+  # Codes: pos_x, -2 pos_y, and a function of the other factors only.
+  represent = lambda obs: np.stack([obs[:, 1], -2 * obs[:, 3], obs[:, 0] * obs[:, 2] ** 2], 1)
+  r = fp.latent_responses(represent, truth, (1, 3), draws=7, rng=np.random.default_rng(0))
+  assert r.shape == (5, 6, 3)
+  np.testing.assert_allclose(r[:, :, 0], np.arange(5)[:, None] * np.ones((1, 6)))
+  np.testing.assert_allclose(r[:, :, 1], -2 * np.arange(6)[None, :] * np.ones((5, 1)))
+  # The same draws of the other factors in every cell: their latent is flat over the plane.
+  np.testing.assert_allclose(r[:, :, 2], r[0, 0, 2])
+  assert r[0, 0, 2] > 0
+  path = fp.save_latent_responses(r, str(tmp_path / "resp.png"), [1, 0],
+                                  labels=["z1: pos_y", "z0: pos_x"])
+  assert os.path.getsize(path) > 3000
+  with pytest.raises(ValueError, match="responses must be"):
+    fp.save_latent_responses(r[0], str(tmp_path / "bad.png"), [0])

@@ -235,7 +235,7 @@ class Evaluator:
       paths.append(pictures.save_grid(np.asarray(samples), os.path.join(workdir, "samples.png")))
     labels = None
     if self.last_scores is not None and self.last_scores.mig is not None:
-      labels, more = self._factor_pictures(workdir, results or {})
+      labels, more = self._factor_pictures(state, workdir, results or {})
       paths += more
     if self.family.pictures is not None:
       extra = {} if labels is None else {"latent_labels": labels}
@@ -243,8 +243,9 @@ class Evaluator:
                                     **extra)
     return paths
 
-  def _factor_pictures(self, workdir: str, results: dict):
-    """What each latent captures: mi_matrix.png, latent_factors.json, the traversal labels."""
+  def _factor_pictures(self, state, workdir: str, results: dict):
+    """What each latent captures: mi_matrix.png, latent_factors.json, the traversal labels,
+    and where the factors include the position plane, latent_responses.png."""
     mig = self.last_scores.mig
     names = self.last_scores.factor_names or getattr(self.source.info, "factor_names", None)
     d = mig.mutual_information.shape[0]
@@ -262,4 +263,20 @@ class Evaluator:
         for i, (f, v) in enumerate(found)]}
     write_json(os.path.join(workdir, "latent_factors.json"), record)
     labels = factor_pictures.latent_labels(mi, kept_names, entropy, kl)
-    return labels, [path]
+    return labels, [path] + self._position_responses(state, workdir, labels, kl)
+
+  def _position_responses(self, state, workdir: str, labels, kl) -> list[str]:
+    ground_truth = self._ground_truth()
+    names = list(getattr(ground_truth, "factor_names", None) or ())
+    if not set(factor_pictures.POSITION_PLANE) <= set(names):
+      return []
+    plane = [names.index(n) for n in factor_pictures.POSITION_PLANE]
+    responses = factor_pictures.latent_responses(
+        self._features(state), ground_truth, plane, draws=2,
+        rng=np.random.default_rng(self.disentanglement_seed))
+    # The active latents by decreasing KL (all of them where the KL is not known).
+    order = (range(len(labels)) if kl is None else
+             [i for i in np.argsort(kl)[::-1] if kl[i] > 0.1])
+    return [factor_pictures.save_latent_responses(
+        responses, os.path.join(workdir, "latent_responses.png"), list(order),
+        labels=[labels[i] for i in order])]

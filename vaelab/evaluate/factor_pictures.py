@@ -216,3 +216,48 @@ def save_latent_kl_curves(kl: Mapping[int, Sequence[tuple[int, float]]], path: s
   rows = [(t, [c[t] for c in series]) for t in steps]
   return save_kl_curves(rows, path, [f"z{d}: {names.get(d, '-')}" for d in latents],
                         capacity=capacity, title=title)
+
+
+# The plane Higgins et al. (2017, fig. 7) show latent responses over: where a ground truth
+# has both, a latent that encodes one of them alone varies along one axis of the picture.
+POSITION_PLANE = ("pos_x", "pos_y")
+
+
+def latent_responses(represent, ground_truth, factors: Sequence[int], draws: int,
+                     rng: np.random.Generator) -> np.ndarray:
+  """(size_a, size_b, d) mean code of `represent` at every pair of values of the two
+  `factors`, averaged over `draws` uniform draws of the other factors (the same draws in
+  every cell, so that a cell's mean differs from another's only by the two factors)."""
+  a, b = factors
+  sizes = ground_truth.factor_sizes
+  others = ground_truth.sample_factors(draws, rng)
+  grid = np.stack(np.meshgrid(np.arange(sizes[a]), np.arange(sizes[b]), indexing="ij"), -1)
+  f = np.repeat(others[None], sizes[a] * sizes[b], axis=0)  # (cells, draws, factors)
+  f[:, :, a] = grid.reshape(-1, 2)[:, :1]
+  f[:, :, b] = grid.reshape(-1, 2)[:, 1:]
+  f = f.reshape(-1, len(sizes))
+  codes = np.concatenate([represent(ground_truth.observations(f[i:i + 1024]))
+                          for i in range(0, len(f), 1024)])
+  return codes.reshape(sizes[a], sizes[b], draws, -1).mean(2)
+
+
+def save_latent_responses(responses: np.ndarray, path: str, latents: Sequence[int],
+                          factor_names: Sequence[str] = POSITION_PLANE,
+                          labels: Sequence[str] | None = None) -> str:
+  """One heat map per latent in `latents` of its mean over the two factors' grid
+  (`latent_responses`): the first factor across, the second down; each on its own colour
+  scale, titled with `labels` (e.g. the factor it captures and its KL) when given."""
+  responses = np.asarray(responses, np.float64)
+  if responses.ndim != 3:
+    raise ValueError(f"responses must be (size_a, size_b, latents), got {responses.shape}")
+  latents = list(latents) or [0]
+  fig, axes = plt.subplots(1, len(latents), figsize=(2.2 * len(latents), 2.6), squeeze=False)
+  for ax, d, label in zip(axes[0], latents, labels or [f"z{d}" for d in latents]):
+    ax.imshow(responses[:, :, d].T, cmap="RdBu_r", origin="lower")
+    ax.set_title(label, fontsize=8)
+    ax.set_xlabel(factor_names[0], fontsize=8)
+    ax.set_ylabel(factor_names[1], fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle("mean code over the two factors", fontsize=9)
+  return _save(fig, path)
