@@ -3,7 +3,7 @@ with beta, over seeds, with the metric curves, the latent x factor mutual inform
 labelled traversals.
 
   .venv/bin/python experiments/beta_vae_disentanglement.py [--betas 1,8,16] [--seeds 0,1,2]
-      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--probe]
+      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--probe] [--pca_plane]
 
 Every run is configs/beta_vae_dsprites.py (Bernoulli pixels, 10 latents, batch 64) with the
 trunk `--arch`: `mlp` the runlocal MLP (512, 256), `higgins` Higgins et al.'s MLP
@@ -17,7 +17,9 @@ root gets curves.png. (The capacity-annealed run, latents switching on one at a 
 experiments/capacity_annealing.py.)
 
 `--probe` measures which trunk buys more disentanglement per CPU-minute: each trunk trains
-beta = 8 for `--probe_minutes` of wall time, then is scored.
+beta = 8 for `--probe_minutes` of wall time, then is scored. `--pca_plane` pictures the
+data's top principal components over the position plane, as each run's
+latent_responses.png pictures its latents: the codes a seed that fails ends in.
 
 Papers: Higgins et al. 2017, BetaVAE metric 99.23% (beta-VAE) vs 61.58% (VAE) after full
 training; Locatello et al. 2019 (disentanglement_lib, 300k steps, conv, 50 seeds): median
@@ -57,6 +59,9 @@ def _args():
   p.add_argument("--probe", action="store_true", help="the trunk probe (see above)")
   p.add_argument("--probe_minutes", type=float, default=4.0)
   p.add_argument("--population", default="loop", choices=("loop", "vmap", "off"))
+  p.add_argument("--pca_plane", action="store_true",
+                 help="only the picture of the data's top principal components over the "
+                      "position plane (what the latents' own latent_responses.png resemble)")
   args = p.parse_args()
   args.steps = args.steps or 20000
   args.curve_every = args.curve_every or max(args.steps // 10, 1)
@@ -135,11 +140,37 @@ def probe(args):
   common.print_json({"experiment": "beta_vae_trunk_probe", "ours": out})
 
 
+def pca_plane(args, components: int = 5, images: int = 6000):
+  """The data's top principal components as codes, pictured over the position plane as a
+  run's latent_responses.png pictures its latents, with their fractions of the variance."""
+  from vaelab.data import dsprites
+  from vaelab.evaluate import factor_pictures, pca
+  from vaelab.evaluate.disentanglement import ground_truth as ground_truth_lib
+  truth = ground_truth_lib.ProceduralGroundTruth(dsprites.render, dsprites.FACTOR_SIZES,
+                                                 dsprites.FACTOR_NAMES)
+  _, x = truth.sample(images, np.random.default_rng(0))
+  x = x.reshape(images, -1)
+  mean, directions = pca.fit_pca(x, components)
+  variance = ((x - mean) @ directions.T).var(0) / (x - mean).var(0).sum()
+  plane = [dsprites.FACTOR_NAMES.index(n) for n in factor_pictures.POSITION_PLANE]
+  responses = factor_pictures.latent_responses(
+      lambda obs: (obs.reshape(len(obs), -1) - mean) @ directions.T, truth, plane, draws=2,
+      rng=np.random.default_rng(1))
+  path = factor_pictures.save_latent_responses(
+      responses, os.path.join(args.workdir_root, "dsprites_pca_responses.png"),
+      range(components), labels=[f"PC{i + 1} ({v:.1%} of the variance)"
+                                 for i, v in enumerate(variance)])
+  common.note(f"picture: {path}")
+  common.print_json({"experiment": "dsprites_pca_plane", "variance_fraction": variance.tolist()})
+
+
 def main():
   args = _args()
   common.setup_logging(args.verbose)
   if args.probe:
     return probe(args)
+  if args.pca_plane:
+    return pca_plane(args)
   betas = [float(b) for b in args.betas.split(",")]
   seeds = common.seeds_of(args)
   runs = [(b, s) for b in betas for s in seeds]
