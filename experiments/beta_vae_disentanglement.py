@@ -151,7 +151,8 @@ def pca_plane(args, components: int = 5, images: int = 6000):
   _, x = truth.sample(images, np.random.default_rng(0))
   x = x.reshape(images, -1)
   mean, directions = pca.fit_pca(x, components)
-  variance = ((x - mean) @ directions.T).var(0) / (x - mean).var(0).sum()
+  centred = x - mean
+  variance = (centred @ directions.T).var(0) / centred.var(0).sum()
   plane = [dsprites.FACTOR_NAMES.index(n) for n in factor_pictures.POSITION_PLANE]
   responses = factor_pictures.latent_responses(
       lambda obs: (obs.reshape(len(obs), -1) - mean) @ directions.T, truth, plane, draws=2,

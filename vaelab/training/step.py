@@ -88,8 +88,8 @@ class TrainStep:
   def steps(self, state, batches: list, hparams):
     """Steps in a row, one per batch: (state, [each step's metrics]). A "loop" population
     takes them member by member, each member all of its steps before the next: one
-    member's parameters and moments stay in the caches for those steps (stepping every
-    member at each step cost the CPU ~15%; docs/design.md). Members do not depend on each
+    member's parameters and moments stay in the caches for those steps (what stepping
+    every member at each step cost: docs/design.md). Members do not depend on each
     other, so every member's run is the same sequence of programs either way."""
     if self._members is None:
       out = []
