@@ -43,11 +43,16 @@ class DeviceForm(NamedTuple):
           so a batch costs the host nothing but the step's dispatch.
   fuse:   whether a run alone compiles `get` into its train step (one dispatch per step).
           A gather is cheap to fuse; a renderer is not (see dsprites.device_form).
+  keyed:  whether an example also depends on randomness of its own (data/pairs.py's
+          second image): `get` then takes (arrays, indices, keys), the per-example keys
+          `spmd.example_keys(seed, step, row)` of the batch's rows, and the host source's
+          `get(indices, keys=...)` the same keys.
   A source without a device form (None) keeps the host path, prefetched in a thread.
   """
   arrays: dict
-  get: Callable[[dict, Any], dict]
+  get: Callable[..., dict]
   fuse: bool = True
+  keyed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

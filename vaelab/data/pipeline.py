@@ -71,10 +71,20 @@ class Batcher:
     return out
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    b = self.source.get(self.indices(step))
+    if getattr(self.source, "keyed", False):  # DeviceForm.keyed: the same keys on both paths
+      b = self.source.get(self.indices(step), keys=_row_keys(self.seed, step, self.local_rows))
+    else:
+      b = self.source.get(self.indices(step))
     # "index" is the row in the global batch: with the step it keys each example's randomness.
     b["index"] = self.local_rows.astype(np.int32)
     return b
+
+
+def _row_keys(seed: int, step: int, rows: np.ndarray):
+  return _example_keys(np.uint32(seed), np.int32(step), np.asarray(rows, np.int32))
+
+
+_example_keys = jax.jit(spmd.example_keys)
 
 
 # ---------------------------------------------------------------- the device path
@@ -142,7 +152,7 @@ class DeviceFeed:
     self.n, self.global_batch = len(batchers[0].source), batchers[0].global_batch
     self.data = spmd.replicate(mesh, form.arrays)
     # The sharded gather, unjitted: a step can compile it in front of itself.
-    self.gather = _train_gather(form.get, self.n, self.global_batch, mesh, stacked)
+    self.gather = _train_gather(form, self.n, self.global_batch, mesh, stacked)
     self._gather = jax.jit(self.gather)
     self._first_epoch, self._tables = None, None
     self._keys = [(b.seed, id(b.source)) for b in batchers]  # what a member's rows depend on
@@ -151,7 +161,8 @@ class DeviceFeed:
     # Positions relative to the table's first epoch stay below 2n: int32 on the device for
     # any run length.
     return {"perm": np.stack([batcher.perm(first), batcher.perm(first + 1)]).astype(np.int32),
-            "s0": np.int32(step), "offset0": np.int32(step * self.global_batch - first * self.n)}
+            "s0": np.int32(step), "offset0": np.int32(step * self.global_batch - first * self.n),
+            "seed": np.uint32(batcher.seed)}
 
   def batch(self, step: int):
     args = self._args(step)
@@ -190,7 +201,7 @@ class DeviceFeed:
     return [(self.data, t, np.int32(step)) for t in self._tables]
 
 
-def _train_gather(get, num_examples: int, global_batch: int, mesh, stacked: bool):
+def _train_gather(form, num_examples: int, global_batch: int, mesh, stacked: bool):
   """(data, table, step) -> the sharded global batch at `step` (to be jitted): each device
   computes its rows' source indices and gathers them."""
 
@@ -199,7 +210,10 @@ def _train_gather(get, num_examples: int, global_batch: int, mesh, stacked: bool
     rel = table["offset0"] + (step - table["s0"]) * global_batch + rows
     second = (rel >= num_examples).astype(jnp.int32)
     index = table["perm"][second, rel - second * num_examples]
-    return {**get(data, index), "index": rows}
+    if form.keyed:
+      return {**form.get(data, index, spmd.example_keys(table["seed"], step, rows)),
+              "index": rows}
+    return {**form.get(data, index), "index": rows}
 
   out_spec = P(AXIS)
   if stacked:
