@@ -19,6 +19,8 @@ FAMILIES = {
     "beta_tcvae": "vaelab.models.beta_tcvae",
     "dip_vae": "vaelab.models.dip_vae",
     "factor_vae": "vaelab.models.factor_vae",
+    "ada_gvae": "vaelab.models.ada_gvae",
+    "ada_mlvae": "vaelab.models.ada_mlvae",
     "vqvae": "vaelab.models.vqvae",
     "vqvae2": "vaelab.models.vqvae2",
     "vq_prior": "vaelab.models.vq_prior",
