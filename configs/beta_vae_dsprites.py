@@ -3,6 +3,9 @@
   python -m vaelab.main --config=configs/beta_vae_dsprites.py --workdir=/tmp/beta_vae
   python -m vaelab.main --config=configs/beta_vae_dsprites.py:beta=1 --workdir=/tmp/vae_ds
   python -m vaelab.main --config=configs/beta_vae_dsprites.py:runlocal --workdir=/tmp/bv_local
+  # disentanglement_lib's variants (scream needs --config.data.scream_path=scream.jpg):
+  python -m vaelab.main --config=configs/beta_vae_dsprites.py:runlocal,data=color_dsprites \
+      --workdir=/tmp/bv_color
   # the sweep below (beta x seed), trained as one vmapped population of 8:
   python -m vaelab.sweep --config=configs/beta_vae_dsprites.py:runlocal --workdir=/tmp/bv_sweep
 
@@ -24,10 +27,10 @@ from vaelab.models import vae
 
 
 def get_config(arg=None):
-  arg = config_base.parse_arg(arg, runlocal=False, beta=4.0)
+  arg = config_base.parse_arg(arg, runlocal=False, beta=4.0, data="procedural_dsprites")
   c = config_base.base_config()
   vae.config_keys(c, likelihood="bernoulli")
-  c.data.name = "procedural_dsprites"
+  c.data.name = arg.data
   c.data.num_eval = 5000
   c.model.encoder = "conv"
   c.model.conv_channels = (32, 32, 64, 64)

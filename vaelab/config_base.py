@@ -118,13 +118,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "mnist"  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d | procedural_dsprites
+  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d (TFDS) | procedural_dsprites |
+  # color_dsprites | noisy_dsprites | scream_dsprites (rendered) | dsprites_file |
+  # shapes3d_file | mpi3d_file | smallnorb_file | cars3d_file (official files at data.path)
+  c.data.name = "mnist"
   c.data.train_path = ""  # for npz
   c.data.eval_path = ""  # for npz
   c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
   c.data.train_split = "train"  # TFDS split names
   c.data.eval_split = "test"
-  c.data.num_eval = 10000  # held-out sample size of procedural sets
+  c.data.num_eval = 10000  # held-out sample size of procedural sets and official files
+  c.data.path = ""  # the official file (or folder) of a *_file data set
+  c.data.scream_path = ""  # scream_dsprites' background image (dlib's scream.jpg)
+  # A file with a published checksum must match it (computed once, cached in FILE.sha256).
+  c.data.verify = True
   c.data.binarize = "none"  # none | threshold | dynamic
   # Where batches are made: auto (on the devices when the source has a device form that
   # fits: in-memory arrays, procedural dSprites) | device | host (a prefetching thread).

@@ -77,6 +77,7 @@ def validate(config, num_devices: int | None = None):
     raise ConfigError(f"data.binarize={config.data.binarize!r}: expected one of "
                       f"{BINARIZE_MODES}")
   _positive_int(config, "data.num_eval")
+  data_lib.check(config.data)  # files and images, before anything is built
   for key in ("num_train", "num_eval", "batch_size", "num_variance_estimate"):
     _positive_int(config, f"eval.disentanglement_{key}")
   _positive_int(config, "eval.disentanglement_every", minimum=0)

@@ -8,10 +8,27 @@ from vaelab.errors import ConfigError
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "dsprites", "shapes3d")
 PROCEDURAL_NAMES = ("procedural_dsprites",)
+# disentanglement_lib's dSprites variants, rendered like procedural dSprites
+# (`vaelab.data.dsprites_variants`), and its data sets' official files
+# (`vaelab.data.ground_truth_files`, read from data.path).
+VARIANT_NAMES = ("color_dsprites", "noisy_dsprites", "scream_dsprites")
+FILE_NAMES = ("dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", "cars3d_file")
 # Sequences for TD-VAE (`vaelab.data.sequences`); their keys (data.seq_len, ...) are set by
 # the TD-VAE configs.
 SEQUENCE_NAMES = ("moving_digits", "oscillator")
-NAMES = ("npz",) + TFDS_NAMES + PROCEDURAL_NAMES + SEQUENCE_NAMES
+NAMES = (("npz",) + TFDS_NAMES + PROCEDURAL_NAMES + VARIANT_NAMES + FILE_NAMES
+         + SEQUENCE_NAMES)
+
+
+def check(data_cfg) -> None:
+  """What can be checked of `config.data` before anything is built: the variants' background
+  image, the data sets' files (existence, shapes, dtypes, checksums)."""
+  if data_cfg.name in VARIANT_NAMES:
+    from vaelab.data import dsprites_variants
+    dsprites_variants.check(data_cfg)
+  elif data_cfg.name in FILE_NAMES:
+    from vaelab.data import ground_truth_files
+    ground_truth_files.check(data_cfg)
 
 
 def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
@@ -42,9 +59,25 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
     train = np.flatnonzero(rest)
     return (SubsetSource(full, train, name="procedural_dsprites/train"),
             SubsetSource(full, held, name="procedural_dsprites/eval"))
+  if name in VARIANT_NAMES:
+    from vaelab.data import dsprites_variants
+    return _held_out(dsprites_variants.make_source(data_cfg), data_cfg)
+  if name in FILE_NAMES:
+    from vaelab.data import ground_truth_files
+    return ground_truth_files.make_sources(data_cfg)
   if name in SEQUENCE_NAMES:
     return _sequence_sources(data_cfg)
   raise ConfigError(f"data.name={name!r}: expected one of {NAMES}")
+
+
+def _held_out(full, data_cfg):
+  """(train, eval) of a procedural set: the held-out sample procedural dSprites uses."""
+  rng = np.random.default_rng(12345)
+  held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
+  rest = np.ones(len(full), bool)
+  rest[held] = False
+  return (SubsetSource(full, np.flatnonzero(rest), name=f"{data_cfg.name}/train"),
+          SubsetSource(full, held, name=f"{data_cfg.name}/eval"))
 
 
 def _sequence_sources(data_cfg):

@@ -255,6 +255,18 @@ def ground_truth_from_source(source):
     root = getattr(root, "_source", None)  # SubsetSource keeps its parent here
   if root is not None:
     return ProceduralGroundTruth(dsprites.render, dsprites.FACTOR_SIZES, dsprites.FACTOR_NAMES)
+  root = source
+  while root is not None and not hasattr(root, "render_factors") and not hasattr(
+      root, "table_factors"):
+    root = getattr(root, "_source", None)
+  if root is not None and hasattr(root, "render_factors"):
+    # A procedural set (the dSprites variants): every combination, drawn uniformly.
+    return ProceduralGroundTruth(root.render_factors, root.info.factor_sizes,
+                                 root.info.factor_names)
+  if root is not None:
+    # An official file: its whole table (as dlib samples the whole data set), the factors
+    # given, so that no image is read to collect them.
+    return TableGroundTruth(root, factors=root.table_factors)
   return TableGroundTruth(source)
 
 
