@@ -10,14 +10,14 @@ the bare loop from its 21st step, vaelab from its second interval (the first hol
 compilation); each figure is the median over the intervals of `--repeats` runs, bare and
 vaelab alternating, so that both see the machine's drift.
 
-Models (issue 15):
+Models:
   small    MLP AE 784-32-30, batch 32
   large    MLP AE 784-500-50, batch 100
-  pythae   VAE 784-200-200-50 tanh, Bernoulli, batch 100 (pythae's trainer: 97 steps/s on
-           one core of this machine, per the issue)
+  pythae   VAE 784-200-200-50 tanh, Bernoulli, batch 100 (pythae's own trainer, measured by
+           experiments/benchmark_pythae.py)
 `--default_job` also runs `make run`'s job (configs/default.py) and reports its split
 between training (compilation included) and the final evaluation. `--one_core` pins the
-process to one core with single-threaded XLA (the issue's pythae comparison).
+process to one core with single-threaded XLA (the pythae comparison).
 
   .venv/bin/python experiments/benchmark_loop.py [--steps 3000] [--models small,large,pythae]
       [--default_job] [--one_core]

@@ -1,5 +1,5 @@
 """pythae's trainer (and a plain PyTorch loop) on the VAE of experiments/benchmark_loop.py's
-`pythae` row, for the side-by-side the issue asks: vaelab >= 1.5x pythae's trainer.
+`pythae` row, for the side-by-side comparison; the goal: vaelab >= 1.5x pythae's trainer.
 
 The model: 784-200-200-50, tanh, Bernoulli pixels (BCE), Adam 1e-3, batch 100, on the 5,000
 MNIST images of mnist_5k.npz (random strokes of the same shape without it), one core

@@ -19,7 +19,7 @@ Then, with a population trained `--steps` steps, the cost of its evaluations: on
 evaluation with the curve's disentanglement scores, and the final evaluation of every
 member (IWAE bounds, analyses, every disentanglement score at the study's sizes, pictures),
 each as a fraction of the training it accompanies in a study of `--study_steps` steps with a
-curve point every `--curve_every`. Goals (issue 23): training >= 0.8x the bare step; curves
+curve point every `--curve_every`. Goals: training >= 0.8x the bare step; curves
 <= 10% of training; the final evaluation <= 25% of training.
 
 The last line of stdout is JSON.

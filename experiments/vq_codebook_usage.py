@@ -73,7 +73,7 @@ VARIANTS = {
                                                     "model.dead_code_steps": 20}),
 }
 DEFAULT_VARIANTS = "vq,cosine,rotation,fsq,residual"
-# The quantizers issue 18 adds (with restarts where they have an EMA codebook).
+# The quantizers beyond plain VQ (with restarts where they have an EMA codebook).
 NEW = ("cosine", "rotation", "fsq", "residual", "rotation_restart", "residual_restart")
 DEFAULT_STEPS = 300
 
@@ -176,7 +176,7 @@ def main():
                    f"recon_sse {common.fmt(pca, '.2f')} (wall s: this invocation's; a "
                    f"finished run is only evaluated again)"))
 
-  # The goal of issue 18: >= 90% of the codes in use at K = 4,096 for a new quantizer where
+  # The goal: >= 90% of the codes in use at K = 4,096 for a new quantizer where
   # the plain VQ uses far fewer (under half), at no worse reconstruction.
   goal = {}
   if "vq" in names and 4096 in ks:

@@ -53,12 +53,54 @@ else:
   _OWN_SHARED = None
 
 
+# The suite's cost in a form that reads across machines (machines here differ 2x in speed):
+# CPU-minutes of every test process and the subprocesses it waited for, and the speed of a
+# fixed reference loop (tests/reference_loop.py) measured at the end of the same run.
+import time  # noqa: E402
+
+_BEGAN = time.time()
+_COST: dict = {}
+
+
+def _cpu_seconds(children: bool = True) -> float:
+  import resource
+  who = [resource.RUSAGE_SELF] + ([resource.RUSAGE_CHILDREN] if children else [])
+  return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, who))
+
+
 def pytest_sessionfinish(session):
-  """The shared directory made for this run goes with it, removed by the process that made
-  it (the compilation cache stays for the next run)."""
+  """Each worker leaves its CPU seconds in the run's shared directory; the process that made
+  the directory adds them up and removes it (the compilation cache stays for the next run)."""
+  import json
+  shared = os.environ.get("VAELAB_TEST_SHARED")
+  worker = os.environ.get("PYTEST_XDIST_WORKER")
+  if shared and worker:
+    os.makedirs(os.path.join(shared, "cpu"), exist_ok=True)
+    with open(os.path.join(shared, "cpu", f"{worker}.json"), "w") as f:
+      json.dump(_cpu_seconds(), f)
   if _OWN_SHARED:
+    import glob
     import shutil
+    workers = [json.load(open(p)) for p in glob.glob(os.path.join(_OWN_SHARED, "cpu", "*.json"))]
+    # With workers, the controller's own children are the workers, already counted.
+    _COST.update(cpu_s=sum(workers) + _cpu_seconds(children=not workers),
+                 wall_s=time.time() - _BEGAN)
     shutil.rmtree(_OWN_SHARED, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+  """The suite's CPU-minutes and the reference loop's speed (runs of over two minutes)."""
+  if not _COST or _COST["wall_s"] < 120 or os.environ.get("VAELAB_REFERENCE_LOOP") == "0":
+    return
+  import subprocess
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_DISABLE_MOST_OPTIMIZATIONS", "XLA_FLAGS")}
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "reference_loop.py")],
+                       capture_output=True, text=True, env=env, timeout=300)
+  rate = out.stdout.strip() or f"failed ({out.stderr.strip()[-200:]})"
+  terminalreporter.write_line(
+      f"suite cost: {_COST['cpu_s'] / 60:.1f} CPU-minutes, {_COST['wall_s'] / 60:.1f} min "
+      f"wall; reference loop (tests/reference_loop.py) on this machine: {rate}")
 
 
 from vaelab import config_base  # noqa: E402

@@ -3,10 +3,17 @@
 A case is a config built from a file in configs/ (its `runlocal` variant where it has one),
 shrunk by key names to a few seconds' size (`SHRINK`), on tiny data written here, with at
 most one option changed: every value of every string option a family declares in
-`Family.options` is run once, on the first config file of that family, the step's own
-options (`data.binarize`) once, on the first family that trains on images, and each
-further parameter group's optimizer (`Family.groups`) once as plain SGD. A new config file or a new option is
-a new case without a new test.
+`Family.options` is run once, on the first config file of that family; the step's own
+options (`GLOBAL_OPTIONS`: binarization, non-finite policy, placement, mixed precision) once
+each, on the config named by `STEP_OPTIONS_CONFIG`; and each further parameter group's
+optimizer (`Family.groups`) once as plain SGD. A new config file or a new option is a new
+case without a new test.
+
+Config files outside configs/ join with VAELAB_CONTRACT_CONFIGS (files or folders,
+separated by os.pathsep): a family defined outside vaelab is held to the same contract by
+the config files that register it (`vaelab.register_family`). VAELAB_CONTRACT_FAMILY
+(comma-separated `model.name`s) narrows every check to those families (`make contract
+FAMILY=...`).
 
 Run as a script in a process with several (simulated) devices, it trains every case and
 writes their per-step losses and final parameters:
@@ -62,6 +69,10 @@ SHRINK = {
 IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1}
 # The step's own options, every family's: binarization, the non-finite policy (skip adds a
 # select to the step), where batches are made (bitwise the same batches), mixed precision.
+# They belong to no family, so they run on one named config (an image family with every
+# option's code path: a plain autoencoder on images with labels), not on whichever config
+# file sorts first.
+STEP_OPTIONS_CONFIG = "ae_mnist"
 GLOBAL_OPTIONS = {"data.binarize": ("none", "threshold", "dynamic"), "nonfinite": ("skip",),
                   "data.placement": ("host", "device"), "dtype": ("bfloat16",)}
 # Settings an option value needs beside it: FSQ has no learned codebook to restart or to
@@ -92,7 +103,23 @@ def write_data(directory: str) -> dict:
 
 
 def _config_files() -> list[str]:
-  return sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+  files = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+  for entry in filter(None, os.environ.get("VAELAB_CONTRACT_CONFIGS", "").split(os.pathsep)):
+    entry = os.path.abspath(os.path.expanduser(entry))
+    if os.path.isdir(entry):
+      files += sorted(glob.glob(os.path.join(entry, "*.py")))
+    elif os.path.isfile(entry):
+      files.append(entry)
+    else:
+      raise FileNotFoundError(f"VAELAB_CONTRACT_CONFIGS names {entry}, which is neither a "
+                              f"config file nor a folder of them")
+  return files
+
+
+def families_asked() -> set[str] | None:
+  """The families VAELAB_CONTRACT_FAMILY narrows the checks to (None: every family)."""
+  names = os.environ.get("VAELAB_CONTRACT_FAMILY", "").strip()
+  return set(filter(None, (n.strip() for n in names.split(",")))) or None
 
 
 def _load(path: str):
@@ -132,19 +159,20 @@ def option_cases() -> dict[str, tuple[str, str, str]]:
   """{case name: (config file, option key, value)}: each value of each family's options
   (and the global ones for image families), on the family's first config file."""
   from vaelab import models
-  out, seen, global_done = {}, set(), False
+  out, seen = {}, set()
   for path in _config_files():
     config = _load(path)
     family = models.get_family(config.model.name)
+    flat = config_base.flat(config)
+    if os.path.basename(path)[:-3] == STEP_OPTIONS_CONFIG:
+      for key, values in GLOBAL_OPTIONS.items():
+        for value in values:
+          if flat.get(key) != value:
+            out[f"step-{key}={value}"] = (path, key, value)
     if family.name in seen:
       continue
-    options = dict(family.options)
-    if family.transform_sources is None and not global_done:
-      options.update(GLOBAL_OPTIONS)  # the step's own options, once, on a family of images
-      global_done = True
     seen.add(family.name)
-    flat = config_base.flat(config)
-    for key, values in options.items():
+    for key, values in family.options.items():
       for value in values:
         if flat.get(key) != value:
           out[f"{family.name}-{key}={value}"] = (path, key, value)
@@ -158,8 +186,18 @@ def option_cases() -> dict[str, tuple[str, str, str]]:
   return out
 
 
+def family_of(case: str) -> str:
+  """The `model.name` a case trains."""
+  if case in base_cases():
+    return _load(base_cases()[case]).model.name
+  return _load(option_cases()[case][0]).model.name
+
+
 def all_cases() -> list[str]:
-  return sorted(base_cases()) + sorted(option_cases())
+  """Every case, or those of the families VAELAB_CONTRACT_FAMILY names."""
+  cases = sorted(base_cases()) + sorted(option_cases())
+  asked = families_asked()
+  return cases if asked is None else [c for c in cases if family_of(c) in asked]
 
 
 def config_of(case: str, data: dict, vq_workdirs: dict):
@@ -227,6 +265,47 @@ def assert_params(a: dict, b: dict, exact: bool, rtol: float = 1e-5, atol: float
       close = np.isclose(a[k], b[k], rtol=rtol, atol=atol)
       if np.mean(~close) > outliers:
         np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+# How far the 1- and 4-device runs may part (tests/test_contract.py's docstring says why):
+# weights whose gradient is at the rounding level may take Adam steps of opposite sign, in
+# at most this fraction of the model's weights, and at most ARRAY_OUTLIERS of any one array
+# (a fraction, or one weight where that is less); a wrong reduction reaches far more.
+OUTLIER_FRACTION = 0.005
+ARRAY_OUTLIERS = 0.05
+# The most one Adam step moves a weight, in learning rates: |m_hat| / sqrt(v_hat) <= 1.01
+# over the first 4 steps at (b1, b2) = (0.9, 0.999) (Cauchy-Schwarz), with room to spare.
+ADAM_REACH = 1.5
+
+
+def assert_same_run(got, want, config, steps: int = STEPS):
+  """`got` and `want`, (losses, flat params) of two runs of `config` that differ only in the
+  order of their floating-point sums (the device count), are the same run."""
+  (got_losses, got_params), (losses, params) = got, want
+  np.testing.assert_allclose(got_losses[0], losses[0], rtol=1e-5, err_msg="step 0's loss")
+  np.testing.assert_allclose(got_losses, losses, rtol=5e-5, err_msg="per-step losses")
+  assert got_params.keys() == params.keys()
+  peak = max(v for k, v in config_base.flat(config).items()
+             if k.endswith("optimizer.learning_rate"))
+  reach = 2 * ADAM_REACH * peak * steps  # two runs, each up to ADAM_REACH * lr a step
+  total = sum(p.size for k, p in params.items() if not k.endswith(UNOBSERVABLE))
+  outliers = 0
+  for k in params:
+    if k.endswith(UNOBSERVABLE):
+      continue
+    a, b = np.asarray(got_params[k], np.float64), np.asarray(params[k], np.float64)
+    far = ~np.isclose(a, b, rtol=1e-5, atol=1e-5)
+    count = int(far.sum())
+    if count == 0:
+      continue
+    worst = float(np.max(np.abs(a - b)[far]))
+    assert count <= max(1, ARRAY_OUTLIERS * a.size) and worst <= reach, (
+        f"{k}: {count} of {a.size} weights differ beyond rtol/atol 1e-5 (largest difference "
+        f"{worst:.3g}; Adam's reach in {steps} steps of lr {peak:g}: {reach:.3g})")
+    outliers += count
+  assert outliers <= OUTLIER_FRACTION * total, (
+      f"{outliers} of {total} weights differ beyond rtol/atol 1e-5 (at most "
+      f"{OUTLIER_FRACTION:.1%} may, where a gradient is at the rounding level)")
 
 
 def flat_params(params) -> dict:
@@ -382,6 +461,14 @@ def main(setup_path: str, out_dir: str):
     config = config_of(case, data, vq)
     keep(case, run(config))
   print(f"cases: {time.perf_counter() - began:.0f} s", flush=True)
+  if setup.get("negative"):  # a statistic of each device's shard where the batch's is meant
+    from vaelab import spmd
+    global_mean, spmd.global_mean = spmd.global_mean, lambda x: x
+    try:
+      keep(f"{setup['negative']}:per_device_statistic",
+           run(config_of(setup["negative"], data, vq)))
+    finally:
+      spmd.global_mean = global_mean
   for case in setup["families"]:
     began = time.perf_counter()
     members = population_members(config_of(case, data, vq))

@@ -175,8 +175,9 @@ def test_sweep_cli_writes_csv_and_plots_and_skips_finished_trials(npz_pair, tmp_
     saved = json.load(f)
   assert saved["loss"]["beta"] == 2.0 and saved["model"]["latent_dim"] == 3  # CLI override
   mtime = os.path.getmtime(workdir / "loss.beta=1.0" / "results.json")
-  out = run("--config.model.latent_dim=3")
-  assert "0 to run" in out.stderr
+  # The same trials from the command line's form (ints read as the key's float): all done.
+  out = run("--config.model.latent_dim=3", "--sweep=loss.beta=1,2,4.0")
+  assert "Sweep of 3 trials" in out.stderr and "0 to run" in out.stderr
   assert os.path.getmtime(workdir / "loss.beta=1.0" / "results.json") == mtime
 
 
@@ -195,6 +196,33 @@ def test_bad_sweep_definitions_are_refused_naming_them(npz_pair, tmp_path, defin
   with pytest.raises(ConfigError, match=match):
     sweep.run_sweep(tiny_config("vae", *npz_pair), str(config_file), str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w")
+
+
+def test_sweep_flags_make_the_product_of_their_values_typed_as_the_keys(npz_pair):
+  base = tiny_config("vae", *npz_pair)
+  trials = sweep.sweep_from_flags(["loss.beta=1,4,16", "seed=0,1",
+                                   "model.hidden=(8,),(16, 4)"], base)
+  assert len(trials) == 12 and trials[0] == {"loss.beta": 1.0, "seed": 0, "model.hidden": (8,)}
+  assert {t["model.hidden"] for t in trials} == {(8,), (16, 4)}
+  assert all(isinstance(t["loss.beta"], float) and isinstance(t["seed"], int) for t in trials)
+  for bad, match in [("loss.betta=1,2", "'loss.betta' is not a key"),
+                     ("loss.beta", "expected KEY=V1,V2"), ("loss.beta=x", "not a value")]:
+    with pytest.raises(ConfigError, match=match):
+      sweep.sweep_from_flags([bad], base)
+
+
+def test_sweep_plots_page_every_metric_headline_first(tmp_path):
+  from vaelab.evaluate import sweep_pictures
+  metrics = ([f"eval/kl_dim{d}" for d in range(12)] + [f"eval/x{i:02d}" for i in range(30)]
+             + ["eval/mig", "eval/elbo"])
+  rows = [{"trial": f"b={b}", "loss.beta": b, **{m: b * (i + 1) for i, m in enumerate(metrics)}}
+          for b in (1.0, 2.0, 4.0)]
+  order = sweep_pictures.metric_order(metrics)
+  assert order[:2] == ["eval/elbo", "eval/mig"] and sorted(order) == sorted(metrics)
+  assert order[-3:] == ["eval/kl_dim9", "eval/kl_dim10", "eval/kl_dim11"]
+  paths = sweep_pictures.plot_metrics(rows, str(tmp_path))
+  assert [os.path.basename(p) for p in paths] == ["sweep_loss.beta.png", "sweep_loss.beta_2.png"]
+  assert all(os.path.getsize(p) > 0 for p in paths)
 
 
 def test_sweep_plots_put_log_spaced_values_on_a_log_axis():
@@ -237,3 +265,8 @@ def test_a_population_scores_each_member_as_alone_on_one_draw(tmp_path):
                        if "eval/mig" in m and m["step"] == 5]
     assert curve(str(tmp_path / f"p{i}")) == curve(str(tmp_path / f"a{i}")) != []
   assert together[0]["eval/mig"] != together[1]["eval/mig"]  # members have their own codes
+  # The population's shared scoring is timed in every member's log; a run alone shares none.
+  last = lambda d: [m for m in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
+                    if "time/shared_eval_s" in m][-1]
+  assert all(last(str(tmp_path / f"p{i}"))["time/shared_eval_s"] > 0 for i in (0, 1))
+  assert last(str(tmp_path / "a0"))["time/shared_eval_s"] == 0

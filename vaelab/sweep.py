@@ -1,7 +1,10 @@
 """Command line: python -m vaelab.sweep --config=configs/NAME.py --workdir=DIR
-                 [--config.key=value ...] [--population=auto|vmap|loop|off]
+                 [--config.key=value ...] [--sweep=KEY=V1,V2,... ...]
+                 [--population=auto|vmap|loop|off]
 
-Runs every trial of the config file's get_sweep(h) in DIR/<trial name>/ (each a normal,
+Runs every trial of the config file's get_sweep(h), or of the product of the --sweep flags
+where any are given (`--sweep=loss.beta=1,4,16 --sweep=seed=0,1`: six trials; a value is
+read as the key's type, a tuple in brackets), in DIR/<trial name>/ (each a normal,
 resumable run; the --config overrides apply to every trial), then writes DIR/sweep.csv
 (one row per trial: its overrides and every eval/ metric) and DIR/sweep_<key>.png (each
 metric against each swept key). Re-running it skips finished trials and resumes the rest.
@@ -29,6 +32,9 @@ _POPULATION = flags.DEFINE_enum(
     "auto: train compatible trials as one population (loop on CPUs, vmap on accelerators); "
     "vmap: members batched in one step; loop: members in turn (bitwise equal to runs "
     "alone); off: every trial alone.")
+_SWEEP = flags.DEFINE_multi_string(
+    "sweep", [], "KEY=V1,V2,...: sweep KEY over the values (repeat the flag for a product); "
+    "replaces the config file's get_sweep.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -39,7 +45,7 @@ def main(argv):
   with cli.reporting_errors():
     cli.start_processes()
     rows = sweep.run_sweep(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]),
-                           _WORKDIR.value, _POPULATION.value)
+                           _WORKDIR.value, _POPULATION.value, _SWEEP.value)
   if rows:  # process 0's; the other processes of a multi-process sweep write no table
     print(f"{len(rows)} trials; {_WORKDIR.value}/sweep.csv")
 

@@ -17,11 +17,11 @@ from vaelab.training.workdir import restore_latest
 
 
 def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str | None,
-                     disentanglement: dict | None = None):
+                     disentanglement: dict | None = None, shared_s: float | None = None):
   """The final evaluation of a run: the family's metrics over the evaluation split (final
   ones included), analyses, baselines, probe and disentanglement (`disentanglement`: the
-  scores already computed with a population's other members); with a workdir, also
-  results.json and the pictures."""
+  scores already computed with a population's other members, in `shared_s` seconds for
+  all of them); with a workdir, also results.json and the pictures."""
   timings, t = {}, time.perf_counter()
 
   def lap(name):
@@ -45,6 +45,8 @@ def final_evaluation(exp: Experiment, state, evaluator: Evaluator, workdir: str 
   results.update(evaluator.disentanglement(state) if disentanglement is None
                  else disentanglement)
   lap("disentanglement")
+  if disentanglement is not None and shared_s is not None:
+    timings["disentanglement (the population's, shared)"] = shared_s
   if workdir is not None and jax.process_index() == 0:
     write_json(os.path.join(workdir, "results.json"), results)
     evaluator.save_pictures(state, workdir, results)

@@ -126,10 +126,13 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
           _save(r, state, runs)
   jax.block_until_ready(state)
   trained = time.perf_counter()
-  shared = [None] * len(runs)
+  shared, shared_s = [None] * len(runs), 0.0
   if evaluate and stop == num_steps and len(runs) > 1:
     shared = Evaluator.population_disentanglement(
         [r.evaluator for r in runs], [r.state(state) for r in runs], final=True)
+    shared_s = time.perf_counter() - trained
+    logging.info("Population of %d: disentanglement scores of every member on one draw in "
+                 "%.1f s", len(runs), shared_s)
   out = []
   for r, scores in zip(runs, shared):
     results = None
@@ -140,16 +143,19 @@ def run_steps(exp: Experiment, runs: list[RunRecord], state, inputs, start: int,
       out.append(None)
       continue
     if evaluate:
-      results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir, scores)
+      results = final_evaluation(r.exp, r.state(state), r.evaluator, r.workdir, scores,
+                                 shared_s if scores is not None else None)
       r.writer.write(num_steps, results)
     if start < num_steps or evaluate:
       # Where a run's time goes (experiments/benchmark_loop.py, benchmark_study.py): train_s
       # includes the periodic evaluations (a member's: the whole population's); eval_s runs
       # from the end of training to the end of this run's final evaluation (for the last
-      # member of a population, the population's whole final evaluation).
+      # member of a population, the population's whole final evaluation); shared_eval_s is
+      # the population's scoring of every member on one draw, which eval_s includes.
       r.writer.write(num_steps, {"time/train_s": trained - began,
                                  "time/periodic_eval_s": periodic,
-                                 "time/eval_s": time.perf_counter() - trained})
+                                 "time/eval_s": time.perf_counter() - trained,
+                                 "time/shared_eval_s": shared_s})
     r.writer.close()
     if r.ckpt is not None:
       r.ckpt.close()

@@ -8,12 +8,14 @@ A config file may define
 
 `h.sweep(key, values)` is a list of one-key override dicts, `h.product(...)` their
 cartesian product, `h.zip(...)` their element-wise union (equal lengths), `h.fixed(key,
-value)` a single setting (the XManager / big_vision convention). Every definition is
-checked before anything runs: an unknown key, an empty value list or a zip of unequal
-lengths is refused naming it.
+value)` a single setting (the XManager / big_vision convention). The command line's
+`--sweep=KEY=V1,V2,...` (repeatable: the product of all of them) takes the place of
+get_sweep. Every definition is checked before anything runs: an unknown key, an empty value
+list or a zip of unequal lengths is refused naming it.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.util
 import itertools
@@ -96,6 +98,53 @@ def load_sweep(config_file: str) -> list[dict]:
   return trials
 
 
+def _split_top_level(text: str) -> list[str]:
+  """`1,(2,3),4` -> ['1', '(2,3)', '4']: commas inside brackets belong to a value."""
+  parts, depth, start = [], 0, 0
+  for i, ch in enumerate(text):
+    depth += ch in "([{"
+    depth -= ch in ")]}"
+    if ch == "," and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
+  return [p.strip() for p in parts]
+
+
+def _typed(key: str, text: str, current):
+  """A command-line value as the type of the config's `current` value."""
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(f"--sweep {key}: {text!r} is not a value of the key's type "
+                      f"{type(current).__name__}") from e
+  if isinstance(current, bool) or not isinstance(current, (int, float)):
+    return value
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
+def sweep_from_flags(specs, base) -> list[dict]:
+  """The trials of `--sweep=KEY=V1,V2,...` flags: the product of every flag's values, each
+  typed as the config's own value of KEY (a tuple value keeps its commas in brackets)."""
+  flat = config_base.flat(base)
+  h = Hyper()
+  parts = []
+  for spec in specs:
+    key, eq, values = spec.partition("=")
+    key = key.strip()
+    if not eq or not key or not values.strip():
+      raise ConfigError(f"--sweep={spec!r}: expected KEY=V1,V2,... (e.g. "
+                        f"--sweep=loss.beta=1,4,16)")
+    if key not in flat:
+      raise ConfigError(f"--sweep={spec!r}: {key!r} is not a key of the config")
+    parts.append(h.sweep(key, [_typed(key, v, flat[key]) for v in _split_top_level(values)]))
+  return h.product(*parts)
+
+
 def trial_name(overrides: dict) -> str:
   """`loss.beta=4.0,seed=1`: readable, and a valid directory name."""
   text = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
@@ -134,14 +183,17 @@ def finished(config, workdir: str) -> bool:
           and latest_step(workdir) >= int(config.num_train_steps))
 
 
-def run_sweep(base, config_file: str, workdir: str, population: str = "auto") -> list[dict]:
-  """Runs (or resumes) every trial, then writes sweep.csv and the plots; returns the rows."""
+def run_sweep(base, config_file: str, workdir: str, population: str = "auto",
+              sweep_flags=()) -> list[dict]:
+  """Runs (or resumes) every trial (the config file's get_sweep, or the `--sweep` flags'
+  product where any are given), then writes sweep.csv and the plots; returns the rows."""
   from vaelab import validation
   from vaelab.training import loop
   from vaelab.training import population as population_lib
   if population not in POPULATION_MODES:
     raise ConfigError(f"--population={population!r}: expected one of {POPULATION_MODES}")
-  trials = trial_configs(base, load_sweep(config_file))
+  trials = trial_configs(base, sweep_from_flags(sweep_flags, base) if sweep_flags
+                         else load_sweep(config_file))
   for name, _, config in trials:
     try:
       validation.validate(config)
