@@ -168,9 +168,47 @@ def pct(value) -> str:
   return f"{100 * float(value):.2f}%"
 
 
+# Tables printed by this process, as Markdown, for its results page (write_page).
+_PAGE_TABLES: list[str] = []
+
+
+def _markdown(headers, cells, title) -> str:
+  esc = lambda c: str(c).replace("|", "\\|")
+  out = [f"**{esc(title)}**", ""] if title else []
+  out.append("| " + " | ".join(map(esc, headers)) + " |")
+  out.append("|" + "---|" * len(headers))
+  out += ["| " + " | ".join(map(esc, r)) + " |" for r in cells]
+  return "\n".join(out)
+
+
+def write_page(path: str | None = None) -> str | None:
+  """Puts this run's tables and command into its results page (VAELAB_RESULTS_PAGE, or
+  `path`), between `<!-- tables: experiments/NAME.py -->` and `<!-- end tables -->`: a rerun
+  refreshes the page instead of a hand edit. Appends the block where the page has none."""
+  path = path or os.environ.get("VAELAB_RESULTS_PAGE")
+  if not path or not _PAGE_TABLES:
+    return None
+  script = "experiments/" + os.path.basename(sys.argv[0])
+  begin, end = f"<!-- tables: {script} -->", "<!-- end tables -->"
+  command = " ".join(["python", script, *sys.argv[1:]])
+  block = "\n\n".join([begin, f"`{command}`", *_PAGE_TABLES, end])
+  text = open(path).read() if os.path.exists(path) else ""
+  if begin in text and end in text[text.index(begin):]:
+    head, rest = text.split(begin, 1)
+    text = head + block + rest.split(end, 1)[1]
+  else:
+    text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+  return path
+
+
 def print_table(headers: list[str], rows: list[list], title: str | None = None) -> None:
-  """Columns aligned: the first to the left, the others to the right."""
+  """Columns aligned: the first to the left, the others to the right (and kept as Markdown
+  for the results page, `write_page`)."""
   cells = [[str(c) for c in row] for row in rows]
+  _PAGE_TABLES.append(_markdown(headers, cells, title))
   widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
   line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                              for i, (c, w) in enumerate(zip(r, widths)))
@@ -197,5 +235,7 @@ def rounded(obj, digits: int = 5):
 
 
 def print_json(obj: dict) -> None:
-  """The last line of stdout: the figures, for programs."""
+  """The last line of stdout: the figures, for programs. With VAELAB_RESULTS_PAGE set, the
+  tables printed before it also go into that results page (write_page)."""
+  write_page()
   print(json.dumps(rounded(obj)), flush=True)
