@@ -1,8 +1,10 @@
 """Disentanglement metrics: every score of disentanglement_lib.
 
 BetaVAE score, FactorVAE score, MIG, DCI disentanglement, SAP, Modularity and
-Explicitness, IRS, and the unsupervised scores (Gaussian total correlation, Gaussian
-Wasserstein correlation, mutual-information score), each computed with the protocol and
+Explicitness, IRS, the unsupervised scores (Gaussian total correlation, Gaussian
+Wasserstein correlation, mutual-information score), the downstream task's accuracies
+and the unfairness scores (`downstream`, `fairness`, named in `metrics=` when wanted), and
+UDR (`udr`, unsupervised model selection over several models), each computed with the protocol and
 the default sample sizes of disentanglement_lib (Locatello et al. 2019, "Challenging
 Common Assumptions in the Unsupervised Learning of Disentangled Representations"), so
 that numbers are comparable with that study. One module per metric, as
@@ -43,21 +45,22 @@ from vaelab.evaluate.disentanglement.modularity import (ModularityResult,
                                                         modularity_from_codes)
 from vaelab.evaluate.disentanglement.sampling import NonFiniteCodesError, Represent
 from vaelab.evaluate.disentanglement.sap import SAPResult, sap_from_codes, sap_score
-from vaelab.evaluate.disentanglement.scores import (HEADLINE, METRICS, Scores,
+from vaelab.evaluate.disentanglement.scores import (ALL_METRICS, HEADLINE, METRICS, Scores,
                                                     configured_metrics, default_sizes,
                                                     disentanglement_metrics, scores)
+from vaelab.evaluate.disentanglement.udr import UDRResult, udr
 from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
                                                           unsupervised_from_codes,
                                                           unsupervised_scores)
 
 __all__ = [
-    "DCIResult", "DCI_IMPORTANCE", "DISCRETIZERS", "FACTORVAE_PRUNE_STD", "GroundTruth",
+    "ALL_METRICS", "DCIResult", "DCI_IMPORTANCE", "DISCRETIZERS", "FACTORVAE_PRUNE_STD", "GroundTruth",
     "HEADLINE", "IRSResult", "METRICS", "MIGResult", "ModularityResult", "NonFiniteCodesError",
     "ProceduralGroundTruth", "Represent", "SAPResult", "Scores", "TableGroundTruth",
-    "UnsupervisedResult", "betavae_score", "codes_ground_truth", "configured_metrics",
+    "UDRResult", "UnsupervisedResult", "betavae_score", "codes_ground_truth", "configured_metrics",
     "dci_disentanglement", "dci_from_codes", "default_sizes", "disentanglement_metrics",
     "factorvae_score", "ground_truth_from_source", "histogram_discretize", "irs_from_codes",
     "irs_score", "member_scores", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",
-    "quantile_discretize", "sap_from_codes", "sap_score", "scores", "unsupervised_from_codes",
-    "unsupervised_scores", "varying_factors",
+    "quantile_discretize", "sap_from_codes", "sap_score", "scores", "udr",
+    "unsupervised_from_codes", "unsupervised_scores", "varying_factors",
 ]

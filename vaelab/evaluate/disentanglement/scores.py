@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from vaelab.errors import ConfigError
-from vaelab.evaluate.disentanglement import discretize
+from vaelab.evaluate.disentanglement import discretize, downstream, fairness
 from vaelab.evaluate.disentanglement.beta_vae import betavae_score
 from vaelab.evaluate.disentanglement.dci import DCI_IMPORTANCE, DCIResult, dci_from_codes
 from vaelab.evaluate.disentanglement.factor_vae import factorvae_score
@@ -27,8 +27,11 @@ from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
 _log = logging.getLogger(__name__)
 
 # In this order each metric gets its child generator: a metric added at the end leaves
-# the others' draws as they were.
+# the others' draws as they were. METRICS is the default set (`eval.disentanglement_metrics`
+# and `scores`'s); the downstream task and fairness fit boosted trees on every factor at
+# several sizes, so they are named when wanted.
 METRICS = ("betavae", "factorvae", "mig", "dci", "sap", "modularity", "irs", "unsupervised")
+ALL_METRICS = METRICS + ("downstream", "fairness")
 # The names each metric always reports (NaN when the representation is not finite).
 HEADLINE = {"betavae": ("betavae_score",), "factorvae": ("factorvae_score",), "mig": ("mig",),
             "dci": ("dci_disentanglement",), "sap": ("sap_score",),
@@ -36,15 +39,21 @@ HEADLINE = {"betavae": ("betavae_score",), "factorvae": ("factorvae_score",), "m
                            "explicitness_score_test"),
             "irs": ("irs",),
             "unsupervised": ("gaussian_total_correlation", "gaussian_wasserstein_correlation",
-                             "mutual_info_score")}
+                             "mutual_info_score"),
+            # Their names depend on the sample sizes and the factors: none is promised.
+            "downstream": (), "fairness": ()}
 
 
 def default_sizes() -> dict[str, int]:
   """Sample sizes of disentanglement_lib's metric configs (unsupervised_study_v1).
 
-  num_train:   points to fit each score's classifier / estimate it (every metric)
-  num_eval:    points to evaluate it (BetaVAE, FactorVAE; the num_test of DCI, SAP and
-               Modularity / Explicitness; IRS and the unsupervised scores have none)
+  num_train:   points to fit each score's classifier / estimate it (every metric; the
+               downstream task's training sizes are dlib's 10, 100, 1,000, 10,000 times
+               num_train / 10,000, at least 10)
+  num_eval:    points to evaluate it (BetaVAE, FactorVAE; the num_test of DCI, SAP,
+               Modularity / Explicitness and the downstream task; fairness's 100 points
+               per sensitive value times num_eval / 5,000; IRS and the unsupervised scores
+               have none)
   batch_size:  observations behind one BetaVAE / FactorVAE point (pairs for BetaVAE)
   num_variance_estimate: observations for FactorVAE's global code variances
   represent_batch_size:  observations per `represent` call (not a protocol constant)
@@ -64,10 +73,10 @@ def _checked_sizes(sizes):
 
 
 def _check_metrics(metrics: Sequence[str]) -> None:
-  unknown = set(metrics) - set(METRICS)
+  unknown = set(metrics) - set(ALL_METRICS)
   if unknown:
     raise ValueError(f"metrics={tuple(metrics)}: unknown {sorted(unknown)}; expected some of "
-                     f"{METRICS}")
+                     f"{ALL_METRICS}")
 
 
 def configured_metrics(config) -> tuple[str, ...]:
@@ -75,14 +84,15 @@ def configured_metrics(config) -> tuple[str, ...]:
   ConfigError naming the key and the allowed names for any other name."""
   names = config.eval.disentanglement_metrics
   names = (names,) if isinstance(names, str) else tuple(names)
-  unknown = sorted(set(names) - set(METRICS))
+  unknown = sorted(set(names) - set(ALL_METRICS))
   if unknown:
     raise ConfigError(f"eval.disentanglement_metrics={names!r}: unknown {unknown}; expected "
-                      f"names among {METRICS}")
+                      f"names among {ALL_METRICS}")
   return tuple(dict.fromkeys(names))
 
 
-def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance):
+def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance,
+                  predictors=downstream.PREDICTORS):
   """Per metric, a function of its generator giving its structured result."""
   rb = s["represent_batch_size"]
   bins = {"discretizer": discretizer, "num_bins": num_bins}
@@ -110,6 +120,17 @@ def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importa
     _, codes = sample_codes(represent, ground_truth, s["num_train"], r, rb)
     return unsupervised_from_codes(codes, **bins)
 
+  def downstream_call(r):
+    return downstream.downstream_task(
+        represent, ground_truth, r, train_sizes=downstream.scaled_train_sizes(s["num_train"]),
+        num_test=s["num_eval"], predictors=predictors, represent_batch_size=rb)
+
+  def fairness_call(r):
+    return fairness.fairness(
+        represent, ground_truth, r, num_train=s["num_train"],
+        num_test_points_per_class=fairness.scaled_points_per_class(s["num_eval"]),
+        represent_batch_size=rb)
+
   return {
       "betavae": lambda r: betavae_score(
           represent, ground_truth, r, num_train=s["num_train"], num_eval=s["num_eval"],
@@ -125,6 +146,8 @@ def _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importa
           *train_test(r), candidates=varying_factors(ground_truth), **bins),
       "irs": irs_call,
       "unsupervised": unsupervised_call,
+      "downstream": downstream_call,
+      "fairness": fairness_call,
   }
 
 
@@ -133,8 +156,9 @@ class Scores:
   """The scores with their parts: `betavae` / `factorvae` are the dicts of
   `betavae_score` / `factorvae_score`; the others are each metric's result (`MIGResult`,
   `DCIResult`, `SAPResult`, `ModularityResult`, `IRSResult`, `UnsupervisedResult`) with
-  its per-factor or per-code values and matrices. A metric not asked for (or whose codes
-  were not finite) is None."""
+  its per-factor or per-code values and matrices; `downstream` is {predictor: {dlib key:
+  accuracy}} and `fairness` {dlib key: unfairness}. A metric not asked for (or whose
+  codes were not finite) is None."""
   betavae: dict | None = None
   factorvae: dict | None = None
   mig: MIGResult | None = None
@@ -143,6 +167,8 @@ class Scores:
   modularity: ModularityResult | None = None
   irs: IRSResult | None = None
   unsupervised: UnsupervisedResult | None = None
+  downstream: dict | None = None
+  fairness: dict | None = None
   factor_names: tuple[str, ...] | None = None
 
   def as_dict(self) -> dict[str, float]:
@@ -169,6 +195,10 @@ class Scores:
       out.update({"gaussian_total_correlation": u.gaussian_total_correlation,
                   "gaussian_wasserstein_correlation": u.gaussian_wasserstein_correlation,
                   "mutual_info_score": u.mutual_info_score})
+    if self.downstream is not None:
+      out.update(downstream.flat_names(self.downstream))
+    if self.fairness is not None:
+      out.update(fairness.flat_names(self.fairness))
     return {k: float(v) for k, v in out.items()}
 
 
@@ -183,7 +213,8 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
            discretizer="histogram", num_bins: int = 20, dci_importance: str = "gbt",
            train_fraction: float = 2 / 3, sizes: dict | None = None,
            factor_names: Sequence[str] | None = None,
-           dci_random_state: int | None = None) -> Scores:
+           dci_random_state: int | None = None,
+           downstream_predictors: Sequence[str] = downstream.PREDICTORS) -> Scores:
   """Disentanglement scores of any representation, with their parts.
 
   Either precomputed `codes` (n, d) and `factors` (n, F) (disentanglement_lib's
@@ -192,13 +223,17 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   `ground_truth_from_source(source)`) to sample from with disentanglement_lib's
   protocols and sample sizes (`sizes` overrides `default_sizes()`).
 
-  `metrics` picks among METRICS: "betavae", "factorvae", "mig", "dci", "sap",
+  `metrics` picks among ALL_METRICS: "betavae", "factorvae", "mig", "dci", "sap",
   "modularity" (Modularity and Explicitness), "irs" and "unsupervised" (Gaussian total
-  and Wasserstein correlation, mutual-information score). On fixed data, MIG, IRS and
-  the unsupervised scores use the rows of `codes`; DCI, SAP and Modularity train on the
-  rows given as `codes` and test on `codes_test`, or, without them, train on the first
-  `train_fraction` of the rows and test on the rest (dlib's split_train_test); BetaVAE
-  and FactorVAE draw their groups among the rows (`codes_ground_truth`).
+  and Wasserstein correlation, mutual-information score), the default METRICS, and
+  "downstream" (dlib's downstream_task with `downstream_predictors`, logistic regression
+  and boosted trees) and "fairness" (dlib's unfairness scores). On fixed data, MIG, IRS
+  and the unsupervised scores use the rows of `codes`; DCI, SAP, Modularity and the
+  downstream task (one training size: all of the training rows) train on the rows given
+  as `codes` and test on `codes_test`, or, without them, train on the first
+  `train_fraction` of the rows and test on the rest (dlib's split_train_test); BetaVAE,
+  FactorVAE and fairness draw among the rows (`codes_ground_truth`; fairness needs every
+  factor vector it intervenes to, a full grid of factors).
   `discretizer` ("histogram", dlib's equal widths; "quantile", equal mass; or a function
   (codes, num_bins) -> bins) and `num_bins` are those of every metric that bins (MIG,
   Modularity, IRS's factors, the unsupervised mutual information), as dlib's one
@@ -236,13 +271,14 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(
       0 if rng is None else rng)
   s = _checked_sizes(sizes)
-  children = dict(zip(METRICS, rng.spawn(len(METRICS))))
+  children = dict(zip(ALL_METRICS, rng.spawn(len(ALL_METRICS))))
   out = Scores(factor_names=tuple(factor_names) if factor_names is not None else
                getattr(ground_truth, "factor_names", None))
   if not fixed:
     if represent is None or ground_truth is None:
       raise ValueError("scores: represent= and ground_truth= go together")
-    calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
+    calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance,
+                          downstream_predictors)
     for name in metrics:
       setattr(out, name, calls[name](children[name]))
     return out
@@ -253,7 +289,7 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
   bins = {"discretizer": discretizer, "num_bins": num_bins}
   if "mig" in metrics:
     out.mig = mig_from_codes(codes, factors, **bins)
-  if {"dci", "sap", "modularity"} & set(metrics):
+  if {"dci", "sap", "modularity", "downstream"} & set(metrics):
     if (codes_test is None) != (factors_test is None):
       raise ValueError("scores: codes_test= and factors_test= go together")
     if codes_test is None:
@@ -275,10 +311,17 @@ def scores(*, codes: np.ndarray | None = None, factors: np.ndarray | None = None
     out.irs = irs_from_codes(codes, factors, **bins)
   if "unsupervised" in metrics:
     out.unsupervised = unsupervised_from_codes(codes, **bins)
-  table = [m for m in ("betavae", "factorvae") if m in metrics]
+  if "downstream" in metrics:
+    keep = [k for k in range(factors.shape[1]) if np.unique(factors[:, k]).size > 1]
+    out.downstream = downstream.downstream_from_codes(
+        split[0], split[1][:, keep], split[2], split[3][:, keep],
+        predictors=downstream_predictors,
+        random_state=int(children["downstream"].integers(2**31 - 1)))
+  table = [m for m in ("betavae", "factorvae", "fairness") if m in metrics]
   if table:
     gt = codes_ground_truth(codes, factors, factor_names)
-    calls = _metric_calls(_identity, gt, s, discretizer, num_bins, dci_importance)
+    calls = _metric_calls(_identity, gt, s, discretizer, num_bins, dci_importance,
+                          downstream_predictors)
     for name in table:
       setattr(out, name, calls[name](children[name]))
   return out
@@ -304,9 +347,9 @@ def disentanglement_metrics(represent: Represent, ground_truth: GroundTruth,
   discretize.resolve(discretizer)
   s = _checked_sizes(sizes)
   calls = _metric_calls(represent, ground_truth, s, discretizer, num_bins, dci_importance)
-  children = dict(zip(METRICS, rng.spawn(len(METRICS))))
+  children = dict(zip(ALL_METRICS, rng.spawn(len(ALL_METRICS))))
   out = {}
-  for name in METRICS:
+  for name in ALL_METRICS:
     if name not in metrics:
       continue
     try:
