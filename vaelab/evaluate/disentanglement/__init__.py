@@ -3,9 +3,9 @@
 BetaVAE score, FactorVAE score, MIG, DCI disentanglement, SAP, Modularity and
 Explicitness, IRS, the unsupervised scores (Gaussian total correlation, Gaussian
 Wasserstein correlation, mutual-information score), the downstream task's accuracies
-and the unfairness scores (`downstream`, `fairness`, named in `metrics=` when wanted), and
-UDR (`udr`, unsupervised model selection over several models), each computed with the protocol and
-the default sample sizes of disentanglement_lib (Locatello et al. 2019, "Challenging
+and the unfairness scores (`downstream`, `fairness`, named in `metrics=` when wanted),
+and UDR (`udr`, unsupervised model selection over several models), each computed with
+the protocol and the default sample sizes of disentanglement_lib (Locatello et al. 2019, "Challenging
 Common Assumptions in the Unsupervised Learning of Disentangled Representations"), so
 that numbers are comparable with that study. One module per metric, as
 disentanglement_lib keeps them; the representation is a function from a batch of
@@ -54,10 +54,11 @@ from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
                                                           unsupervised_scores)
 
 __all__ = [
-    "ALL_METRICS", "DCIResult", "DCI_IMPORTANCE", "DISCRETIZERS", "FACTORVAE_PRUNE_STD", "GroundTruth",
-    "HEADLINE", "IRSResult", "METRICS", "MIGResult", "ModularityResult", "NonFiniteCodesError",
+    "ALL_METRICS", "DCIResult", "DCI_IMPORTANCE", "DISCRETIZERS", "FACTORVAE_PRUNE_STD",
+    "GroundTruth", "HEADLINE", "IRSResult", "METRICS", "MIGResult", "ModularityResult", "NonFiniteCodesError",
     "ProceduralGroundTruth", "Represent", "SAPResult", "Scores", "TableGroundTruth",
-    "UDRResult", "UnsupervisedResult", "betavae_score", "codes_ground_truth", "configured_metrics",
+    "UDRResult", "UnsupervisedResult", "betavae_score", "codes_ground_truth",
+    "configured_metrics",
     "dci_disentanglement", "dci_from_codes", "default_sizes", "disentanglement_metrics",
     "factorvae_score", "ground_truth_from_source", "histogram_discretize", "irs_from_codes",
     "irs_score", "member_scores", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",

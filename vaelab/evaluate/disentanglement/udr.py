@@ -35,7 +35,7 @@ _LASSO_ALPHA = 0.1
 class UDRResult:
   """UDR per model and its parts."""
   model_scores: np.ndarray  # (M,) median of pairwise[:, i] without the diagonal
-  pairwise: np.ndarray  # (M, M) score of (i, j): model i's codes against model j's; 0 on the diagonal
+  pairwise: np.ndarray  # (M, M) (i, j): model i's codes against model j's; 0 on the diagonal
   correlations: dict  # {(i, j): (d_i, d_j) |correlation| of model i's latents with model j's}
   informative: list  # per model, (d,) bool: mean KL above the threshold
 
