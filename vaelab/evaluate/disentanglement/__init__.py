@@ -5,9 +5,9 @@ Explicitness, IRS, the unsupervised scores (Gaussian total correlation, Gaussian
 Wasserstein correlation, mutual-information score), the downstream task's accuracies
 and the unfairness scores (`downstream`, `fairness`, named in `metrics=` when wanted),
 and UDR (`udr`, unsupervised model selection over several models), each computed with
-the protocol and the default sample sizes of disentanglement_lib (Locatello et al. 2019, "Challenging
-Common Assumptions in the Unsupervised Learning of Disentangled Representations"), so
-that numbers are comparable with that study. One module per metric, as
+the protocol and the default sample sizes of disentanglement_lib (Locatello et al. 2019,
+"Challenging Common Assumptions in the Unsupervised Learning of Disentangled
+Representations"), so that numbers are comparable with that study. One module per metric, as
 disentanglement_lib keeps them; the representation is a function from a batch of
 observations to codes (for a VAE, the posterior mean), the factors come from a ground
 truth (`ground_truth`), observations are encoded by `sampling`.
