@@ -12,6 +12,9 @@ alternating rounds (medians), as seconds per member-step after compilation:
   bare_loop: the same step over one state per member, stepped in turn (the floor of a
          "loop" population: what holding nine states costs the machine itself);
   alone: vaelab's run of one member (its loop, its input pipeline, its metrics);
+  weak_alone: the same run of an Ada-GVAE member (k = 1) of the same trunk, optimizer,
+         batch, beta and seed, on pairs rendered on the device: two images per example
+         (goal: <= 2.2x alone);
   loop / vmap: the whole study as one population of each implementation;
   and a run's parts outside its loop (render: the device feed's batch; step_on_ready_batch:
   vaelab's train step on one batch already made; render_then_step: the two in turn).
@@ -66,6 +69,16 @@ def _configs(args, steps: int, curve_every: int) -> list:
   for c in configs:  # rates over eight intervals, the first (compilation) left out
     c.log_every = max(steps // 8, 1)
   return configs
+
+
+def weak_config(config):
+  """The Ada-GVAE member beside beta-VAE member `config`: every key they share taken from
+  `config` (trunk, optimizer, batch, steps, beta, seed), pairs that change one factor."""
+  from vaelab import config_base
+  weak = common.load_config("ada_gvae_dsprites", "runlocal")
+  keys = config_base.flat(weak)
+  same = {k: v for k, v in config_base.flat(config).items() if k in keys and k != "model.name"}
+  return common.set_overrides(weak, {**same, "data.pair_k": 1})
 
 
 def bare_step_seconds(config, steps: int, members: int = 1) -> float:
@@ -175,7 +188,8 @@ def main():
   configs = _configs(args, args.steps, 10 * args.steps)
   members = len(configs)
   common.note(f"{members} members, {args.arch} trunk, {args.steps} steps per measurement")
-  rounds: dict[str, list] = {"bare": [], "alone": [], "loop": [], "vmap": [], "bare_loop": []}
+  rounds: dict[str, list] = {"bare": [], "alone": [], "weak_alone": [], "loop": [], "vmap": [],
+                             "bare_loop": []}
   for r in range(args.rounds):
     common.note(f"round {r + 1}: bare")
     rounds["bare"].append(bare_step_seconds(configs[0], args.steps))
@@ -183,6 +197,9 @@ def main():
     rounds["bare_loop"].append(bare_step_seconds(configs[0], args.steps, members))
     common.note(f"round {r + 1}: alone")
     rounds["alone"].append(vaelab_seconds(configs, os.path.join(root, "alone"), None))
+    common.note(f"round {r + 1}: alone, Ada-GVAE")
+    rounds["weak_alone"].append(vaelab_seconds([weak_config(configs[0])],
+                                               os.path.join(root, "weak"), None))
     common.note(f"round {r + 1}: a run's parts")
     for k, v in step_parts_seconds(configs[0], args.steps).items():
       rounds.setdefault(k, []).append(v)
@@ -196,9 +213,11 @@ def main():
   out = {"device": str(jax.devices()[0]), "arch": args.arch, "members": members,
          **{f"{k}_ms_per_member_step": v for k, v in ms.items()},
          **{f"{k}_vs_bare": ms["bare"] / v for k, v in ms.items() if k != "bare"},
+         "weak_alone_vs_alone": ms["weak_alone"] / ms["alone"],
          "study_steps": args.study_steps, "curve_every": args.curve_every,
          "study_training_minutes": study_train_s / 60}
   rows = [[k, f"{v:.2f} ms", f"{ms['bare'] / v:.2f}x bare"] for k, v in ms.items()]
+  rows.append(["weak_alone / alone", "", f"{out['weak_alone_vs_alone']:.2f}x (goal <= 2.2)"])
   if not args.skip_evaluations:
     common.note("evaluations")
     ev = evaluation_seconds(args, os.path.join(root, "evaluations"))
