@@ -3,6 +3,12 @@
 
   .venv/bin/python experiments/disentanglement_study.py [--seeds 0,1,2] [--steps 10000]
       [--arch mlp] [--lr 1e-3] [--num_train 2000] [--models beta_vae,factor_vae,...]
+      [--dataset NAME [--data_path PATH] [--scream_path IMAGE]]
+
+--dataset is any data set with ground-truth factors: procedural_dsprites (the default),
+color_dsprites, noisy_dsprites, scream_dsprites (with --scream_path, dlib's scream.jpg), or
+the official files dsprites_file, shapes3d_file, mpi3d_file, smallnorb_file, cars3d_file
+read from --data_path (vaelab/data/ground_truth_files.py says which file each reads).
 
 Each model trains at one strong setting of disentanglement_lib's grid (`MODELS`), every
 model over the same seeds, trunk, learning rate, length and data (procedural dSprites,
@@ -45,6 +51,8 @@ MODELS = {
     "dip_vae_ii": ("dip_vae_dsprites", "dip_type=ii,lambda_od=10", {},
                    "lambda_od in {1, 2, 5, 10, 20, 50}: 10, lambda_d = lambda_od"),
 }
+DATASETS = ("procedural_dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites",
+            "dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", "cars3d_file")
 SCORES = ("eval/betavae_score", "eval/factorvae_score", "eval/mig", "eval/dci_disentanglement",
           "eval/sap_score", "eval/modularity_score", "eval/irs",
           "eval/gaussian_total_correlation", "eval/mutual_info_score")
@@ -58,6 +66,11 @@ def _args():
   p.add_argument("--num_train", type=int, default=2000)
   p.add_argument("--curve_every", type=int, default=None, help="default: steps / 5")
   p.add_argument("--population", default="loop", choices=("loop", "vmap", "off"))
+  p.add_argument("--dataset", default="procedural_dsprites", choices=DATASETS)
+  p.add_argument("--data_path", default="", help="the file or folder of a *_file data set")
+  p.add_argument("--scream_path", default="", help="scream_dsprites' background image")
+  p.add_argument("--num_heldout", type=int, default=None,
+                 help="data.num_eval, the images held out (default: the config's)")
   args = p.parse_args()
   args.steps = args.steps or 10000
   args.curve_every = args.curve_every or max(args.steps // 5, 1)
@@ -72,7 +85,10 @@ def config_for(args, model: str, seed: int):
                "eval.disentanglement_every": args.curve_every, "keep_checkpoints": 2,
                "eval.disentanglement_num_train": args.num_train,
                "eval.disentanglement_num_eval": args.num_train // 2, **bvd.ARCHS[args.arch],
-               **extra}
+               "data.name": args.dataset, "data.path": args.data_path,
+               "data.scream_path": args.scream_path, **extra}
+  if args.num_heldout:
+    overrides["data.num_eval"] = args.num_heldout
   if model == "annealed_vae":
     overrides["loss.capacity_steps"] = max(args.steps // 3, 1)
   if model == "factor_vae":
@@ -113,6 +129,8 @@ def main():
     raise SystemExit(f"--models: unknown {sorted(unknown)}; known: {list(MODELS)}")
   seeds = common.seeds_of(args)
   tag = f"{args.arch}_lr{args.lr:g}_steps{args.steps}"
+  if args.dataset != "procedural_dsprites":
+    tag = f"{args.dataset}_{tag}"
   walls, by_model, per_seed = {}, {}, {}
   for model in models:
     configs = [config_for(args, model, s) for s in seeds]
@@ -125,7 +143,8 @@ def main():
   rows = [[m] + [f"{np.mean(v[k]):.3f} ± {np.std(v[k]):.3f}" for k in SCORES]
           for m, v in by_model.items()]
   common.print_table(["model"] + [k.split("/")[-1] for k in SCORES], rows,
-                     title=f"{args.arch} trunk, {args.steps} steps, lr {args.lr:g}, seeds "
+                     title=f"{args.dataset}, {args.arch} trunk, {args.steps} steps, lr "
+                           f"{args.lr:g}, seeds "
                            f"{args.seeds}: mean ± std over seeds")
   common.print_table(["model", "MIG per seed", "FactorVAE per seed"],
                      [[m, " / ".join(f"{x:.3f}" for x in v["eval/mig"]),
@@ -140,7 +159,8 @@ def main():
   figure = save_figure(by_model, os.path.join(args.workdir_root, f"{tag}_study_scores.png"))
   common.note(f"figure: {figure}")
   common.print_json({
-      "experiment": "disentanglement_study", "arch": args.arch, "steps": args.steps,
+      "experiment": "disentanglement_study", "dataset": args.dataset,
+      "data_path": args.data_path, "arch": args.arch, "steps": args.steps,
       "lr": args.lr, "seeds": seeds, "num_train": args.num_train,
       "settings": {m: MODELS[m][3] for m in models}, "wall_s": walls,
       "ours": {m: {k: {"mean": float(np.mean(v[k])), "std": float(np.std(v[k])),

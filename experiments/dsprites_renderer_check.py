@@ -1,6 +1,12 @@
 """Checks that procedural dSprites renders the same pixels everywhere, and how fast.
 
   .venv/bin/python experiments/dsprites_renderer_check.py [--limit N] [--no-reference]
+  .venv/bin/python experiments/dsprites_renderer_check.py --npz PATH [--limit N]
+
+With --npz (the real dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz, read as data.name=
+dsprites_file reads it): how many of its images the procedural renderer reproduces exactly
+(each rendered from the file's latents_classes), the largest pixel difference, the mean
+fraction of pixels that differ, and the exact images per shape. Nothing else runs.
 
 Over the whole factor grid (or the first --limit indices), in blocks of 8,192:
   * reference: the host path (`dsprites.render`) against the float32 numpy renderer the module
@@ -45,12 +51,46 @@ def _rate(fn, n, reps):
   return n * reps / (time.perf_counter() - start)
 
 
+def compare_with_file(path: str, limit: int | None = None, block: int = 8192) -> dict:
+  """The real file's images against the renderer's for the same factors."""
+  from vaelab.data import ground_truth_files
+  import ml_collections
+  cfg = ml_collections.ConfigDict({"name": "dsprites_file", "path": path, "verify": True})
+  source = ground_truth_files.load(cfg)
+  n = len(source) if limit is None else min(limit, len(source))
+  exact, largest, differing = 0, 0.0, 0
+  exact_per_shape = [0] * dsprites.FACTOR_SIZES[1]
+  for s in range(0, n, block):
+    batch = source.get(np.arange(s, min(n, s + block)))
+    rendered = dsprites.render(batch["factors"])
+    diff = np.abs(batch["image"] - rendered).reshape(len(rendered), -1)
+    same = (diff == 0).all(axis=1)
+    exact += int(same.sum())
+    largest = max(largest, float(diff.max(initial=0.0)))
+    differing += int((diff > 0).sum())
+    for shape in range(len(exact_per_shape)):
+      exact_per_shape[shape] += int(same[batch["factors"][:, 1] == shape].sum())
+  return {"file": path, "images": n, "exact_images": exact,
+          "largest_pixel_difference": largest,
+          "mean_fraction_of_pixels_differing": differing / max(n * 64 * 64, 1),
+          "exact_images_per_shape": dict(zip(dsprites.SHAPE_NAMES, exact_per_shape))}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--limit", type=int, default=dsprites.NUM_IMAGES)
   parser.add_argument("--no-reference", action="store_true",
                       help="skip the numpy reference (the slow part)")
+  parser.add_argument("--npz", default="", help="the real dSprites npz to compare with")
   args = parser.parse_args()
+  if args.npz:
+    out = compare_with_file(args.npz, args.limit)
+    print(f"{out['exact_images']} of {out['images']} images of {args.npz} rendered exactly "
+          f"(per shape: {out['exact_images_per_shape']}); largest pixel difference "
+          f"{out['largest_pixel_difference']:g}, {100 * out['mean_fraction_of_pixels_differing']:.2f}% "
+          f"of pixels differ")
+    print(json.dumps(out))
+    return
   from test_dsprites import _numpy_render  # the reference lives with the tests
 
   form = dsprites.DSpritesSource().device_form()

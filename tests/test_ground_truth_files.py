@@ -249,3 +249,24 @@ def test_a_real_size_mpi3d_starts_in_little_host_memory(written):
   rss = json.loads(proc.stdout.strip().splitlines()[-1])["max_rss_mb"]
   # The images are 12.7 GB; the process holds the factor table and the model.
   assert rss < 2000, rss
+
+
+def test_renderer_check_counts_exact_images(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import dsprites_renderer_check
+  path = str(tmp_path / gtf.DSPRITES_FILE)
+  writers.write_dsprites(path)  # the renderer's own images: every one exact
+  out = dsprites_renderer_check.compare_with_file(path, block=50)
+  assert (out["images"], out["exact_images"], out["largest_pixel_difference"]) == (192, 192, 0)
+  with np.load(path, allow_pickle=True) as f:
+    arrays = dict(f)
+  arrays["imgs"][7, 3, 5] ^= 1  # one pixel of one image, and a whole image of another shape
+  arrays["imgs"][100] = 1 - arrays["imgs"][100]
+  np.savez_compressed(path, **arrays)
+  out = dsprites_renderer_check.compare_with_file(path, block=50)
+  assert out["exact_images"] == 190 and out["largest_pixel_difference"] == 1.0
+  assert out["mean_fraction_of_pixels_differing"] == (1 + 4096) / (192 * 4096)
+  shapes = arrays["latents_classes"][[7, 100], 1]
+  per_shape = {name: 64 - int((shapes == k).sum())
+               for k, name in enumerate(dsprites.SHAPE_NAMES)}
+  assert out["exact_images_per_shape"] == per_shape

@@ -267,7 +267,14 @@ def member_array(path: str, key: str, member: Member) -> RowFile:
     return RowFile(path, member.offset, member.shape, member.dtype)
   out = _inflated_path(path, key)
   src = os.stat(path)
-  if not (os.path.exists(out) and os.stat(out).st_mtime_ns >= src.st_mtime_ns):
+  # The copy records the version of the file it was inflated from.
+  record = {"size": src.st_size, "mtime_ns": src.st_mtime_ns}
+  try:
+    with open(out + ".json") as f:
+      fresh = json.load(f) == record and os.path.exists(out)
+  except (OSError, ValueError):
+    fresh = False
+  if not fresh:
     try:
       with zipfile.ZipFile(path) as zf, zf.open(member.info) as f, open(out + ".tmp",
                                                                           "wb") as g:
@@ -277,6 +284,8 @@ def member_array(path: str, key: str, member: Member) -> RowFile:
       raise _fail(path, key, f"cannot be read, the file looks truncated or corrupt ({e})"
                   ) from e
     os.replace(out + ".tmp", out)
+    with open(out + ".json", "w") as f:
+      json.dump(record, f)
   with open(out, "rb") as f:
     version = np.lib.format.read_magic(f)
     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
