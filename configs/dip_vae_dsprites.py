@@ -9,15 +9,18 @@ unsupervised_study_v1 settings.
   # the sweep below (both types x lambda_od x seed), trained as populations:
   python -m vaelab.sweep --config=configs/dip_vae_dsprites.py:runlocal --workdir=/tmp/dip_sweep
 
-The full config is the study's (Locatello et al. 2019; dlib's model_configs/shared.gin): the
-conv encoder and decoder of configs/beta_vae_dsprites.py (four 4x4 stride-2 convolutions
-32, 32, 64, 64, a 256-unit dense layer, mirrored), Bernoulli pixels, 10 latents, batch 64,
+The full config is the study's (Locatello et al. 2019; dlib's model_configs/shared.gin):
+disentanglement_lib's conv encoder and deconv decoder (`model.encoder=dlib_conv`: 4x4, 4x4,
+2x2, 2x2 stride-2 convolutions 32, 32, 64, 64, a 256-unit dense layer; dense 256 and 1024,
+four 4x4 stride-2 transposed convolutions), Bernoulli pixels, 10 latents, batch 64,
 Adam at 1e-4 with b1 = 0.9, b2 = 0.999 and epsilon 1e-8 (optax's default epsilon), 300k
 steps. The objective is -ELBO + lambda_od * sum_{i != j} C_ij^2 + lambda_d * sum_i
 (C_ii - 1)^2, C the batch's covariance of the encoder means (`dip_type=i`) or of the
 aggregate posterior (`ii`). The variants `dip_type=` and `lambda_od=` set the type and
-lambda_od, and lambda_d as the study ties it: 10 * lambda_od for i, lambda_od for ii
-(default: i, lambda_od = 10, lambda_d = 100, a point of dlib's grid).
+lambda_od; lambda_d is left at -1, derived from them as the study ties it (10 * lambda_od
+for i, lambda_od for ii; default: i, lambda_od = 10, lambda_d = 100, a point of dlib's
+grid), so `--config.loss.dip_type=ii` or `--config.loss.lambda_od=20` on the command line
+moves lambda_d with them; `--config.loss.lambda_d=V` (V >= 0) sets it explicitly.
 
 `runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, a few CPU minutes on 2
 cores, with a fifth of dlib's disentanglement sample sizes. metrics.jsonl logs train/dip
@@ -26,34 +29,32 @@ eval/dip_offdiag and eval/dip_diag of the evaluation set and the four disentangl
 scores.
 
 `get_sweep` is dlib's grid for this model: for each type, lambda_od in (1, 2, 5, 10, 20,
-50) with lambda_d tied as above, times seeds (0, 1) (the study ran 50 seeds per setting);
+50) with lambda_d derived as above, times seeds (0, 1) (the study ran 50 seeds per setting);
 24 runs, the 12 of each type trained as populations (lambda_od and lambda_d are step
 arguments; the type changes the step).
 """
 from vaelab import config_base
 from vaelab.models import dip_vae
 
-# disentanglement_lib's lambda_d_factor of each type in unsupervised_study_v1.
-LAMBDA_D_FACTOR = {"i": 10.0, "ii": 1.0}
 LAMBDA_OD_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
 
 def get_config(arg=None):
   arg = config_base.parse_arg(arg, runlocal=False, dip_type="i", lambda_od=10.0)
-  if arg.dip_type not in LAMBDA_D_FACTOR:
+  if arg.dip_type not in dip_vae.DIP_TYPES:
     raise ValueError(f"config variant dip_type={arg.dip_type!r}: expected one of "
-                     f"{tuple(LAMBDA_D_FACTOR)}")
+                     f"{dip_vae.DIP_TYPES}")
   c = config_base.base_config()
   dip_vae.config_keys(c, likelihood="bernoulli")
   c.data.name = "procedural_dsprites"
   c.data.num_eval = 5000
-  c.model.encoder = "conv"
+  c.model.encoder = "dlib_conv"
   c.model.conv_channels = (32, 32, 64, 64)
   c.model.dense = 256
   c.model.latent_dim = 10
   c.loss.dip_type = arg.dip_type
   c.loss.lambda_od = arg.lambda_od
-  c.loss.lambda_d = LAMBDA_D_FACTOR[arg.dip_type] * arg.lambda_od
+  c.loss.lambda_d = dip_vae.DERIVED
   c.batch_size = 64
   c.num_train_steps = 300_000
   c.log_every = 500
@@ -81,10 +82,9 @@ def get_config(arg=None):
 
 def get_sweep(h):
   trials = []
-  for dip_type, factor in LAMBDA_D_FACTOR.items():
+  for dip_type in dip_vae.DIP_TYPES:
     trials += h.product(
         h.fixed("loss.dip_type", dip_type),
-        h.zip(h.sweep("loss.lambda_od", list(LAMBDA_OD_GRID)),
-              h.sweep("loss.lambda_d", [factor * v for v in LAMBDA_OD_GRID])),
+        h.sweep("loss.lambda_od", list(LAMBDA_OD_GRID)),
         h.sweep("seed", [0, 1]))
   return trials

@@ -163,9 +163,9 @@ def test_bad_values_are_refused_naming_the_key(npz_pair, key, value, message):
 
 def test_variants_tie_lambda_d_as_the_study_does():
   c = config_base.load_config(CONFIG + ":dip_type=ii,lambda_od=5")
-  assert (c.loss.dip_type, c.loss.lambda_od, c.loss.lambda_d) == ("ii", 5.0, 5.0)
+  assert (c.loss.dip_type, *dip_vae.hparams(c).values()) == ("ii", 5.0, 5.0)
   c = config_base.load_config(CONFIG + ":lambda_od=2")
-  assert (c.loss.dip_type, c.loss.lambda_od, c.loss.lambda_d) == ("i", 2.0, 20.0)
+  assert (c.loss.dip_type, *dip_vae.hparams(c).values()) == ("i", 2.0, 20.0)
   with pytest.raises(ValueError, match="dip_type"):
     config_base.load_config(CONFIG + ":dip_type=iii")
 

@@ -8,9 +8,11 @@ The model is the VAE of `vaelab/models/vae.py`; the step minimizes
 disentanglement_lib's DIPVAE objective, with C over the global batch
 (`vaelab/losses/dip_vae.py`): `loss.dip_type` = `i`, the covariance of the encoder means
 (DIP-VAE-I), or `ii`, that plus the mean of the posterior variances, the aggregate
-posterior's covariance (DIP-VAE-II). dlib's `lambda_d_factor` is folded into `loss.lambda_d`
-(its study: lambda_d = 10 lambda_od for i, = lambda_od for ii; configs/dip_vae_dsprites.py).
-lambda_od and lambda_d are step arguments (populations share one compiled step).
+posterior's covariance (DIP-VAE-II). `loss.lambda_d` = -1 (the default) derives lambda_d
+as disentanglement_lib does, lambda_d_factor * lambda_od with its factor 10 for i and 1 for
+ii, from whatever `loss.dip_type` and `loss.lambda_od` end up being (variants, overrides,
+sweeps); a value >= 0 sets it explicitly. lambda_od and lambda_d are step arguments
+(populations share one compiled step).
 
 Logged: train/dip_offdiag and train/dip_diag (the two sums, unweighted) and train/dip (the
 weighted penalty); the evaluation adds eval/dip_offdiag and eval/dip_diag of the whole
@@ -30,6 +32,9 @@ from vaelab.models.base import Family
 from vaelab.models.vae import VAE
 
 DIP_TYPES = dip_losses.DIP_TYPES
+# disentanglement_lib's lambda_d_factor per type (dip_vae_i: 10, dip_vae_ii: 1).
+LAMBDA_D_FACTOR = {"i": 10.0, "ii": 1.0}
+DERIVED = -1.0  # loss.lambda_d: lambda_d_factor[dip_type] * lambda_od
 
 
 def config_keys(c, likelihood: str = "bernoulli") -> None:
@@ -38,7 +43,8 @@ def config_keys(c, likelihood: str = "bernoulli") -> None:
   vae.common_keys(c, likelihood)
   c.loss.dip_type = "i"  # i (covariance of the means) | ii (of the aggregate posterior)
   c.loss.lambda_od = 10.0  # weight of the squared off-diagonal entries
-  c.loss.lambda_d = 100.0  # weight of the squared deviations of the diagonal from 1
+  # Weight of the squared deviations of the diagonal from 1; -1: derived as dlib does.
+  c.loss.lambda_d = DERIVED
 
 
 def make_loss(config, info=None):
@@ -87,8 +93,17 @@ def make_eval_set_stats(config):
   return stats, reduce
 
 
+def lambda_d(config) -> float:
+  """The diagonal weight the step uses: `loss.lambda_d`, or dlib's derived value when it
+  is -1 (10 * lambda_od for dip_type i, lambda_od for ii)."""
+  l = config.loss
+  if float(l.lambda_d) == DERIVED:
+    return LAMBDA_D_FACTOR[l.dip_type] * float(l.lambda_od)
+  return float(l.lambda_d)
+
+
 def hparams(config):
-  return {"lambda_od": float(config.loss.lambda_od), "lambda_d": float(config.loss.lambda_d)}
+  return {"lambda_od": float(config.loss.lambda_od), "lambda_d": lambda_d(config)}
 
 
 def validate(config):
@@ -96,9 +111,11 @@ def validate(config):
   l = config.loss
   if l.dip_type not in DIP_TYPES:
     raise ConfigError(f"loss.dip_type={l.dip_type!r}: expected one of {DIP_TYPES}")
-  for key in ("lambda_od", "lambda_d"):
-    if not float(l[key]) >= 0:
-      raise ConfigError(f"loss.{key}={l[key]}: must be >= 0")
+  if not float(l.lambda_od) >= 0:
+    raise ConfigError(f"loss.lambda_od={l.lambda_od}: must be >= 0")
+  if not (float(l.lambda_d) >= 0 or float(l.lambda_d) == DERIVED):
+    raise ConfigError(f"loss.lambda_d={l.lambda_d}: must be >= 0, or -1 to derive it from "
+                      f"loss.lambda_od and loss.dip_type as disentanglement_lib does")
   vae.validate_bounds(config)
 
 
