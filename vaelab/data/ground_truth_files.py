@@ -256,8 +256,12 @@ class RowFile:
     return out
 
   def __del__(self):
-    if self._fd is not None:
-      os.close(self._fd)
+    fd, self._fd = self._fd, None
+    if fd is not None:
+      try:
+        os.close(fd)
+      except Exception:  # noqa: BLE001 - at interpreter exit os may be gone
+        pass
 
 
 def member_array(path: str, key: str, member: Member) -> RowFile:
