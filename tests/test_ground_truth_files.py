@@ -115,8 +115,13 @@ def test_cars3d_factor_order(written):
   source = _load("cars3d", written["cars3d"])
   f = source.table_factors
   assert len(source) == 192
-  np.testing.assert_array_equal(f[:5], [[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [0, 1, 0]])
-  assert (f[96:, 2] == 1).all()
+  # Row-major over (elevation 4, azimuth 24, the folder's 2 cars), dlib's index order.
+  np.testing.assert_array_equal(f[:5], [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [0, 2, 0]])
+  np.testing.assert_array_equal(f, np.stack(np.unravel_index(np.arange(192), (4, 24, 2)), 1))
+  # The writer's pattern: channel 0 follows the elevation, 1 the azimuth, 2 the car.
+  level = source.get(np.arange(192))["image"][:, 32, 0, :]  # a pixel off the bar
+  expected = np.floor(255 * (f + 1) / (np.array([4, 24, 183]) + 1)) / 255
+  np.testing.assert_allclose(level, expected, atol=1.01 / 255)
 
 
 BAD = ("missing", "shape", "dtype", "truncated")

@@ -637,13 +637,15 @@ def _cars3d(path: str, load: bool):
                   ) from e
     # (rows, cols, rgb, azimuth, elevation) -> (azimuth, elevation, rows, cols, rgb), as dlib.
     mesh = np.einsum("abcde->deabc", im).reshape((-1,) + CARS3D_RAW[:3])
-    images[96 * k:96 * (k + 1)] = _resize(mesh, (64, 64), thumbnail=True)
+    # Image j of a file: azimuth j // 4, elevation j % 4 (dlib's factor table for a file).
+    j = np.arange(96)
+    rows = ((j % 4) * 24 + j // 4) * len(files) + k
+    images[rows] = _resize(mesh, (64, 64), thumbnail=True)
   if not load:
     return None
-  # Row j of file k: azimuth j // 4, elevation j % 4 (dlib's factor table for a file).
-  j = np.arange(96)
-  factors = np.concatenate([np.column_stack([j % 4, j // 4, np.full(96, k)])
-                            for k in range(len(files))])
+  # Rows in the row-major order of (elevation, azimuth, object): dlib's index of its
+  # features (StateSpaceAtomIndex) when the folder holds all 183 cars.
+  factors = _grid((4, 24, len(files)))
   return FileSource("cars3d_file", images, factors, CARS3D)
 
 
