@@ -23,7 +23,8 @@ a missing file names the file expected and the page it comes from; a field of th
 shape or dtype, or a file cut short, names the field and what was expected; a file whose
 name is that of an official file with a published checksum (`KNOWN_SHA256`) must match it
 unless data.verify=False. A file's checksum is computed once and cached beside it
-(FILE.sha256, with the size and mtime it was computed for).
+(FILE.sha256, with the size and mtime it was computed for; under ~/.cache/vaelab where the
+file's folder is read-only, as the inflated copies below).
 
 Large arrays are not read at start: an uncompressed npz member is read where it lies in the
 zip file, a batch's rows one pread each (`RowFile`); a compressed one (the dSprites npz) is
@@ -117,8 +118,18 @@ def _missing(path: str, what: str, page: str) -> DataError:
 
 # --- checksums, computed once per file version ----------------------------------------------
 
+def _beside(path: str, suffix: str) -> str:
+  """PATH + suffix, or a file under ~/.cache/vaelab where PATH's folder is read-only."""
+  if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+    return path + suffix
+  cache = os.path.join(os.path.expanduser("~"), ".cache", "vaelab")
+  os.makedirs(cache, exist_ok=True)
+  tag = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:16]
+  return os.path.join(cache, f"{tag}.{os.path.basename(path)}{suffix}")
+
+
 def _cache_path(path: str) -> str:
-  return path + ".sha256"
+  return _beside(path, ".sha256")
 
 
 def sha256(path: str) -> str:
@@ -144,7 +155,7 @@ def sha256(path: str) -> str:
       json.dump(record, f)
     os.replace(cache + ".tmp", cache)
   except OSError:
-    pass  # a read-only folder: hashed again next time
+    pass  # nowhere to write: hashed again next time
   return record["sha256"]
 
 
@@ -212,7 +223,7 @@ def npz_members(path: str) -> dict[str, Member]:
 
 
 def _inflated_path(path: str, key: str) -> str:
-  return f"{path}.{key}.npy"
+  return _beside(path, f".{key}.npy")
 
 
 class RowFile:
