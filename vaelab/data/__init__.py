@@ -47,34 +47,26 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
             tfds_source.load_tfds(name, data_cfg.eval_split, data_dir))
   if name == "procedural_dsprites":
     from vaelab.data import dsprites
-    full = dsprites.DSpritesSource()
-    # Held-out images are a fixed random sample of the grid, and training draws from the rest
-    # of it, so eval/elbo, eval/nll, eval/recon_sse are held-out numbers. (The
-    # disentanglement metrics sample the whole grid, as disentanglement_lib does: they
-    # score the factors, not the pixels.)
-    rng = np.random.default_rng(12345)
-    held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
-    rest = np.ones(len(full), bool)  # np.setdiff1d would sort the whole grid per build
-    rest[held] = False
-    train = np.flatnonzero(rest)
-    return (SubsetSource(full, train, name="procedural_dsprites/train"),
-            SubsetSource(full, held, name="procedural_dsprites/eval"))
+    return _held_out(dsprites.DSpritesSource(), data_cfg)
   if name in VARIANT_NAMES:
     from vaelab.data import dsprites_variants
     return _held_out(dsprites_variants.make_source(data_cfg), data_cfg)
   if name in FILE_NAMES:
     from vaelab.data import ground_truth_files
-    return ground_truth_files.make_sources(data_cfg)
+    return _held_out(ground_truth_files.load(data_cfg), data_cfg)
   if name in SEQUENCE_NAMES:
     return _sequence_sources(data_cfg)
   raise ConfigError(f"data.name={name!r}: expected one of {NAMES}")
 
 
 def _held_out(full, data_cfg):
-  """(train, eval) of a procedural set: the held-out sample procedural dSprites uses."""
+  """(train, eval) of a procedural set or an official file. Held-out images are a fixed random sample of the
+  grid, and training draws from the rest of it, so eval/elbo, eval/nll, eval/recon_sse are
+  held-out numbers. (The disentanglement metrics sample the whole grid, as
+  disentanglement_lib does: they score the factors, not the pixels.)"""
   rng = np.random.default_rng(12345)
   held = np.sort(rng.choice(len(full), int(data_cfg.num_eval), replace=False))
-  rest = np.ones(len(full), bool)
+  rest = np.ones(len(full), bool)  # np.setdiff1d would sort the whole grid per build
   rest[held] = False
   return (SubsetSource(full, np.flatnonzero(rest), name=f"{data_cfg.name}/train"),
           SubsetSource(full, held, name=f"{data_cfg.name}/eval"))

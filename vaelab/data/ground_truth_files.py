@@ -51,7 +51,7 @@ import zipfile
 import jax.numpy as jnp
 import numpy as np
 
-from vaelab.data.base import DeviceForm, SourceInfo, SubsetSource
+from vaelab.data.base import DeviceForm, SourceInfo
 from vaelab.errors import ConfigError, DataError
 
 NAMES = ("dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", "cars3d_file")
@@ -700,19 +700,8 @@ def check(data_cfg) -> None:
 def load(data_cfg) -> FileSource:
   """The whole data set (checked as `check` does)."""
   check(data_cfg)
-  return _READERS[data_cfg.name](_path(data_cfg), load=True)
-
-
-def make_sources(data_cfg):
-  """(train, eval): a fixed random sample of data.num_eval rows held out, as procedural
-  dSprites holds out its evaluation images."""
-  full = load(data_cfg)
-  num_eval = int(data_cfg.num_eval)
-  if num_eval >= len(full):
-    raise ConfigError(f"data.num_eval={num_eval}: {data_cfg.name} at {data_cfg.path!r} has "
-                      f"{len(full)} images; hold out fewer")
-  held = np.sort(np.random.default_rng(12345).choice(len(full), num_eval, replace=False))
-  rest = np.ones(len(full), bool)
-  rest[held] = False
-  return (SubsetSource(full, np.flatnonzero(rest), name=f"{data_cfg.name}/train"),
-          SubsetSource(full, held, name=f"{data_cfg.name}/eval"))
+  full = _READERS[data_cfg.name](_path(data_cfg), load=True)
+  if "num_eval" in data_cfg and int(data_cfg.num_eval) >= len(full):
+    raise ConfigError(f"data.num_eval={data_cfg.num_eval}: {data_cfg.name} at "
+                      f"{data_cfg.path!r} has {len(full)} images; hold out fewer")
+  return full
