@@ -70,14 +70,36 @@ def test_color_is_the_sprite_times_a_uniform_colour(sources):
   assert abs(on.mean() - 0.75) < 0.02 and abs(on.std() - 0.5 / np.sqrt(12)) < 0.015
 
 
+def _lowbias32(x):
+  x = x.astype(np.uint64)
+  x ^= x >> 16
+  x = (x * 0x7FEB352D) % 2**32
+  x ^= x >> 15
+  x = (x * 0x846CA68B) % 2**32
+  return x ^ (x >> 16)
+
+
+def _noise(indices):
+  """Each image's U[0, 1) noise, from the hash of its index and of each pixel (numpy)."""
+  image = _lowbias32(np.asarray(indices, np.uint64) + 0x632BE5AB)
+  pixel = _lowbias32(np.arange(64 * 64 * 3, dtype=np.uint64) + 0x5BD1E995)
+  bits = _lowbias32(image[:, None] ^ pixel[None, :]).reshape(-1, 64, 64, 3)
+  return ((bits >> 9).astype(np.float64) / 2.0**23).astype(np.float32)
+
+
 def test_noisy_is_the_sprite_plus_uniform_noise_clipped(sources):
   got = sources["noisy_dsprites"].get(INDICES)["image"]
   sprite = _sprites(INDICES)
-  noise = _draws(INDICES, (64, 64, 3)).astype(np.float32)
+  noise = _noise(INDICES)
   np.testing.assert_array_equal(got, np.minimum(sprite + noise, 1.0))
   background = got[sprite == 0]
   assert abs(background.mean() - 0.5) < 0.005 and abs(background.var() - 1 / 12) < 0.002
   assert (got[sprite == 1] == 1.0).all()
+  # Independent across pixels and channels: neighbours and channels uncorrelated.
+  flat = noise.reshape(len(INDICES), -1)
+  assert abs(np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]) < 0.01
+  assert abs(np.corrcoef(noise[..., 0].ravel(), noise[..., 1].ravel())[0, 1]) < 0.01
+  assert abs(np.corrcoef(flat[:-1].ravel(), flat[1:].ravel())[0, 1]) < 0.01
 
 
 def test_scream_is_a_crop_mixed_with_a_colour_and_inverted_under_the_sprite(sources,
