@@ -99,8 +99,8 @@ def lowbias32(x):
 
 def noise_bits(indices):
   """(n, 64, 64, 3) uint32 random words of each image: a hash of (DATA_SEED, image index)
-  mixed with a hash of the pixel. threefry's 12,288 words an image took 28 ms per batch
-  of 64 on the CPU, three times the train step; the hash takes a fraction of that."""
+  mixed with a hash of the pixel: threefry's 12,288 words an image cost more than the
+  train step they feed on a CPU, the hash a small part of it."""
   image = lowbias32(jnp.asarray(indices).astype(jnp.uint32) + jnp.uint32(
       (DATA_SEED * 0x9E3779B9 + 0x632BE5AB) % 2**32))
   pixel = lowbias32(jnp.arange(IMAGE_SIZE * IMAGE_SIZE * 3, dtype=jnp.uint32)
