@@ -229,8 +229,8 @@ def _inflated_path(path: str, key: str) -> str:
 class RowFile:
   """Rows of a C-order array stored at `offset` of a file, read with one pread per row.
 
-  Not a memory map: a random batch of rows through np.memmap cost ~7 ms a row on a sparse
-  12.7 GB MPI3D file here (each page fault reads ahead around the row), pread ~0.1 ms."""
+  Not a memory map: through np.memmap, each row of a random batch faults pages in with the
+  kernel's read-ahead around it, tens of times slower than one pread of the row."""
 
   def __init__(self, path: str, offset: int, shape, dtype):
     self.path, self.offset = path, int(offset)
