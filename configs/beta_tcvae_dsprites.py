@@ -17,8 +17,8 @@ steps. The objective is dlib's: -ELBO + (beta - 1) * TC, the TC estimated over t
 minibatch-weighted sampling (`loss.tc_estimator=mws`; `mss` is Chen et al.'s stratified
 estimator). `beta=` sets beta (default 6, a point of dlib's grid).
 
-`runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, a few CPU minutes on 2
-cores, with a fifth of dlib's disentanglement sample sizes. metrics.jsonl logs train/mi,
+`runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, about a minute of training
+on 2 CPU cores, with a fifth of dlib's disentanglement sample sizes. metrics.jsonl logs train/mi,
 train/tc and train/dwkl; results.json has the VAE's metrics and the four disentanglement
 scores.
 

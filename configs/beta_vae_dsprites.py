@@ -14,8 +14,8 @@ disentanglement_lib: four 4x4 stride-2 convolutions (32, 32, 64, 64), a 256-unit
 layer, a mirrored decoder, Bernoulli pixels, Adam at 1e-4, batch 64, 300k steps (about a
 day on one GPU). `beta=` sets the KL weight (`:beta=1` is the plain VAE baseline).
 
-`runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, a few CPU minutes on
-2 cores: XLA's CPU convolutions make the conv shape ~10x slower per step. results.json
+`runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, about a minute of training
+on 2 CPU cores: XLA's CPU convolutions make the conv shape ~10x slower per step. results.json
 has the four disentanglement metrics (eval/betavae_score, eval/factorvae_score, eval/mig,
 eval/dci_disentanglement) on posterior means, and traversals.png orders latents by KL.
 

@@ -39,6 +39,7 @@ def get_config(arg=None):
     # The general path, so that the smoke run also works on a deeper encoder (the config
     # tests run runlocal with model.hidden=(32,), where closed_form is refused).
     c.loss.penalty = "estimator"
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 1500  # about a minute of training on a 2-core CPU
+    c.log_every = 150
+    c.eval_every = c.checkpoint_every = 750
   return c

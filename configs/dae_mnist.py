@@ -33,6 +33,7 @@ def get_config(arg=None):
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "cosine"
   if arg.runlocal:
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 1500  # about a minute of training on a 2-core CPU
+    c.log_every = 150
+    c.eval_every = c.checkpoint_every = 750
   return c

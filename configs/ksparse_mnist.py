@@ -34,6 +34,7 @@ def get_config(arg=None):
     # Small enough for a 4-unit code (the config tests shrink latent_dim to 4).
     c.model.latent_dim = 16
     c.model.k, c.model.k_start, c.model.alpha = 2, 4, 2.0
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 750  # about a minute of training on a 2-core CPU
+    c.log_every = 75
+    c.eval_every = c.checkpoint_every = 375
   return c

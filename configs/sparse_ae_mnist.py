@@ -30,6 +30,7 @@ def get_config(arg=None):
   c.checkpoint_every = 1000
   c.optimizer.learning_rate = 3e-3
   if arg.runlocal:
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 3000  # about a minute of training on a 2-core CPU
+    c.log_every = 300
+    c.eval_every = c.checkpoint_every = 1500
   return c

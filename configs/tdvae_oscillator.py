@@ -41,8 +41,9 @@ def get_config(arg=None):
   c.optimizer.learning_rate = 1e-3
   c.eval.batch_size = 500
   if arg.runlocal:
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 1000  # about a minute of training on a 2-core CPU
+    c.log_every = 100
+    c.eval_every = c.checkpoint_every = 500
     c.data.num_eval = 100
     c.eval.batch_size = 50
   return c

@@ -35,6 +35,7 @@ def get_config(arg=None):
   c.optimizer.learning_rate = 2e-3
   c.optimizer.schedule = "cosine"
   if arg.runlocal:
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 5000  # about a minute of training on a 2-core CPU
+    c.log_every = 500
+    c.eval_every = c.checkpoint_every = 2500
   return c

@@ -56,7 +56,8 @@ def get_config(arg=None):
     c.model.num_blocks = 1
     c.model.res_per_block = 1
     c.model.num_heads = 2
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 500  # about a minute of training on a 2-core CPU
+    c.log_every = 50
+    c.eval_every = c.checkpoint_every = 250
     c.eval.num_pictures = 8
   return c

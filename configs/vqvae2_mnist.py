@@ -45,7 +45,8 @@ def get_config(arg=None):
     c.model.res_channels = 8
     c.model.num_codes = 32
     c.model.code_dim = 4
-    c.num_train_steps = 20
-    c.log_every = c.eval_every = c.checkpoint_every = 10
+    c.num_train_steps = 1500  # about a minute of training on a 2-core CPU
+    c.log_every = 150
+    c.eval_every = c.checkpoint_every = 750
   vqvae.apply_preset(c, arg.quantizer)
   return c

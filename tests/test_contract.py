@@ -146,8 +146,11 @@ def test_a_per_device_statistic_fails_the_device_check(setup):
   the 4-device process) is the classic wrong reduction: the device check must refuse it."""
   exp, alone = _alone(setup, NEGATIVE)
   wrong = _run_of(_four(setup, f"{NEGATIVE}:per_device_statistic"))
-  with pytest.raises(AssertionError):
+  with pytest.raises(AssertionError, match="loss"):
     cc.assert_same_run(wrong, alone, exp.config)
+  # The weights alone give it away too, beyond the allowance for rounding.
+  with pytest.raises(AssertionError, match="differ beyond"):
+    cc.assert_same_run((alone[0], wrong[1]), alone, exp.config)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -14,6 +14,10 @@ import pytest
 import contract_cases as cc
 from conftest import ROOT, xla_flags
 
+# Slow (the command line's three modes on 4 devices at a size with real work): left out of
+# `make test-fast`.
+pytestmark = pytest.mark.slow
+
 # Each evaluation batch costs each device far more than its dispatch costs the host, and the
 # split takes dozens of batches: a host free to run ahead queues more programs than XLA:CPU
 # has threads for their collectives.

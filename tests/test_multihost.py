@@ -25,6 +25,9 @@ from conftest import ROOT, xla_flags
 from vaelab.errors import ConfigError
 from vaelab.training import distributed
 
+# Slow (several processes, each compiling every program): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 STEPS = 6
 # A tiny VAE on the 8x8 blobs with dynamic binarization, whose randomness depends on each
 # example's index in the global batch: a wrong row offset in a process would show.

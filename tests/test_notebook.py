@@ -8,7 +8,8 @@ from nbclient import NotebookClient
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# Slow (a whole notebook in a kernel): left out of `make test-fast`.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
 
 
 def test_quickstart_notebook_executes_and_plots():

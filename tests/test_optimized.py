@@ -9,7 +9,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+# Slow (XLA's optimizations on: every compile at full cost): left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 CHECKS = ["tests/test_dsprites.py::test_rounded_products_are_not_fused_into_adds",
           "tests/test_dsprites.py::test_device_form_is_bitwise_the_host_path",

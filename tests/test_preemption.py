@@ -19,7 +19,8 @@ from vaelab.training import loop
 from vaelab.training import experiment as experiment_lib
 from vaelab.training import workdir as workdir_lib
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# Slow (runs stopped by signals, in subprocesses): left out of `make test-fast`.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow]
 
 STEPS = 800
 
