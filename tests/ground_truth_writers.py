@@ -143,6 +143,9 @@ def write_smallnorb(folder: str, bad: str | None = None):
   for chunk in SMALLNORB_CHUNKS:
     factors = grid[:, [0, 2, 3, 4]]
     left = _pattern(factors, (5, 9, 18, 6), 96, 1)[..., 0]
+    # A photo's texture: the resize's rounding shows on it.
+    texture = np.random.default_rng(len(chunk)).integers(-40, 40, left.shape)
+    left = np.clip(left.astype(int) + texture, 0, 255).astype(np.uint8)
     dat = np.stack([left, left], axis=1)
     if bad == "shape":
       dat = dat[:, :, :48, :48]

@@ -589,7 +589,7 @@ def _smallnorb(path: str, load: bool):
     if (info[:, 0] < 0).any() or (info[:, 0] >= SMALLNORB_INSTANCES).any():
       raise _fail(files[2], "info", f"instance outside 0..{SMALLNORB_INSTANCES - 1}")
     dat = np.memmap(files[0], np.uint8, "r", do, ds)
-    images.append(_resize(dat[:, 0], (64, 64), thumbnail=False))
+    images.append(_resize(dat[:, 0], (64, 64), thumbnail=False, as_int=True))
     factors.append(found)
   if not load:
     return None
@@ -597,17 +597,23 @@ def _smallnorb(path: str, load: bool):
                     np.concatenate(factors), SMALLNORB)
 
 
-def _resize(images: np.ndarray, size, thumbnail: bool) -> np.ndarray:
-  """uint8 images resized with PIL's Lanczos filter, as dlib does (resize / thumbnail)."""
+def _resize(images: np.ndarray, size, thumbnail: bool, as_int: bool = False) -> np.ndarray:
+  """uint8 images resized with PIL's Lanczos filter, as dlib does (resize / thumbnail).
+
+  `as_int`: in PIL's 32-bit integer mode, where dlib's SmallNORB images end up (it reads
+  their bytes as int8, which PIL takes as mode "I"): its sums are rounded from double
+  precision, not 8-bit fixed point, and not clipped; the filter's overshoot past 0..255 at
+  sharp edges is clipped here, since images must lie in [0, 1]."""
   from PIL import Image
   out = np.empty((len(images),) + tuple(size) + images.shape[3:], np.uint8)
   for i, image in enumerate(images):
-    pic = Image.fromarray(np.ascontiguousarray(image))
+    image = np.ascontiguousarray(image)
+    pic = Image.fromarray(image.astype(np.int32) if as_int else image)
     if thumbnail:
       pic.thumbnail(size, Image.LANCZOS)
     else:
       pic = pic.resize(size, Image.LANCZOS)
-    out[i] = np.asarray(pic)
+    out[i] = np.clip(np.asarray(pic), 0, 255) if as_int else np.asarray(pic)
   return out
 
 
