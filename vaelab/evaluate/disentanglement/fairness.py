@@ -1,8 +1,8 @@
 """Unfairness (Locatello et al. 2019, "On the Fairness of Disentangled Representations"),
 as disentanglement_lib's `fairness` computes it.
 
-One classifier per target factor i (dlib's fairness study: the default
-`GradientBoostingClassifier()`, here `gbt`) is fitted on codes of sampled observations.
+One classifier per target factor i (dlib's fairness study: sklearn's default
+`GradientBoostingClassifier()`, seeded) is fitted on codes of sampled observations.
 For each other factor j, taken as the sensitive one, a set of factor vectors is drawn
 once and factor j is set in turn to each of its values: the classifier's predictions of i
 for each value give counts (values of i x values of j). The unfairness of (i, j) is the
