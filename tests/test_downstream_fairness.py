@@ -219,3 +219,18 @@ def test_in_scores_and_the_config():
   with pytest.raises(ConfigError, match="eval.disentanglement_metrics"):
     dis.configured_metrics(config)
   assert "downstream" not in dis.METRICS and "fairness" not in dis.METRICS  # not default
+
+
+def test_population_members_score_as_alone():
+  # A population draws and renders once; each member's scores are its scores alone.
+  gt = ground_truth()
+  other = lambda x: represent(x)[:, ::-1] * np.array([1.0, -2.0, 0.5, 3.0])
+  kwargs = {"metrics": ("downstream", "fairness"), "downstream_predictors":
+            ("logistic_regression",),
+            "sizes": {"num_train": 40, "num_eval": 30, "represent_batch_size": 16}}
+  both = dis.member_scores(lambda x: np.stack([represent(x), other(x)]), 2, ground_truth=gt,
+                           seed=7, **kwargs)
+  for member, fn in zip(both, (represent, other)):
+    alone = dis.scores(represent=fn, ground_truth=gt, rng=7, **kwargs)
+    assert member.as_dict() == alone.as_dict()
+  assert both[0].as_dict() != both[1].as_dict()
