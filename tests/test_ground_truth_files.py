@@ -203,6 +203,16 @@ def test_checksum_is_checked_and_cached(tmp_path, monkeypatch):
     gtf.check(cfg)
 
 
+def test_covers_grid():
+  full = np.stack(np.unravel_index(np.arange(24), (2, 3, 4)), 1)
+  src = gtf.FileSource("t", np.zeros((24, 2, 2, 1), np.uint8), full,
+                       gtf.Spec(("a", "b", "c"), (2, 3, 4), (2, 2, 1)))
+  assert disentanglement.ground_truth_from_source(src).covers_grid()
+  part = gtf.FileSource("t", np.zeros((23, 2, 2, 1), np.uint8), full[1:],
+                        gtf.Spec(("a", "b", "c"), (2, 3, 4), (2, 2, 1)))
+  assert not disentanglement.ground_truth_from_source(part).covers_grid()
+
+
 def test_validation_refuses_before_building(tmp_path):
   config = tiny_config("mpi3d_file", str(tmp_path / "mpi3d_toy.npz"))
   with pytest.raises(DataError, match="mpi3d_toy.npz"):
@@ -226,10 +236,16 @@ def tiny_config(name: str, path: str, verify: bool = True):
 
 
 @pytest.mark.parametrize("key", sorted(FORMATS))
-def test_trains_and_reports_every_score(written, key):
+def test_trains_and_reports_every_score(written, key, tmp_path):
   from vaelab.training import loop
   config = tiny_config(FORMATS[key][0], written[key], verify=key != "shapes3d_h5")
-  _, _, results, history = loop.train(config, None, evaluate=True)
+  pictures = key in ("dsprites", "shapes3d_h5")  # the pictures' cost, on two of them
+  _, _, results, history = loop.train(config, str(tmp_path) if pictures else None,
+                                      evaluate=True)
+  if pictures:  # with the factors' names (a part of dSprites' grid has no position plane)
+    assert (tmp_path / "traversals.png").exists() and (tmp_path / "mi_matrix.png").exists()
+    with open(tmp_path / "latent_factors.json") as f:
+      assert json.load(f)["factor_names"] is not None
   assert all(np.isfinite(h["train/loss"]) for h in history if "train/loss" in h)
   for score in SCORES:
     assert score in results, score

@@ -218,6 +218,15 @@ class TableGroundTruth:
   def observations(self, factors: np.ndarray) -> np.ndarray:
     return self._images(self.rows_of(factors))
 
+  def covers_grid(self) -> bool:
+    """Whether every combination of the factor values has a row (a file of the whole
+    grid), so that pictures may ask for any combination."""
+    if self._lookup is None:
+      self._build_lookup()
+    keys = self._lookup[0]
+    distinct = 1 + int(np.count_nonzero(keys[1:] != keys[:-1])) if len(keys) else 0
+    return distinct == int(np.prod(np.array(self.factor_sizes, np.float64)))
+
   def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     rows = rng.integers(0, len(self._factors), n)
     return self._factors[rows].astype(np.int32), self._images(rows)
