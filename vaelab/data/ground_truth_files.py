@@ -57,15 +57,19 @@ from vaelab.errors import ConfigError, DataError
 NAMES = ("dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", "cars3d_file")
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-DSPRITES_PAGE = "https://github.com/deepmind/dsprites-dataset"
+DSPRITES_PAGE = ("https://github.com/deepmind/dsprites-dataset (https://github.com/deepmind/"
+                 "dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz)")
 SHAPES3D_NPZ = ("look-at-object-room_floor-hueXwall-hueXobj-hueXobj-sizeXobj-shapeXview-"
                 "azi.npz")
 SHAPES3D_H5 = "3dshapes.h5"
 SHAPES3D_PAGE = ("https://github.com/deepmind/3d-shapes (3dshapes.h5 from "
-                 "https://storage.googleapis.com/3d-shapes/3dshapes.h5; the npz is what "
-                 "disentanglement_lib's dlib_download_data writes)")
+                 "https://storage.googleapis.com/3d-shapes/3dshapes.h5; dlib_download_data "
+                 "fetches none, and the npz disentanglement_lib reads holds the same images "
+                 "as images (10, 10, 10, 8, 4, 15, 64, 64, 3) and labels (..., 6))")
 MPI3D_FILES = ("mpi3d_toy.npz", "mpi3d_realistic.npz", "mpi3d_real.npz")
-MPI3D_PAGE = "https://github.com/rr-learning/disentanglement_dataset"
+MPI3D_PAGE = ("https://github.com/rr-learning/disentanglement_dataset (toy: https://"
+              "storage.googleapis.com/disentanglement_dataset/data_npz/"
+              "sim_toy_64x_ordered_without_heldout_factors.npz, saved as mpi3d_toy.npz)")
 SMALLNORB_FILES = tuple(f"smallnorb-{chunk}-{kind}.mat"
                         for chunk in ("5x46789x9x18x6x2x96x96-training",
                                       "5x01235x9x18x6x2x96x96-testing")
