@@ -48,7 +48,7 @@ from vaelab.evaluate.disentanglement.sap import SAPResult, sap_from_codes, sap_s
 from vaelab.evaluate.disentanglement.scores import (ALL_METRICS, HEADLINE, METRICS, Scores,
                                                     configured_metrics, default_sizes,
                                                     disentanglement_metrics, scores)
-from vaelab.evaluate.disentanglement.udr import UDRResult, udr
+from vaelab.evaluate.disentanglement.udr import UDRResult, gaussian_kl_per_latent, udr
 from vaelab.evaluate.disentanglement.unsupervised import (UnsupervisedResult,
                                                           unsupervised_from_codes,
                                                           unsupervised_scores)
@@ -60,7 +60,8 @@ __all__ = [
     "UDRResult", "UnsupervisedResult", "betavae_score", "codes_ground_truth",
     "configured_metrics",
     "dci_disentanglement", "dci_from_codes", "default_sizes", "disentanglement_metrics",
-    "factorvae_score", "ground_truth_from_source", "histogram_discretize", "irs_from_codes",
+    "factorvae_score", "gaussian_kl_per_latent", "ground_truth_from_source",
+    "histogram_discretize", "irs_from_codes",
     "irs_score", "member_scores", "mig", "mig_from_codes", "modularity_explicitness", "modularity_from_codes",
     "quantile_discretize", "sap_from_codes", "sap_score", "scores", "udr",
     "unsupervised_from_codes", "unsupervised_scores", "varying_factors",
