@@ -1,6 +1,7 @@
 """`model.encoder="dlib_conv"` is disentanglement_lib's conv_encoder / deconv_decoder
 (methods/shared/architectures.py): every layer's shapes as written there, and its
-transposed convolutions compute TF's conv2d_transpose."""
+transposed convolutions compute TF's conv2d_transpose (through flax's ConvTranspose, which
+the decoder's faster phase-wise layer equals)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +91,20 @@ def test_transposed_convolution_is_tf_conv2d_transpose(side):
   _, vjp = jax.vjp(conv2d, jnp.zeros((2, 2 * side, 2 * side, 2)))
   np.testing.assert_allclose(y, vjp(u)[0], rtol=1e-6, atol=1e-6)
   assert y.shape == (2, 2 * side, 2 * side, 2)
+
+
+@pytest.mark.parametrize("side,c_in,c_out", [(4, 3, 2), (5, 16, 8), (1, 4, 4)])
+def test_phase_computed_layer_is_the_transposed_convolution(side, c_in, c_out):
+  # The decoder's layer computes flax's ConvTranspose (hence TF's conv2d_transpose, above)
+  # from the same (4, 4, in, out) kernel and bias.
+  rng = np.random.default_rng(side)
+  u = jnp.asarray(rng.normal(size=(2, side, side, c_in)), jnp.float32)
+  params = {"params": {"kernel": jnp.asarray(rng.normal(size=(4, 4, c_in, c_out)), jnp.float32),
+                       "bias": jnp.asarray(rng.normal(size=(c_out,)), jnp.float32)}}
+  want = nets.nn.ConvTranspose(c_out, (4, 4), strides=(2, 2), padding="SAME").apply(params, u)
+  got = nets.DlibDeconv(c_out).apply(params, u)
+  assert got.shape == want.shape == (2, 2 * side, 2 * side, c_out)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_trunk_is_unchanged_and_named_otherwise():

@@ -21,6 +21,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -155,6 +156,48 @@ class ConvDecoder(nn.Module):
     return x.astype(jnp.float32)
 
 
+# Which tap of a 4-tap transposed-convolution kernel each output phase (0: even, 1: odd
+# rows or columns) reads at input offsets -1, 0, +1: y[2m] = K[0] u[m-1] + K[2] u[m],
+# y[2m+1] = K[1] u[m] + K[3] u[m+1] (flax's / lax's "SAME" conv_transpose, stride 2).
+_PHASE_TAPS = ((0, 2, None), (None, 1, 3))
+
+
+def _phase_kernel(kernel):
+  """(4, 4, in, out) transposed-convolution kernel -> the (3, 3, in, 4 out) kernel of the
+  same map as a 3x3 convolution to the four output phases (`depth_to_space`'s order)."""
+  c_in, c_out = kernel.shape[2], kernel.shape[3]
+  zero = jnp.zeros((c_in, c_out), kernel.dtype)
+  rows = []
+  for i in range(3):
+    cols = []
+    for j in range(3):
+      phases = [zero if _PHASE_TAPS[a][i] is None or _PHASE_TAPS[b][j] is None
+                else kernel[_PHASE_TAPS[a][i], _PHASE_TAPS[b][j]]
+                for a in range(2) for b in range(2)]
+      cols.append(jnp.concatenate(phases, axis=-1))
+    rows.append(jnp.stack(cols))
+  return jnp.stack(rows)
+
+
+class DlibDeconv(nn.Module):
+  """A 4x4 stride-2 "SAME" transposed convolution (TF's conv2d_transpose, flax's
+  ConvTranspose) with its own (4, 4, in, out) kernel and bias, computed as a 3x3
+  convolution to the four output phases and a pixel shuffle: the same map (equal to
+  rounding), without the zero-dilated input XLA multiplies through (~3x the time on CPU)."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    w = _phase_kernel(kernel).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), w, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return depth_to_space(y, self.features) + bias.astype(self.dtype)
+
+
 def dlib_kernels(num_layers: int) -> tuple[int, ...]:
   """disentanglement_lib's conv_encoder kernels: 4x4, the last two 2x2 (4, 4, 2, 2)."""
   return tuple(2 if i >= num_layers - 2 else 4 for i in range(num_layers))
@@ -185,8 +228,7 @@ class DeconvDecoder(nn.Module):
     x = act(nn.Dense(bh * bw * chans[0], dtype=self.dtype, name="to_map")(x))
     x = x.reshape(z.shape[0], bh, bw, chans[0])
     for i, c in enumerate(chans[1:] + [c_out]):
-      x = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
-                           name=f"deconv_{i}")(x)
+      x = DlibDeconv(c, self.dtype, name=f"deconv_{i}")(x)
       if i < n - 1:
         x = act(x)
     return x.astype(jnp.float32)
