@@ -2,10 +2,11 @@
 
 Families pick a trunk by `model.encoder` (`mlp` | `conv` | `dlib_conv`); the decoder mirrors
 it. `conv` is vaelab's: 4x4 stride-2 convolutions and a decoder of 3x3 convolutions with
-pixel shuffles (as expressive as 4x4 stride-2 transposed convolutions, about twice as fast
-on CPU). `dlib_conv` is disentanglement_lib's conv_encoder / deconv_decoder
-(methods/shared/architectures.py) exactly: the encoder's last two convolutions are 2x2,
-and the decoder is 4x4 stride-2 transposed convolutions.
+pixel shuffles (as expressive as 4x4 stride-2 transposed convolutions). `dlib_conv` is
+disentanglement_lib's conv_encoder / deconv_decoder (methods/shared/architectures.py)
+exactly: the encoder's last two convolutions are 2x2, and the decoder's layers are 4x4
+stride-2 transposed convolutions with their own kernels (`DlibDeconv` computes each by
+phases).
 Outputs are unconstrained (logits or means): the objective decides what they mean.
 
 Mixed precision (`config.dtype`): a trunk computes its activations in its `dtype`
@@ -183,7 +184,7 @@ class DlibDeconv(nn.Module):
   """A 4x4 stride-2 "SAME" transposed convolution (TF's conv2d_transpose, flax's
   ConvTranspose) with its own (4, 4, in, out) kernel and bias, computed as a 3x3
   convolution to the four output phases and a pixel shuffle: the same map (equal to
-  rounding), without the zero-dilated input XLA multiplies through (~3x the time on CPU)."""
+  rounding), without the zero-dilated input XLA's ConvTranspose multiplies through."""
   features: int
   dtype: jnp.dtype = jnp.float32
 
