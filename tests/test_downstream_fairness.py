@@ -12,7 +12,8 @@ from vaelab.evaluate import disentanglement as dis
 from vaelab.evaluate.disentanglement import downstream, fairness
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning",
-                                        "ignore::sklearn.exceptions.ConvergenceWarning")
+                                        "ignore::sklearn.exceptions.ConvergenceWarning",
+                                        "ignore:The number of unique classes:UserWarning")
 
 SIZES = (1, 3, 4, 5)  # factor 0 never varies, as dSprites' color
 KEEP = [1, 2, 3]
@@ -234,3 +235,24 @@ def test_population_members_score_as_alone():
     alone = dis.scores(represent=fn, ground_truth=gt, rng=7, **kwargs)
     assert member.as_dict() == alone.as_dict()
   assert both[0].as_dict() != both[1].as_dict()
+
+
+def test_boosted_trees_are_sklearns_on_small_many_class_samples():
+  # 50 points of dSprites-sized factors (up to 40 classes) with tied codes: where DCI's
+  # faster replay of the trees (gbt) has split differently from sklearn's.
+  sizes = np.array((3, 6, 40, 32, 32))
+
+  def codes(f):
+    z = f / sizes
+    z[:, 0] += 0.5 * np.sin(1.3 * f @ np.arange(1.0, 6))
+    z[:, -1] += z[:, -2]
+    return z
+
+  rng = np.random.default_rng(5)
+  rng.integers(0, 2, 1)
+  f, f_test = (np.stack([rng.integers(0, s, n) for s in sizes], 1) for n in (50, 200))
+  train, test = downstream.accuracies("boosted_trees", codes(f), f, codes(f_test), f_test, 0)
+  for k in range(5):
+    model = ensemble.GradientBoostingClassifier(random_state=0).fit(codes(f), f[:, k])
+    assert train[k] == np.mean(model.predict(codes(f)) == f[:, k])
+    assert test[k] == np.mean(model.predict(codes(f_test)) == f_test[:, k])
