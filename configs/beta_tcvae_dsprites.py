@@ -9,9 +9,9 @@ unsupervised_study_v1 settings.
   # the sweep below (beta x seed), trained as populations:
   python -m vaelab.sweep --config=configs/beta_tcvae_dsprites.py:runlocal --workdir=/tmp/btc_sweep
 
-The full config is the study's (Locatello et al. 2019; dlib's model_configs/shared.gin): the
-conv encoder and decoder of configs/beta_vae_dsprites.py (four 4x4 stride-2 convolutions
-32, 32, 64, 64, a 256-unit dense layer, mirrored), Bernoulli pixels, 10 latents, batch 64,
+The full config is the study's (Locatello et al. 2019; dlib's model_configs/shared.gin):
+disentanglement_lib's conv encoder and deconv decoder (`model.encoder=dlib_conv`, as
+configs/beta_vae_dsprites.py), Bernoulli pixels, 10 latents, batch 64,
 Adam at 1e-4 with b1 = 0.9, b2 = 0.999 and epsilon 1e-8 (optax's default epsilon), 300k
 steps. The objective is dlib's: -ELBO + (beta - 1) * TC, the TC estimated over the batch by
 minibatch-weighted sampling (`loss.tc_estimator=mws`; `mss` is Chen et al.'s stratified
@@ -36,7 +36,7 @@ def get_config(arg=None):
   beta_tcvae.config_keys(c, likelihood="bernoulli")
   c.data.name = "procedural_dsprites"
   c.data.num_eval = 5000
-  c.model.encoder = "conv"
+  c.model.encoder = "dlib_conv"
   c.model.conv_channels = (32, 32, 64, 64)
   c.model.dense = 256
   c.model.latent_dim = 10

@@ -9,10 +9,10 @@
   # the sweep below (beta x seed), trained as one vmapped population of 8:
   python -m vaelab.sweep --config=configs/beta_vae_dsprites.py:runlocal --workdir=/tmp/bv_sweep
 
-The full config is the convolutional shape used for 64x64 dSprites by Burgess et al. and
-disentanglement_lib: four 4x4 stride-2 convolutions (32, 32, 64, 64), a 256-unit dense
-layer, a mirrored decoder, Bernoulli pixels, Adam at 1e-4, batch 64, 300k steps (about a
-day on one GPU). `beta=` sets the KL weight (`:beta=1` is the plain VAE baseline).
+The full config is disentanglement_lib's trunk (`model.encoder=dlib_conv`: its conv_encoder
+and deconv_decoder exactly, stride-2 convolutions of 32, 32, 64, 64 channels and a 256-unit
+dense layer, 4x4 transposed convolutions back), Bernoulli pixels, Adam at 1e-4, batch 64,
+300k steps (about a day on one GPU). `beta=` sets the KL weight (`:beta=1` is the plain VAE baseline).
 
 `runlocal` is an MLP (512, 256) trunk for 4000 steps at lr 1e-3, about a minute of training
 on 2 CPU cores: XLA's CPU convolutions make the conv shape ~10x slower per step. results.json
@@ -32,7 +32,7 @@ def get_config(arg=None):
   vae.config_keys(c, likelihood="bernoulli")
   c.data.name = arg.data
   c.data.num_eval = 5000
-  c.model.encoder = "conv"
+  c.model.encoder = "dlib_conv"
   c.model.conv_channels = (32, 32, 64, 64)
   c.model.dense = 256
   c.model.latent_dim = 10

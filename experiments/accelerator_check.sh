@@ -31,12 +31,12 @@ if [ -d experiments/wheels ]; then
 fi
 if [ "${SMOKE:-0}" = 1 ]; then
   LOOP="--steps 200 --models small --repeats 1"; STEP="--steps 5 --rounds 1 --matmul_n 512"
-  DEFAULT="--config=configs/default.py:runlocal"
+  DEFAULT="--config=configs/default.py:runlocal --config.num_train_steps=20"
   STUDY="--steps 40 --rounds 1 --seeds 0 --betas 1,4 --num_train 200 --arch mlp"
 else
   LOOP="--steps 3000 --models small,large --repeats 2"; STEP="--steps 50 --rounds 3"
   DEFAULT="--config=configs/default.py"
-  STUDY="--steps 300 --rounds 1 --seeds 0,1,2 --betas 1,4,16 --arch conv --study_steps 300000 --curve_every 30000"
+  STUDY="--steps 300 --rounds 1 --seeds 0,1,2 --betas 1,4,16 --arch dlib_conv --study_steps 300000 --curve_every 30000"
 fi
 last_json() { grep '^{' "$1" | tail -1; }
 run() {  # name, timeout in s, command...: the command's stdout in $OUT/name.out

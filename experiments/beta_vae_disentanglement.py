@@ -3,11 +3,12 @@ with beta, over seeds, with the metric curves, the latent x factor mutual inform
 labelled traversals.
 
   .venv/bin/python experiments/beta_vae_disentanglement.py [--betas 1,8,16] [--seeds 0,1,2]
-      [--steps 20000] [--arch mlp|higgins|conv] [--lr 1e-3] [--probe] [--pca_plane]
+      [--steps 20000] [--arch mlp|higgins|conv|dlib_conv] [--lr 1e-3] [--probe] [--pca_plane]
 
 Every run is configs/beta_vae_dsprites.py (Bernoulli pixels, 10 latents, batch 64) with the
 trunk `--arch`: `mlp` the runlocal MLP (512, 256), `higgins` Higgins et al.'s MLP
-(1200, 1200), `conv` disentanglement_lib's convolutions (32, 32, 64, 64) + 256. All betas
+(1200, 1200), `conv` vaelab's conv trunk at disentanglement_lib's widths (32, 32, 64, 64) +
+256 with a pixel-shuffle decoder, `dlib_conv` disentanglement_lib's trunk exactly. All betas
 and seeds train as one population (bitwise their runs alone); every `--curve_every` steps the
 four metrics are scored at a fifth of the final sample sizes (eval.disentanglement_every,
 into each run's metrics.jsonl), and at the end at the config's sizes with
@@ -44,6 +45,8 @@ ARCHS = {
     "higgins": {"model.encoder": "mlp", "model.hidden": (1200, 1200)},
     "conv": {"model.encoder": "conv", "model.conv_channels": (32, 32, 64, 64),
              "model.dense": 256},
+    "dlib_conv": {"model.encoder": "dlib_conv", "model.conv_channels": (32, 32, 64, 64),
+                  "model.dense": 256},
 }
 
 

@@ -149,7 +149,7 @@ def _check_data(config, train_source, eval_source):
   if train_source.info.image_shape != eval_source.info.image_shape:
     raise ConfigError(f"data: train images are {train_source.info.image_shape} but eval images "
                       f"are {eval_source.info.image_shape}")
-  if config.model.get("encoder") == "conv":
+  if config.model.get("encoder") in ("conv", "dlib_conv"):
     h, w, _ = train_source.info.image_shape
     f = 2**len(config.model.conv_channels)
     if h % f or w % f:
