@@ -1,5 +1,6 @@
-"""disentanglement_lib's six models and the VAE, on one protocol and the same seeds
-(Locatello et al. 2019, unsupervised_study_v1, at a size this machine affords).
+"""disentanglement_lib's six unsupervised models, the VAE and the two weakly-supervised
+models (Ada-GVAE, Ada-ML-VAE), on one protocol and the same seeds (Locatello et al. 2019,
+unsupervised_study_v1, and 2020, at a size this machine affords).
 
   .venv/bin/python experiments/disentanglement_study.py [--seeds 0,1,2] [--steps 10000]
       [--arch mlp] [--lr 1e-3] [--num_train 2000] [--models beta_vae,factor_vae,...]
@@ -50,6 +51,11 @@ MODELS = {
                   "lambda_od in {1, 2, 5, 10, 20, 50}: 10, lambda_d = 10 lambda_od"),
     "dip_vae_ii": ("dip_vae_dsprites", "dip_type=ii,lambda_od=10", {},
                    "lambda_od in {1, 2, 5, 10, 20, 50}: 10, lambda_d = lambda_od"),
+    # Weakly supervised (Locatello et al. 2020): pairs that share all but k factors.
+    "ada_gvae": ("ada_gvae_dsprites", "beta=1,k=1", {},
+                 "weakly supervised, k = 1; beta in {1, 2, 4, 6, 8, 16}: 1"),
+    "ada_mlvae": ("ada_mlvae_dsprites", "beta=1,k=1", {},
+                  "weakly supervised, k = 1; beta in {1, 2, 4, 6, 8, 16}: 1"),
 }
 DATASETS = ("procedural_dsprites", "color_dsprites", "noisy_dsprites", "scream_dsprites",
             "dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", "cars3d_file")
