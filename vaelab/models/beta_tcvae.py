@@ -24,10 +24,8 @@ eval/loss is the negative ELBO, the TC being a statistic of a batch, not of an i
 from __future__ import annotations
 
 from vaelab.errors import ConfigError
-from vaelab.evaluate import latent_pictures
 from vaelab.losses import beta_tcvae as tc_losses
-from vaelab.models import base, vae
-from vaelab.models.base import Family
+from vaelab.models import vae
 
 TC_ESTIMATORS = tc_losses.ESTIMATORS
 
@@ -86,19 +84,6 @@ def validate(config):
   vae.validate_bounds(config)
 
 
-FAMILY = Family(
-    name="beta_tcvae",
-    make_model=vae.make_model,
-    make_loss=make_loss,
-    make_eval_metrics=make_eval_metrics,
-    make_final_eval_metrics=vae.make_final_eval_metrics,
-    final_analyses=vae.final_analyses,
-    pictures=latent_pictures.save_latent_pictures,
-    hparams=hparams,
-    validate=validate,
-    sample=vae.sample,
-    features=base.method("posterior_mean"),
-    decode=base.method("generate"),
-    mixed_precision=True,
-    options={"loss.tc_estimator": TC_ESTIMATORS},
-)
+FAMILY = vae.variant(
+    "beta_tcvae", make_loss=make_loss, make_eval_metrics=make_eval_metrics, hparams=hparams,
+    validate=validate, options={"loss.tc_estimator": TC_ESTIMATORS})

@@ -25,10 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaelab.errors import ConfigError
-from vaelab.evaluate import latent_pictures
 from vaelab.losses import dip_vae as dip_losses
-from vaelab.models import base, vae
-from vaelab.models.base import Family
+from vaelab.models import vae
 from vaelab.models.vae import VAE
 
 DIP_TYPES = dip_losses.DIP_TYPES
@@ -119,20 +117,7 @@ def validate(config):
   vae.validate_bounds(config)
 
 
-FAMILY = Family(
-    name="dip_vae",
-    make_model=vae.make_model,
-    make_loss=make_loss,
-    make_eval_metrics=make_eval_metrics,
-    make_eval_set_stats=make_eval_set_stats,
-    make_final_eval_metrics=vae.make_final_eval_metrics,
-    final_analyses=vae.final_analyses,
-    pictures=latent_pictures.save_latent_pictures,
-    hparams=hparams,
-    validate=validate,
-    sample=vae.sample,
-    features=base.method("posterior_mean"),
-    decode=base.method("generate"),
-    mixed_precision=True,
-    options={"loss.dip_type": DIP_TYPES},
-)
+FAMILY = vae.variant(
+    "dip_vae", make_loss=make_loss, make_eval_metrics=make_eval_metrics,
+    make_eval_set_stats=make_eval_set_stats, hparams=hparams, validate=validate,
+    options={"loss.dip_type": DIP_TYPES})

@@ -24,11 +24,9 @@ import flax.linen as nn
 import jax
 
 from vaelab.errors import ConfigError
-from vaelab.evaluate import latent_pictures
 from vaelab.losses import factor_vae as fv
 from vaelab import checks, config_base
-from vaelab.models import base, nets, vae
-from vaelab.models.base import Family
+from vaelab.models import nets, vae
 
 DISCRIMINATOR = "discriminator"  # the submodule, its parameter group and config section
 
@@ -144,19 +142,7 @@ def validate(config):
   vae.validate_bounds(config)
 
 
-FAMILY = Family(
-    name="factor_vae",
-    make_model=make_model,
-    make_loss=make_loss,
-    make_eval_metrics=make_eval_metrics,
-    make_final_eval_metrics=vae.make_final_eval_metrics,
-    final_analyses=vae.final_analyses,
-    pictures=latent_pictures.save_latent_pictures,
-    hparams=hparams,
-    validate=validate,
-    sample=vae.sample,
-    features=base.method("posterior_mean"),
-    decode=base.method("generate"),
-    mixed_precision=True,
-    groups=(DISCRIMINATOR,),
-)
+FAMILY = vae.variant(
+    "factor_vae", make_model=make_model, make_loss=make_loss,
+    make_eval_metrics=make_eval_metrics, hparams=hparams, validate=validate,
+    groups=(DISCRIMINATOR,))

@@ -129,12 +129,14 @@ class Upsample(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-  """Mirror of ConvEncoder: a dense layer to a small map, then x2 upsampling layers."""
+  """Mirror of ConvEncoder: a dense layer to a small map, then x2 upsampling layers
+  (`deconv`: disentanglement_lib's 4x4 stride-2 transposed convolutions, DeconvDecoder)."""
   channels: Sequence[int]  # encoder order; reversed here
   dense: int
   image_shape: tuple[int, int, int]
   act: str = "relu"
   dtype: jnp.dtype = jnp.float32
+  deconv: bool = False
 
   @nn.compact
   def __call__(self, z):
@@ -151,7 +153,8 @@ class ConvDecoder(nn.Module):
     x = act(nn.Dense(bh * bw * chans[0], dtype=self.dtype, name="to_map")(x))
     x = x.reshape(z.shape[0], bh, bw, chans[0])
     for i, c in enumerate(chans[1:] + [c_out]):
-      x = Upsample(c, self.dtype, name=f"up_{i}")(x)
+      x = (DlibDeconv(c, self.dtype, name=f"deconv_{i}") if self.deconv else
+           Upsample(c, self.dtype, name=f"up_{i}"))(x)
       if i < n - 1:
         x = act(x)
     return x.astype(jnp.float32)
@@ -204,35 +207,11 @@ def dlib_kernels(num_layers: int) -> tuple[int, ...]:
   return tuple(2 if i >= num_layers - 2 else 4 for i in range(num_layers))
 
 
-class DeconvDecoder(nn.Module):
+class DeconvDecoder(ConvDecoder):
   """disentanglement_lib's deconv_decoder: dense layers to a small map, then 4x4 stride-2
   transposed convolutions (for 64x64 and the default widths: dense 256, dense 1024 as a
   4x4x64 map, transposed convolutions to 64, 32, 32 and the image's channels)."""
-  channels: Sequence[int]  # encoder order; reversed here
-  dense: int
-  image_shape: tuple[int, int, int]
-  act: str = "relu"
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, z):
-    act = activation(self.act)
-    h, w, c_out = self.image_shape
-    n = len(self.channels)
-    if h % (2**n) or w % (2**n):
-      raise ValueError(f"image size {h}x{w} is not divisible by 2**{n} (model.conv_channels)")
-    bh, bw = h // 2**n, w // 2**n
-    chans = list(reversed(self.channels))
-    x = z
-    if self.dense:
-      x = act(nn.Dense(self.dense, dtype=self.dtype, name="dense")(x))
-    x = act(nn.Dense(bh * bw * chans[0], dtype=self.dtype, name="to_map")(x))
-    x = x.reshape(z.shape[0], bh, bw, chans[0])
-    for i, c in enumerate(chans[1:] + [c_out]):
-      x = DlibDeconv(c, self.dtype, name=f"deconv_{i}")(x)
-      if i < n - 1:
-        x = act(x)
-    return x.astype(jnp.float32)
+  deconv: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,8 @@ active units and the KL per latent dimension.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import math
 
@@ -315,3 +317,11 @@ FAMILY = Family(
     options={"loss.objective": OBJECTIVES, "model.likelihood": LIKELIHOODS,
              "model.encoder": nets.ENCODERS},
 )
+
+
+def variant(name: str, **hooks) -> Family:
+  """A family that is this VAE with its own objective (β-TCVAE, DIP-VAE, FactorVAE, the
+  weakly-supervised VAEs): the VAE's evaluation, analyses, pictures, prior sampling and
+  representation, with `hooks` (make_loss, hparams, validate, options, ...) its own. Its
+  options are only those it names."""
+  return dataclasses.replace(FAMILY, name=name, **{"options": {}, **hooks})

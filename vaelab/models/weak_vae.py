@@ -25,10 +25,9 @@ import jax.numpy as jnp
 from vaelab import checks
 from vaelab.data import pairs
 from vaelab.errors import ConfigError
-from vaelab.evaluate import latent_pictures
 from vaelab.losses import reconstruction
 from vaelab.losses import weak_vae as weak_losses
-from vaelab.models import base, vae
+from vaelab.models import vae
 from vaelab.models.base import Family
 
 AGGREGATIONS = weak_losses.AGGREGATIONS
@@ -189,21 +188,8 @@ def validate(config):
 
 
 def family(name: str, combine: str) -> Family:
-  return Family(
-      name=name,
-      make_model=make_model,
-      make_loss=make_loss_for(combine),
-      make_eval_metrics=make_eval_metrics,
-      make_final_eval_metrics=make_final_eval_metrics,
-      final_analyses=vae.final_analyses,
-      pictures=latent_pictures.save_latent_pictures,
-      hparams=hparams,
-      validate=validate,
-      sample=vae.sample,
-      features=base.method("posterior_mean"),
-      decode=base.method("generate"),
-      transform_sources=transform_sources,
-      init_input=init_input,
-      mixed_precision=True,
-      options={"loss.aggregation": AGGREGATIONS},
-  )
+  return vae.variant(
+      name, make_model=make_model, make_loss=make_loss_for(combine),
+      make_eval_metrics=make_eval_metrics, make_final_eval_metrics=make_final_eval_metrics,
+      hparams=hparams, validate=validate, transform_sources=transform_sources,
+      init_input=init_input, options={"loss.aggregation": AGGREGATIONS})
