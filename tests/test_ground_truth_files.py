@@ -15,7 +15,7 @@ import pytest
 import ground_truth_writers as writers
 from conftest import ROOT, xla_flags
 from vaelab import config_base, validation
-from vaelab.data import dsprites, ground_truth_files as gtf
+from vaelab.data import dsprites, file_reading, ground_truth_files as gtf
 from vaelab.errors import ConfigError, DataError
 from vaelab.evaluate import disentanglement
 
@@ -196,7 +196,7 @@ def test_checksum_is_checked_and_cached(tmp_path, monkeypatch):
   # a file matching its record is not read again.
   monkeypatch.setitem(gtf.KNOWN_SHA256, gtf.SHAPES3D_H5, cached["sha256"])
   gtf.check(cfg)
-  monkeypatch.setattr(gtf.hashlib, "sha256", None)  # any hashing now fails
+  monkeypatch.setattr(file_reading.hashlib, "sha256", None)  # any hashing now fails
   gtf.check(cfg)
   os.utime(path, ns=(0, 0))  # a changed file is hashed again
   with pytest.raises(TypeError):
