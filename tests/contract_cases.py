@@ -22,6 +22,7 @@ writes their per-step losses and final parameters:
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -150,11 +151,14 @@ def _shrink(config, data: dict, vq_workdirs: dict):
   return config_base.set_overrides(config, overrides)
 
 
+# Built once per process: family_of asks for every case's family.
+@functools.cache
 def base_cases() -> dict[str, str]:
   """{case name: config file} for every config file."""
   return {os.path.basename(p)[:-3]: p for p in _config_files()}
 
 
+@functools.cache
 def option_cases() -> dict[str, tuple[str, str, str]]:
   """{case name: (config file, option key, value)}: each value of each family's options
   (and the global ones for image families), on the family's first config file."""
