@@ -24,6 +24,7 @@ FAMILIES = {
     "ada_mlvae": "vaelab.models.ada_mlvae",
     "vqvae": "vaelab.models.vqvae",
     "vqvae2": "vaelab.models.vqvae2",
+    "vqgan": "vaelab.models.vqgan",
     "vq_prior": "vaelab.models.vq_prior",
     "tdvae": "vaelab.models.tdvae",
 }
