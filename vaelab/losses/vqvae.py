@@ -16,14 +16,24 @@ models/quantizer.py): one per codebook lookup. A VQ gives one pair per latent le
 residual VQ one per codebook (each level's residual and its code, so every codebook gets
 its own codebook term and the encoder a commitment to each), FSQ none: its grid is fixed
 and its bound keeps the input within half a level of the code, so the objective is the
-reconstruction alone (Mentzer et al. 2023).
+reconstruction alone (Mentzer et al. 2023). LFQ and BSQ (models/lfq.py, models/bsq.py)
+have fixed codes too: a commitment term and no codebook term (`codebook_term` = False),
+and an entropy penalty per level, weight * (E[H(p(c|z))] - H(E[p(c|z)])), the mean
+per-sample entropy of the soft code assignment minus the entropy of the global batch's mean
+assignment (losses/binary_entropy.py: exact for LFQ, BSQ's per-channel factorisation for
+BSQ). The entropies are per latent position, and the penalty is multiplied by the level's
+number of positions per image, so that like the other terms it is a sum over an image's
+latents; being a batch statistic, it is the same for every example of the batch.
 """
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import jax.numpy as jnp
 from jax import lax
 
-from vaelab.losses import reconstruction
+from vaelab.losses import binary_entropy, reconstruction
 
 
 def _sum_latent(x):
@@ -43,7 +53,8 @@ def commitment_loss(z_e, z_q):
 def vq_loss(pairs, commitment, ema: bool):
   """Per-example quantization terms summed over the (z_e, z_q) `pairs` of every level's
   quantizer (one for a VQ-VAE with one codebook, two for VQ-VAE-2, num_quantizers per level
-  for residual VQ, none for FSQ: then 0); `commitment` is beta (an array in the step)."""
+  for residual VQ, none for FSQ: then 0); `commitment` is beta (an array in the step).
+  `ema`: no codebook term (an EMA codebook, or codes that are not learned: lfq, bsq)."""
   total = 0.0
   for z_e, z_q in pairs:
     total = total + commitment * commitment_loss(z_e, z_q)
@@ -52,10 +63,45 @@ def vq_loss(pairs, commitment, ema: bool):
   return total
 
 
-def objective(likelihood: str, logits, x, levels, commitment, ema: bool):
+@dataclasses.dataclass(frozen=True)
+class Entropy:
+  """The entropy penalty of the binary quantizers: loss.entropy_weight, the soft
+  assignment's temperature tau (loss.entropy_temperature) and whether the codebook entropy
+  is exact over all codes (lfq) or factorised per channel (bsq)."""
+  weight: float
+  temperature: float
+  exact: bool
+
+
+def level_entropies(q, entropy: Entropy):
+  """(E[H(p(c|z))], H(E[p(c|z)])) in nats per latent position over the global batch, from a
+  binary quantizer's output `q` (its per-channel logits at tau = 1, `bit_logits`)."""
+  logits = q["bit_logits"] / entropy.temperature
+  codebook = (binary_entropy.codebook_entropy if entropy.exact
+              else binary_entropy.factorised_codebook_entropy)
+  return binary_entropy.per_sample_entropy(logits), codebook(logits)
+
+
+def entropy_penalty(levels, entropy: Entropy | None):
+  """weight * sum over the levels with `bit_logits` of positions * (per-sample entropy -
+  codebook entropy): a scalar, 0.0 without a penalty (other quantizers, entropy None)."""
+  total = 0.0
+  if entropy is None:
+    return total
+  for q in levels:
+    if "bit_logits" in q:
+      per_sample, codebook = level_entropies(q, entropy)
+      positions = math.prod(q["indices"].shape[1:])
+      total = total + entropy.weight * positions * (per_sample - codebook)
+  return total
+
+
+def objective(likelihood: str, logits, x, levels, commitment, ema: bool,
+              entropy: Entropy | None = None):
   """The per-example terms (reconstruction, quantization) of both VQ families' objective,
   from the decoder's logits and every latent level's quantizer output (`levels`; their
-  `pairs`): the `model.likelihood` term of the image x, and vq_loss. The loss is their sum."""
+  `pairs`): the `model.likelihood` term of the image x, and vq_loss plus the entropy
+  penalty (the same for every example). The loss is their sum."""
   recon = reconstruction.nll(likelihood, logits, x)
   quant = vq_loss([p for q in levels for p in q["pairs"]], commitment, ema)
-  return recon, quant
+  return recon, quant + entropy_penalty(levels, entropy)

@@ -9,7 +9,17 @@ VQ-VAE-2; their modules return one dict, see quantizer.VectorQuantizer.__call__)
             may differ from len(fsq_levels): a learned projection is put between them.
   residual  `model.num_quantizers` codebooks of `model.num_codes` codes, each quantizing
             the previous one's residual (models/residual_vq.py); EMA etc. as for vq.
-Options where they apply: `model.codebook_norm` = "l2" (vq: cosine lookup, ViT-VQGAN),
+  lfq       lookup-free quantization (models/lfq.py, MAGVIT-v2): the signs of
+            d = log2(model.num_codes) channels (num_codes a power of 2), 2^d implicit codes,
+            a learned projection code_dim <-> d when they differ; commitment term and the
+            entropy penalty (loss.entropy_weight, loss.entropy_temperature).
+  bsq       binary spherical quantization (models/bsq.py): as lfq on the unit sphere, codes
+            sign(u) / sqrt(d); its factorised entropy penalty.
+  simvq     SimVQ (models/simvq.py): a frozen random codebook times a learned linear map,
+            trained by the codebook loss; no EMA, restarts or k-means.
+The quantizers without a learned codebook of their own (fsq, lfq, bsq, simvq) do not read
+`model.ema_decay` (a default every VQ config sets); lfq and bsq alone read the loss.entropy_*
+keys. Options where they apply: `model.codebook_norm` = "l2" (vq: cosine lookup, ViT-VQGAN),
 `model.codebook_dim` > 0 (vq, residual: lookup in a learned projection to that dimension;
 0 = no projection), `model.gradient` = "straight_through" | "rotation" (all: the rotation
 trick, quantizer.rotation_trick). `validate` refuses what does not apply.
@@ -27,11 +37,15 @@ import flax.linen as nn
 
 from vaelab import checks
 from vaelab.errors import ConfigError
-from vaelab.models import fsq, quantizer as quantizer_lib
+from vaelab.models import fsq, lfq, quantizer as quantizer_lib
+from vaelab.models.bsq import BinarySphericalQuantizer
 from vaelab.models.quantizer import VectorQuantizer
 from vaelab.models.residual_vq import ResidualVectorQuantizer
+from vaelab.models.simvq import SimVectorQuantizer
 
-QUANTIZERS = ("vq", "fsq", "residual")
+QUANTIZERS = ("vq", "fsq", "residual", "lfq", "bsq", "simvq")
+# The quantizers whose implicit codebook is the 2^d sign patterns (entropy penalty).
+BINARY = ("lfq", "bsq")
 # The step-changing string options, with all their values (Family.options).
 OPTIONS = {"model.quantizer": QUANTIZERS,
            "model.codebook_norm": quantizer_lib.CODEBOOK_NORMS,
@@ -76,10 +90,31 @@ class QuantizerSpec:
 
   @property
   def ema(self) -> bool:
-    """Whether the module keeps state in the "vq" collection (an EMA codebook)."""
-    return self.quantizer != "fsq" and self.ema_decay > 0
+    """Whether the module updates state in the "vq" collection (an EMA codebook)."""
+    return self.quantizer in ("vq", "residual") and self.ema_decay > 0
+
+  @property
+  def codebook_loss(self) -> bool:
+    """Whether the objective has the codebook term ||sg(z_e) - e||^2: codes learned by
+    gradient (vq and residual without EMA, simvq's linear map)."""
+    return self.quantizer == "simvq" or (self.quantizer in ("vq", "residual")
+                                         and not self.ema)
+
+  @property
+  def entropy(self) -> bool:
+    """Whether the objective has the entropy penalty (lfq, bsq)."""
+    return self.quantizer in BINARY
 
   def module(self, axis_name, name=None) -> nn.Module:
+    if self.quantizer == "lfq":
+      return lfq.LookupFreeQuantizer(self.num_codes, self.code_dim, self.gradient, axis_name,
+                                     name=name)
+    if self.quantizer == "bsq":
+      return BinarySphericalQuantizer(self.num_codes, self.code_dim, self.gradient, axis_name,
+                                      name=name)
+    if self.quantizer == "simvq":
+      return SimVectorQuantizer(self.num_codes, self.code_dim, self.gradient, axis_name,
+                                name=name)
     if self.quantizer == "fsq":
       return fsq.FiniteScalarQuantizer(self.fsq_levels, self.code_dim, self.gradient,
                                        axis_name, name=name)
@@ -124,7 +159,7 @@ def validate(m) -> None:
   checks.integer(m.dead_code_steps, "model.dead_code_steps", 0)
   if not isinstance(m.kmeans_init, bool):
     raise ConfigError(f"model.kmeans_init={m.kmeans_init!r}: must be True or False")
-  if float(m.ema_decay) == 0:
+  if float(m.ema_decay) == 0 and m.quantizer not in BINARY + ("simvq",):
     # Both overwrite codes; a parameter codebook may only change by the optimizer's updates.
     if m.dead_code_steps > 0:
       raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs the EMA codebook: "
@@ -149,6 +184,8 @@ def validate(m) -> None:
                       f"codes do not fit an int32 index; use fewer or smaller levels")
   if m.quantizer == "fsq":
     _validate_fsq(m, levels)
+  if m.quantizer in BINARY + ("simvq",):
+    _validate_fixed(m)
   if m.quantizer == "residual" and m.codebook_norm != "none":
     raise ConfigError(f"model.codebook_norm={m.codebook_norm!r} does not apply to "
                       f"model.quantizer='residual' (unit-norm codes cannot sum to the "
@@ -173,3 +210,46 @@ def _validate_fsq(m, levels) -> None:
   if m.kmeans_init:
     raise ConfigError("model.kmeans_init=True needs a learned codebook; "
                       "model.quantizer='fsq' has none: set model.kmeans_init=False")
+
+
+def _validate_fixed(m) -> None:
+  # lfq and bsq have an implicit codebook of sign patterns, simvq a frozen one moved by its
+  # linear map: nothing to normalize, restart or initialize by k-means, and the lookup is
+  # in their own space (lfq, bsq: d = log2(num_codes) channels; simvq: code_dim).
+  # model.ema_decay is not read (it has a default that every VQ config sets).
+  q = m.quantizer
+  if m.codebook_norm != "none":
+    raise ConfigError(f"model.codebook_norm={m.codebook_norm!r} does not apply to "
+                      f"model.quantizer={q!r}: use 'none'")
+  if m.codebook_dim:
+    where = ("log2(model.num_codes), projected from model.code_dim when they differ"
+             if q in BINARY else "model.code_dim")
+    raise ConfigError(f"model.codebook_dim={m.codebook_dim} does not apply to "
+                      f"model.quantizer={q!r}: its lookup dimension is {where}; use 0")
+  if m.dead_code_steps > 0:
+    raise ConfigError(f"model.dead_code_steps={m.dead_code_steps} needs an EMA codebook; "
+                      f"model.quantizer={q!r} has none: set model.dead_code_steps=0")
+  if m.kmeans_init:
+    raise ConfigError(f"model.kmeans_init=True needs an EMA codebook; model.quantizer={q!r} "
+                      f"has none: set model.kmeans_init=False")
+  if q in BINARY:
+    k = m.num_codes
+    if not lfq.is_power_of_two(k) or k > 2**lfq.MAX_BITS:
+      raise ConfigError(f"model.num_codes={k}: model.quantizer={q!r} has 2^d codes for d "
+                        f"channels; use a power of 2 from 2 to 2^{lfq.MAX_BITS} (e.g. "
+                        f"16384 = 2^14)")
+
+
+def validate_entropy(loss) -> None:
+  """Checks loss.entropy_weight (>= 0) and loss.entropy_temperature (> 0), the penalty of
+  lfq and bsq; raises ConfigError naming the key."""
+  weight, tau = loss.get("entropy_weight", 0.0), loss.get("entropy_temperature", 1.0)
+  for key, value in (("loss.entropy_weight", weight), ("loss.entropy_temperature", tau)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"{key}={value!r}: must be a number")
+  if not 0 <= float(weight) < math.inf:
+    raise ConfigError(f"loss.entropy_weight={weight}: must be a number >= 0 (0 turns the "
+                      f"entropy penalty of lfq / bsq off)")
+  if not 0 < float(tau) < math.inf:
+    raise ConfigError(f"loss.entropy_temperature={tau}: must be a number > 0 (the soft "
+                      f"assignment's temperature)")

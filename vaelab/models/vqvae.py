@@ -2,18 +2,21 @@
 
 The trunk is models/vq_trunk.py's: stride-2 convolutions and residual blocks to a latent
 map H / 2**len(model.conv_channels) on a side, then a 1x1 convolution to `model.code_dim`.
-Each latent vector is quantized by `model.quantizer` (models/quantizer_spec.py: vq, fsq or
-residual, with their options). The decoder mirrors the encoder and emits logits whose
-sigmoid is the image; `model.likelihood` is `sigmoid_sse` (squared error of that image,
+Each latent vector is quantized by `model.quantizer` (models/quantizer_spec.py: vq, fsq,
+residual, lfq, bsq or simvq, with their options). The decoder mirrors the encoder and emits
+logits whose sigmoid is the image; `model.likelihood` is `sigmoid_sse` (squared error of that image,
 the paper's Gaussian) or `bernoulli` (losses/reconstruction.py). The objective is
 losses/vqvae.py's, with the commitment weight `loss.commitment` entering the step as an
-array; VQ-VAE-2 (models/vqvae2.py) shares it and everything below but the module.
+array, and for lfq / bsq the entropy penalty (loss.entropy_weight, loss.entropy_temperature);
+VQ-VAE-2 (models/vqvae2.py) shares it and everything below but the module.
 
 Reported (models/vq_metrics.py): every step train/perplexity and train/codebook_usage of
 the global batch; at the end eval/perplexity and eval/codebook_usage of the whole
 evaluation set, eval/image_perplexity, eval/commitment, eval/recon_sse, and the PCA
 baseline eval/pca_recon_sse with as many components as the model has latent values, one
-code index per latent position (H'W'; eval/pca_components).
+code index per latent position (H'W'; eval/pca_components). lfq and bsq also log
+train/entropy_per_sample and train/entropy_codebook (nats per latent position, global
+batch; the codebook one is bsq's factorised bound).
 
 The prior over codes (another module) trains on `encode_indices` of a frozen model and
 decodes its samples with `decode_indices`; `vq_metrics.encode_source` extracts a whole
@@ -40,7 +43,7 @@ from vaelab.models import fsq, nets, vq_metrics
 from vaelab.models.base import Family, method
 from vaelab.models.quantizer import COLLECTION
 from vaelab.models.quantizer_spec import OPTIONS, QuantizerSpec, refuse_multiple_indices
-from vaelab.models.quantizer_spec import validate as validate_quantizer
+from vaelab.models.quantizer_spec import validate as validate_quantizer, validate_entropy
 from vaelab.models.vq_trunk import ConvSpec, Decoder, Encoder, dtype_of
 
 # The decoder emits logits.
@@ -62,7 +65,7 @@ def config_keys(c, name: str = "vqvae") -> None:
   c.model.ema_epsilon = 1e-5  # Laplace smoothing of the EMA counts
   c.model.dead_code_steps = 0  # > 0: restart codes unused for this many steps (EMA only)
   c.model.kmeans_init = False  # codebook from k-means of the first batch (EMA only)
-  c.model.quantizer = "vq"  # vq | fsq | residual (models/quantizer_spec.py)
+  c.model.quantizer = "vq"  # vq | fsq | residual | lfq | bsq | simvq (quantizer_spec.py)
   c.model.codebook_norm = "none"  # none | l2 (cosine lookup; vq only)
   c.model.codebook_dim = 0  # > 0: lookup in a learned projection to this dim (vq, residual)
   c.model.gradient = "straight_through"  # straight_through | rotation (the rotation trick)
@@ -70,20 +73,25 @@ def config_keys(c, name: str = "vqvae") -> None:
   c.model.num_quantizers = 4  # residual only: codebooks of num_codes each
   c.model.likelihood = "sigmoid_sse"  # sigmoid_sse | bernoulli (losses/reconstruction.py)
   c.loss.commitment = 0.25  # beta
+  c.loss.entropy_weight = 0.1  # lfq, bsq: weight of the entropy penalty (MAGVIT-v2's)
+  c.loss.entropy_temperature = 1.0  # lfq, bsq: tau of the soft assignment (models/lfq.py)
   for key in ("hidden", "dense", "latent_dim"):
     del c.model[key]
 
 
 # Config variants (`configs/vqvae_mnist.py:quantizer=fsq`): each sets the quantizer and the
 # companion keys it needs, from a config whose model.num_codes is K.
-PRESETS = ("vq", "fsq", "residual", "cosine", "rotation")
+PRESETS = ("vq", "fsq", "residual", "cosine", "rotation", "lfq", "bsq", "simvq")
 
 
 def apply_preset(c, preset: str) -> None:
   """vq: as configured; fsq: the recommended levels nearest K (fsq.levels_near), no
   restarts or k-means; residual: 2 codebooks of K; cosine: l2-normalized 4-d codes learned
   by the codebook loss (ViT-VQGAN), no restarts (they need the EMA); rotation: the rotation
-  trick."""
+  trick; lfq, bsq: d = log2(K) sign channels (K a power of 2) with their entropy penalty
+  (weight 0.1, tau 1: models/lfq.py, models/bsq.py); simvq: a frozen random codebook of K
+  codes through a learned linear map (models/simvq.py). The last three have no EMA, restarts
+  or k-means."""
   m = c.model
   if preset not in PRESETS:
     raise ValueError(f"config variant quantizer={preset!r}: expected one of {PRESETS}")
@@ -97,6 +105,13 @@ def apply_preset(c, preset: str) -> None:
     m.dead_code_steps, m.kmeans_init = 0, False
   elif preset == "rotation":
     m.gradient = "rotation"
+  elif preset in ("lfq", "bsq", "simvq"):
+    m.quantizer, m.codebook_norm, m.codebook_dim = preset, "none", 0
+    m.dead_code_steps, m.kmeans_init = 0, False
+    if preset == "simvq":
+      m.ema_decay = 0.0  # not read: the codebook is learned by the codebook loss
+    else:
+      c.loss.entropy_weight, c.loss.entropy_temperature = 0.1, 1.0
 
 
 class VQVAE(nn.Module):
@@ -166,11 +181,23 @@ def latent_shapes(model) -> list[tuple[int, int]]:
   return [(h // f, w // f)]
 
 
+def entropy_of(config) -> vq_losses.Entropy | None:
+  """The entropy penalty of the config's quantizer (lfq, bsq), None for the others. .get:
+  a config.json written before the keys existed has none."""
+  spec = QuantizerSpec.from_config(config.model)
+  if not spec.entropy:
+    return None
+  return vq_losses.Entropy(float(config.loss.get("entropy_weight", 0.1)),
+                           float(config.loss.get("entropy_temperature", 1.0)),
+                           exact=spec.quantizer == "lfq")
+
+
 def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
   """The objective of both VQ families (their modules return (logits, levels))."""
   likelihood = config.model.likelihood
   spec = QuantizerSpec.from_config(config.model)
   ema, residual = spec.ema, spec.quantizer == "residual"
+  no_codebook_term, entropy = not spec.codebook_loss, entropy_of(config)
 
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
@@ -183,7 +210,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
     else:
       logits, levels = model.apply(variables, x, keys)
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
-                                       ema)
+                                       no_codebook_term, entropy)
     metrics = {"recon": recon.mean(),
                "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x).mean()}
     for level, q in zip(model.LEVELS, levels):
@@ -191,6 +218,10 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
                       for k, v in vq_metrics.commitment_metrics(q, level, residual).items()})
       # Of the global batch: counts are psummed over devices inside the quantizer.
       metrics.update(vq_metrics.usage_metrics(q, level, residual))
+      if entropy is not None:
+        per_sample, codebook = vq_losses.level_entropies(q, entropy)
+        metrics[vq_metrics.metric_name("entropy_per_sample", level)] = per_sample
+        metrics[vq_metrics.metric_name("entropy_codebook", level)] = codebook
     return (recon + quant).mean(), (metrics, model_state)
 
   return loss
@@ -199,13 +230,14 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
 def make_eval_metrics(config):
   likelihood = config.model.likelihood
   spec = QuantizerSpec.from_config(config.model)
-  ema, residual, num_codes = spec.ema, spec.quantizer == "residual", spec.codebook_size
+  residual, num_codes = spec.quantizer == "residual", spec.codebook_size
+  no_codebook_term, entropy = not spec.codebook_loss, entropy_of(config)
 
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
     logits, levels = model.apply(variables, x)
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
-                                       ema)
+                                       no_codebook_term, entropy)
     out = {"loss": recon + quant, "recon": recon,
            "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), batch.get("image_raw", x))}
     for level, q in zip(model.LEVELS, levels):
@@ -270,6 +302,7 @@ def validate(config):
   reconstruction.validate(m.likelihood, LIKELIHOODS, m.name)
   if not 0 <= float(config.loss.commitment) < math.inf:
     raise ConfigError(f"loss.commitment={config.loss.commitment}: must be a number >= 0")
+  validate_entropy(config.loss)
   validate_quantizer(m)
 
 
