@@ -85,6 +85,18 @@ COMPANIONS = {("model.quantizer", "fsq"): {"model.dead_code_steps": 0,
                                            "model.fsq_levels": (16, 16)}}
 
 
+# Options whose code is one module that every family declaring them builds the same way
+# (the quantizer and its options, models/quantizer_spec.py, in VQ-VAE, VQ-VAE-2 and the VQGAN
+# tokenizer): each value runs on the one family named here, whose model is the smallest that
+# uses them; the other families run their own options.
+def _shared_options() -> dict:
+  from vaelab.models import quantizer_spec
+  return {key: "vqvae" for key in quantizer_spec.OPTIONS}
+
+
+SHARED_OPTIONS = _shared_options()
+
+
 def write_data(directory: str) -> dict:
   """Tiny npz splits: blobs of SIDE x SIDE, grey (1 channel) and colour (3)."""
   from conftest import write_npz
@@ -178,6 +190,8 @@ def option_cases() -> dict[str, tuple[str, str, str]]:
     seen.add(family.name)
     for key, values in family.options.items():
       for value in values:
+        if SHARED_OPTIONS.get(key, family.name) != family.name:
+          continue
         if flat.get(key) != value:
           out[f"{family.name}-{key}={value}"] = (path, key, value)
     for group in family.groups:
@@ -344,16 +358,40 @@ def resumed(config, workdir: str, experiment=None):
 SPLIT_BY_DESIGN = {("tdvae", "loss.long_jump"), ("tdvae", "loss.max_jump")}
 
 
-def population_members(config) -> list:
-  """`config` and one member per key a population may vary for it (the seed, the learning
-  rates, each number of the family's hyperparameters), each changed by a small amount."""
+def population_keys(config) -> list[str]:
+  """The keys a population may vary for `config`: the seed, the learning rates, each number
+  of the family's hyperparameters."""
   from vaelab.training import population
   flat = config_base.flat(config)
-  keys = list(population.ALWAYS) + sorted(
+  return list(population.ALWAYS) + sorted(
       k for k, v in flat.items() if k not in population.ALWAYS and isinstance(v, (int, float))
       and not isinstance(v, bool) and population.is_population_key(config, k))
+
+
+@functools.cache
+def population_cases() -> list[str]:
+  """The config files whose populations the contract trains on 1 device: each family's first,
+  and any other that has a population key the family's earlier files lack (the capacity
+  objective's C_max beside the beta-VAE's beta). Another file of the family with the same
+  keys would run the same population code on other data and sizes."""
+  covered: dict[str, set] = {}
+  out = []
+  for case, path in sorted(base_cases().items()):
+    config = shrink_sizes(_load(path))
+    keys = set(population_keys(config))
+    seen = covered.setdefault(config.model.name, set())
+    if not keys <= seen:
+      out.append(case)
+      seen |= keys
+  return out
+
+
+def population_members(config) -> list:
+  """`config` and one member per key a population may vary for it (population_keys), each
+  changed by a small amount."""
+  from vaelab.training import population
   members = [config]
-  for key in keys:
+  for key in population_keys(config):
     value = population._get(config, key)
     new = value + 1 if key == "seed" or isinstance(value, int) else value * 1.5 + 0.01
     other = population._with(config, {key: new})
@@ -389,27 +427,33 @@ def family_cases() -> dict[str, str]:
   return out
 
 
-# The final evaluation at a size where each device does real work per evaluation batch and
-# a split takes many batches: with programs slower than their dispatch, a host that ran
-# ahead piled up collectives until XLA:CPU aborted (docs/design.md). Keys a config lacks are
-# left out.
-EVAL_SIZE = {"model.hidden": lambda v: tuple(512 for _ in v[:1]),
-             "model.conv_channels": lambda v: tuple(32 for _ in v),
-             "model.dense": lambda v: 256, "eval.batch_size": lambda v: 8,
-             "data.num_eval": lambda v: 512,
+# The final evaluation on 4 devices runs at the case's own size, so that its train step is
+# the case's program, compiled once, over an evaluation split of a few batches; and, for the
+# family of STEP_OPTIONS_CONFIG only, at a size where each device does real work per batch
+# over many batches (EVAL_MODEL, EVAL_IMAGES): with programs slower than their dispatch, a
+# host that ran ahead piled up collectives until XLA:CPU aborted (docs/design.md;
+# tests/test_main.py holds the command line to it at a larger size). That dispatch window is
+# the loop's, not a family's. Keys a config lacks are left out.
+EVAL_SIZE = {"eval.batch_size": lambda v: 8, "data.num_eval": lambda v: 4 * BATCH,
              # The scores' own code is device-free past the encoder, and every score equals
              # disentanglement_lib's on 1 device (test_disentanglement.py): one score keeps
              # the encoder's batches on the 4 devices, IWAE's K = 10 their real work.
              "eval.disentanglement_metrics": lambda v: ("mig",),
              "eval.iwae_ks": lambda v: tuple(k for k in v if k <= 10)}
 EVAL_IMAGES = 512
+EVAL_MODEL = {"model.hidden": lambda v: tuple(512 for _ in v[:1]),
+              "model.conv_channels": lambda v: tuple(32 for _ in v),
+              "model.dense": lambda v: 256, "data.num_eval": lambda v: EVAL_IMAGES}
 
 
 def evaluation_config(case: str, data: dict, vq_workdirs: dict):
   config = config_of(case, data, vq_workdirs)
   flat = config_base.flat(config)
-  overrides = {k: f(flat[k]) for k, f in EVAL_SIZE.items() if k in flat}
-  if flat["data.name"] == "npz":
+  sizes, big = dict(EVAL_SIZE), config.model.name == family_of(STEP_OPTIONS_CONFIG)
+  if big:
+    sizes.update(EVAL_MODEL)
+  overrides = {k: f(flat[k]) for k, f in sizes.items() if k in flat}
+  if flat["data.name"] == "npz" and big:
     channels = 3 if "3" in os.path.basename(flat["data.eval_path"]) else 1
     overrides["data.eval_path"] = data[f"evalbig{channels}"]
   return config_base.set_overrides(config, overrides)
@@ -417,13 +461,13 @@ def evaluation_config(case: str, data: dict, vq_workdirs: dict):
 
 def evaluate_on_devices(case: str, data: dict, vq_workdirs: dict, root: str) -> dict:
   """What the command line's three modes do, in this process, through the notebook API:
-  train 2 steps and evaluate (--mode=train), evaluate the checkpoint again (--mode=eval),
+  train the case's steps and evaluate (--mode=train), evaluate the checkpoint again (--mode=eval),
   sample (--mode=sample); and the API's decode(encode(x)) against its reconstruction."""
   import vaelab
   from vaelab import models
   from vaelab.training import evaluation
   config = config_base.set_overrides(evaluation_config(case, data, vq_workdirs), {
-      "num_train_steps": 2, "checkpoint_every": 2})
+      "checkpoint_every": STEPS})
   workdir = os.path.join(root, "four", f"eval_{case}")
   run = vaelab.train(config, workdir, evaluate=True)
   again = evaluation.evaluate_checkpoint(config, workdir)

@@ -17,10 +17,6 @@ from vaelab.evaluate import pca
 from vaelab.training import loop
 
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-# Configs whose data is generated rather than read from files (procedural dSprites for the
-# pairs, which need a whole factor grid): they keep their own data.name in the every-key
-# test, and the file paths they never read are not reported.
-GENERATED_DATA = {"tdvae_oscillator.py", "ada_gvae_dsprites.py", "ada_mlvae_dsprites.py"}
 
 
 def load(path, arg=None):
@@ -38,12 +34,18 @@ def _leaf_paths(c, prefix=""):
       yield f"{prefix}{k}"
 
 
+@pytest.fixture(scope="module")
+def contract_state(tmp_path_factory):
+  """The contract's tiny data and frozen VQ runs (made once per test run, shared)."""
+  return contract_cases.prepare(str(tmp_path_factory.mktemp("contract")))
+
+
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 @pytest.mark.parametrize("arg", [None, "runlocal"])
-def test_config_loads_validates_and_documents_its_command(path, arg, request):
+def test_config_loads_validates_and_documents_its_command(path, arg, contract_state):
   config = load(path, arg)
   if "vq_workdir" in config:  # a prior's config needs a trained VQ run to validate
-    config.vq_workdir = request.getfixturevalue("vq_workdir")
+    config.vq_workdir = contract_state["vq"]["vqvae"]
   validation.validate(config, num_devices=1)
   with open(path) as f:
     assert f"--config=configs/{os.path.basename(path)}" in f.read()
@@ -55,25 +57,15 @@ def test_unknown_variant_is_refused():
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_every_key_is_read_by_the_code(path, npz_pair, tmp_path, monkeypatch, request):
-  """Records ConfigDict reads during build, a 2-step run and the final evaluation (of the
-  runlocal config at the contract's tiny sizes: every key kept, values shrunk)."""
-  config = contract_cases.shrink_sizes(load(path, "runlocal"))
-  if "vq_workdir" in config:
-    config.vq_workdir = request.getfixturevalue("vq_workdir")
-  # Run the runlocal model on the tiny npz data; the keys set here are still recorded as read.
-  small = tiny_config("ae", *npz_pair)
-  generated = os.path.basename(path) in GENERATED_DATA
-  copied = ("batch_size", "eval.batch_size") if generated else (
-      "data.name", "data.train_path", "data.eval_path", "batch_size", "eval.batch_size")
-  for key in copied:
-    node_src, node_dst = small, config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node_src, node_dst = node_src[p], node_dst[p]
-    node_dst[leaf] = node_src[leaf]
-  config.num_train_steps = 2
-  config.log_every = config.eval_every = config.checkpoint_every = 1
+def test_every_key_is_read_by_the_code(path, contract_state, tmp_path, monkeypatch):
+  """Records ConfigDict reads during build, a short run with a periodic evaluation and a
+  checkpoint, and the final evaluation of the config file's contract case (its runlocal
+  config at the contract's tiny sizes and data, every key kept): the same programs the
+  contract compiles for the case (tests/test_contract.py), so the two share them."""
+  case = os.path.basename(path)[:-3]
+  config = contract_cases.config_of(case, contract_state["data"], contract_state["vq"])
+  config.eval_every = config.checkpoint_every = 2
+  generated = config.data.name != "npz"
   names = {}
 
   def register(c, prefix):

@@ -14,7 +14,8 @@ and one case per family for
                with real work per device (the modes' functions, in-process; the command line
                itself: tests/test_main.py);
 and every config file for
-  populations: on 1 device (one member per population key);
+  populations: on 1 device, one member per population key (a family's further files only
+               where they bring a population key its earlier files lack);
   grouping:    a key that changes the model or a static setting of the objective never
                lands two configs in one population (here).
 All 4-device work runs in one subprocess, started with the module; the 1-device
@@ -60,16 +61,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CASES = cc.all_cases()
 FAMILIES = cc.family_cases()
 CONFIG_FILES = [c for c in sorted(cc.base_cases()) if c in CASES]
+POPULATION_FILES = [c for c in cc.population_cases() if c in CONFIG_FILES]
 if cc.families_asked() is not None:
   FAMILIES = {f: c for f, c in FAMILIES.items() if f in cc.families_asked()}
 if os.environ.get("VAELAB_CONTRACT_FAST") == "1":
   CASES = sorted(c for c in FAMILIES.values() if c in CASES)
-  FAMILIES, CONFIG_FILES = {}, []
+  FAMILIES, CONFIG_FILES, POPULATION_FILES = {}, [], []
 # A subset of cases (and no per-file or per-family checks): tests/test_optimized.py runs
 # them again with XLA's optimizations on.
 if os.environ.get("VAELAB_CONTRACT_CASES"):
   CASES = [c for c in CASES if c in os.environ["VAELAB_CONTRACT_CASES"].split(",")]
-  FAMILIES, CONFIG_FILES = {}, []
+  FAMILIES, CONFIG_FILES, POPULATION_FILES = {}, [], []
 # The negative control: a family whose statistic is taken per device, on 4 devices.
 NEGATIVE = "sparse_ae_mnist" if "sparse_ae_mnist" in CASES else None
 
@@ -161,9 +163,10 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   cc.assert_params(resumed, params, exact=True)
 
 
-@pytest.mark.parametrize("case", CONFIG_FILES)
+@pytest.mark.parametrize("case", POPULATION_FILES)
 def test_population_members_equal_their_runs_alone(setup, case, tmp_path):
-  """For every config file, on 1 device: one member per key the population machinery lets
+  """For each family's config files that bring a population key of their own
+  (contract_cases.population_cases), on 1 device: one member per key the population machinery lets
   members differ in, beside the config itself (a key whose member trains apart fails,
   unless contract_cases.SPLIT_BY_DESIGN says why); the population equals the runs alone,
   bitwise with impl "loop" and within 1e-5 with "vmap"."""
