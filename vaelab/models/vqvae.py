@@ -231,13 +231,16 @@ def make_eval_metrics(config):
   likelihood = config.model.likelihood
   spec = QuantizerSpec.from_config(config.model)
   residual, num_codes = spec.quantizer == "residual", spec.codebook_size
-  no_codebook_term, entropy = not spec.codebook_loss, entropy_of(config)
+  # eval/loss leaves out lfq's and bsq's entropy penalty: it is a statistic of a batch,
+  # where the evaluation averages per-example values over a split (padding included in
+  # its last batch).
+  no_codebook_term = not spec.codebook_loss
 
   def eval_metrics(model, variables, batch, keys, hparams):
     x = batch["image"]
     logits, levels = model.apply(variables, x)
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
-                                       no_codebook_term, entropy)
+                                       no_codebook_term)
     out = {"loss": recon + quant, "recon": recon,
            "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), batch.get("image_raw", x))}
     for level, q in zip(model.LEVELS, levels):
