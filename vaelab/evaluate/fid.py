@@ -5,11 +5,13 @@
 pytorch-fid computes the last trace with scipy's `sqrtm` of the non-symmetric product S1 S2,
 retrying with eps * I added to both covariances when that is not finite, and drops the
 imaginary part rounding leaves. Here the trace is computed from symmetric matrices only:
-S1 S2 is similar to S1^(1/2) S2 S1^(1/2), which is symmetric positive semi-definite, so
-tr((S1 S2)^(1/2)) is the sum of the square roots of that matrix's eigenvalues (`eigh`;
-eigenvalues within rounding of 0, negative ones included, taken as 0). That needs no offset for rank-deficient covariances (fewer
-samples than dimensions, constant features): their zero eigenvalues are exact zeros of the
-product, and the result equals pytorch-fid's up to the eps it adds.
+S1 S2 is similar to S1^(1/2) S2 S1^(1/2) = A^T A with A = S2^(1/2) S1^(1/2), so
+tr((S1 S2)^(1/2)) is the sum of A's singular values; the square roots are symmetric ones
+(`eigh`, negative rounding clipped to 0). No offset is needed for rank-deficient covariances
+(fewer samples than dimensions, constant features), and the result equals pytorch-fid's up
+to the eps it adds. Taking singular values of A rather than square roots of the eigenvalues
+of A^T A keeps the rounding of directions of near-zero variance from being amplified by a
+square root, which would leave the distance of a set from itself well above 0.
 """
 from __future__ import annotations
 
@@ -29,17 +31,9 @@ def statistics(features) -> tuple[np.ndarray, np.ndarray]:
   return f.mean(0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
-def _rounding_to_zero(w):
-  """Eigenvalues of a PSD matrix within rounding of 0 (negative ones included) set to 0:
-  their square roots, ~1e-8 of the largest's each, would otherwise add up to a
-  distance of a set from itself well above 0 when the covariance is singular."""
-  floor = np.max(np.abs(w), initial=0.0) * len(w) * np.finfo(np.float64).eps
-  return np.where(w > floor, w, 0.0)
-
-
 def _psd_sqrt(s):
   w, v = np.linalg.eigh((s + s.T) / 2)
-  return (v * np.sqrt(_rounding_to_zero(w))) @ v.T
+  return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -52,9 +46,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
                      f"{s1.shape}, {s2.shape} do not match")
   if not all(np.all(np.isfinite(a)) for a in (mu1, mu2, s1, s2)):
     return float("nan")
-  r = _psd_sqrt(s1)
-  cross = np.linalg.eigvalsh(r @ ((s2 + s2.T) / 2) @ r)
-  tr_sqrt = float(np.sum(np.sqrt(_rounding_to_zero(cross))))
+  tr_sqrt = float(np.sum(np.linalg.svd(_psd_sqrt(s2) @ _psd_sqrt(s1), compute_uv=False)))
   diff = mu1 - mu2
   return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt)
 
