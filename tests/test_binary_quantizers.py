@@ -38,6 +38,7 @@ def test_index_packing_round_trips_and_channel_i_is_bit_i():
   assert set(np.unique(np.asarray(signs))) == {-1.0, 1.0}
   assert lfq.num_bits(2**14) == 14 and lfq.is_power_of_two(1024)
   assert not lfq.is_power_of_two(1000) and not lfq.is_power_of_two(1)
+  assert lfq.is_power_of_two(16384.0) and not lfq.is_power_of_two(True)
 
 
 @pytest.mark.parametrize("cls", [lfq.LookupFreeQuantizer, bsq.BinarySphericalQuantizer])

@@ -55,7 +55,14 @@ def num_bits(num_codes: int) -> int:
 
 
 def is_power_of_two(n) -> bool:
-  return isinstance(n, (int, np.integer)) and n >= 2 and (int(n) & (int(n) - 1)) == 0
+  """Whether n is 2^d for some d >= 1 (an integer-valued float counts, as checks.integer
+  accepts one)."""
+  if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)):
+    return False
+  if not float(n).is_integer():
+    return False
+  k = int(n)
+  return k >= 2 and (k & (k - 1)) == 0
 
 
 def bits_to_indices(bits):
