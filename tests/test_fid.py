@@ -72,7 +72,8 @@ def test_rank_deficient_matches_scipy_with_its_offset(n, d, rank):
 def test_closed_forms():
   rng = np.random.default_rng(5)
   # Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2.
-  mu1, mu2, a, b = rng.normal(size=6), rng.normal(size=6), rng.uniform(0, 2, 6), rng.uniform(0, 2, 6)
+  mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+  a, b = rng.uniform(0, 2, 6), rng.uniform(0, 2, 6)
   np.testing.assert_allclose(fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)),
                              np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2),
                              rtol=1e-10)

@@ -161,6 +161,12 @@ def test_converter_maps_torch_names():
     expected[f"lin{k}"] = lin[f"lin{k}.model.1.weight"].reshape(-1)
   out = lpips.convert_state_dicts(vgg, lin)
   assert sorted(out) == sorted(lpips.shapes())
+  # A NetLinLayer built without dropout names its convolution model.0.
+  no_dropout = {k.replace("model.1", "model.0"): v for k, v in lin.items()}
+  np.testing.assert_array_equal(lpips.convert_state_dicts(vgg, no_dropout)["lin2"],
+                                expected["lin2"])
+  with pytest.raises(KeyError):
+    lpips.convert_state_dicts(vgg, {k: v for k, v in lin.items() if "lin4" not in k})
   for k, v in expected.items():
     assert out[k].shape == lpips.shapes()[k]
     np.testing.assert_array_equal(out[k], v)

@@ -39,7 +39,8 @@ DATA_IDENTITY = ("name", "train_path", "data_dir", "train_split", "path", "num_e
 
 def config_keys(c) -> None:
   """The eval.* keys of image quality, added to a family's config."""
-  c.eval.inception_weights = ""  # the FID Inception .npz (convert_inception_weights.py); "": no rFID
+  # The FID Inception's .npz (experiments/convert_inception_weights.py); "": no rFID.
+  c.eval.inception_weights = ""
   c.eval.probe_fid = True  # probe-FID where the data has labels
   c.eval.probe_fid_steps = 1000  # the probe classifier's training steps (part of its cache key)
   c.eval.probe_fid_cache = ""  # folder of cached classifiers; "": ~/.cache/vaelab/probe_fid

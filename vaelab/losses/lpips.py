@@ -62,10 +62,10 @@ def shapes() -> dict[str, tuple[int, ...]]:
 def convert_state_dicts(vgg16: dict, lin: dict) -> dict[str, np.ndarray]:
   """The .npz's arrays from torchvision's vgg16 state dict (`features.<j>.weight` OIHW,
   `features.<j>.bias`; the classifier's entries are ignored) and the lpips package's
-  v0.1 vgg.pth (`lin<k>.model.1.weight` of shape (1, C, 1, 1)), both as dicts of numpy
-  arrays. The j of `features.<j>` counts every layer of `features` (ReLUs and pools too)."""
-  out, j = {}, 0
-  conv = 0
+  v0.1 vgg.pth (`lin<k>.model.1.weight`, or `.model.0.`, of shape (1, C, 1, 1)), both as
+  dicts of numpy arrays. The j of `features.<j>` counts every layer of `features` (ReLUs
+  and pools too)."""
+  out, j, conv = {}, 0, 0
   for c in VGG16:
     if c == "M":
       j += 1  # the pool
@@ -76,7 +76,11 @@ def convert_state_dicts(vgg16: dict, lin: dict) -> dict[str, np.ndarray]:
     conv += 1
     j += 2  # the convolution and its ReLU
   for k in range(len(TAPS)):
-    out[f"lin{k}"] = np.asarray(lin[f"lin{k}.model.1.weight"], np.float32).reshape(-1)
+    # `model.1` behind the dropout lpips trains with (its published files), `model.0` when
+    # a NetLinLayer was built without it.
+    name = next((n for n in (f"lin{k}.model.1.weight", f"lin{k}.model.0.weight") if n in lin),
+                f"lin{k}.model.1.weight")
+    out[f"lin{k}"] = np.asarray(lin[name], np.float32).reshape(-1)
   return out
 
 
