@@ -118,8 +118,8 @@ def _images(seed, n=2):
   return np.random.default_rng(seed).uniform(size=(n, 28, 28, 1)).astype(np.float32)
 
 
-def test_features_shape_and_rfid(weights_file):
-  # Seven forward passes of one program (2 images at 299x299): each costs about a second.
+def test_features_shape(weights_file):
+  # Three forward passes of one program (2 images at 299x299), each about a second.
   params = inception.load_weights(weights_file)
   assert sum(v.size for v in params.values()) == 21_768_352  # pytorch-fid's net without fc
   x = _images(0, 3)
@@ -129,9 +129,24 @@ def test_features_shape_and_rfid(weights_file):
   # The padded last chunk gives its image's own features.
   np.testing.assert_allclose(f[2:], np.asarray(inception.features(params, x[1:]))[1:],
                              rtol=1e-5, atol=1e-6)
-  noisy = np.clip(x[:2] + np.random.default_rng(2).normal(0, 0.3, (2, 28, 28, 1)), 0, 1)
-  assert abs(fid.rfid(params, [(x[:2], x[:2])], chunk=2)) < 1e-6
-  assert fid.rfid(params, [(x[:2], noisy.astype(np.float32))], chunk=2) > 1e-3
+
+
+def test_rfid_compares_features_of_images_and_reconstructions(monkeypatch):
+  """rFID's bookkeeping, with a stand-in for the network (run above)."""
+  calls = []
+
+  def stand_in(params, images, chunk):
+    calls.append((params, len(images), chunk))
+    return np.asarray(images).reshape(len(images), -1)[:, :6]
+
+  monkeypatch.setattr(inception, "features_in_chunks", stand_in)
+  x = np.random.default_rng(1).uniform(size=(9, 4, 4, 1))
+  r = np.clip(x + np.random.default_rng(2).normal(0, 0.2, x.shape), 0, 1)
+  assert abs(fid.rfid("w", [(x[:5], x[:5]), (x[5:], x[5:])], chunk=3)) < 1e-12
+  got = fid.rfid("w", [(x[:5], r[:5]), (x[5:], r[5:])], chunk=3)
+  np.testing.assert_allclose(got, fid.distance_of_features(x.reshape(9, -1)[:, :6],
+                                                           r.reshape(9, -1)[:, :6]), rtol=1e-12)
+  assert got > 0.01 and calls[0] == ("w", 5, 3)
 
 
 def test_preprocess_is_torch_bilinear_without_antialias():
