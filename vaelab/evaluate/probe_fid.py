@@ -38,19 +38,21 @@ from flax import serialization
 from vaelab.evaluate import fid
 
 # Part of the cache key: a change to the network or its training below must change it.
-RECIPE = "conv16-32-64_dense128_adam1e-3_batch64_seed0_v1"
+RECIPE = "conv16-32-64_grid4_dense128_adam1e-3_batch64_seed0_v1"
 SEED = 0
 BATCH = 64
 LEARNING_RATE = 1e-3
+GRID = 4
 FEATURE_CHUNK = 256
 # Images whose bytes enter the cache key, spread over the split.
 HASHED_IMAGES = 16
 
 
 class Classifier(nn.Module):
-  """Three 3x3 convolutions (the last two strided), a global mean pool and a 128-unit
-  layer whose ReLU output is the feature space: small enough to train in seconds on a CPU,
-  and indifferent to the image size."""
+  """Three 3x3 convolutions (the last two strided), the maps resampled to a 4x4 grid and a
+  128-unit layer whose ReLU output is the feature space: small enough to train on a CPU,
+  the same size for any image size. The grid keeps where things are (a global mean pool
+  misclassified several times as many MNIST digits at the same cost)."""
   num_classes: int
 
   @nn.compact
@@ -58,7 +60,9 @@ class Classifier(nn.Module):
     h = nn.relu(nn.Conv(16, (3, 3))(x))
     h = nn.relu(nn.Conv(32, (3, 3), strides=2)(h))
     h = nn.relu(nn.Conv(64, (3, 3), strides=2)(h))
-    f = nn.relu(nn.Dense(128)(jnp.mean(h, axis=(1, 2))))
+    # Linear resampling with antialiasing: an area-weighted mean where it shrinks the maps.
+    h = jax.image.resize(h, (h.shape[0], GRID, GRID, h.shape[-1]), "linear")
+    f = nn.relu(nn.Dense(128)(h.reshape(h.shape[0], -1)))
     if features:
       return f
     return nn.Dense(self.num_classes)(f)
