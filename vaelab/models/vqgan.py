@@ -190,6 +190,10 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
   ema, residual = spec.ema, spec.quantizer == "residual"
   perceptual = _perceptual_params(config)
 
+  # A constant of the step, not a population key: a decay moved by a population's step
+  # could leave [0, 1).
+  decay = float(config.loss.lecam_decay)
+
   def loss(model, params, model_state, batch, keys, hparams):
     x = batch["image"]
     model = model.clone(axis_name=axis_name)
@@ -255,9 +259,9 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
     means = spmd.global_mean(lax.stop_gradient(jnp.stack([jnp.mean(real), jnp.mean(fake)])))
     old = model_state[LECAM]
     ema_real = jnp.where(adopt > 0, gan_losses.lecam_ema(old["real"], means[0],
-                                                         hparams["lecam_decay"]), old["real"])
+                                                         decay), old["real"])
     ema_fake = jnp.where(adopt > 0, gan_losses.lecam_ema(old["fake"], means[1],
-                                                         hparams["lecam_decay"]), old["fake"])
+                                                         decay), old["fake"])
     lecam = gan_losses.lecam_regularizer(real, fake, ema_real, ema_fake)
     model_state = {**model_state, LECAM: {"real": ema_real, "fake": ema_fake}}
     metrics.update(disc_loss=disc, disc_real=jnp.mean(real), disc_fake=jnp.mean(fake),
@@ -272,7 +276,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
 def hparams(config):
   out = vqvae.hparams(config)
   out.update({k: float(config.loss[k]) for k in (
-      "disc_weight", "disc_start", "lecam_weight", "lecam_decay", "perceptual_weight")})
+      "disc_weight", "disc_start", "lecam_weight", "perceptual_weight")})
   return out
 
 

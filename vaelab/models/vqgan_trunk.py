@@ -24,7 +24,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-GROUPS = 32  # MaskGIT's GroupNorm groups (fewer where a width is not a multiple of 32)
+GROUPS = 32  # MaskGIT's GroupNorm groups (fewer in narrower layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,9 @@ class MaskGITSpec:
 
 
 def _norm(x):
-  return nn.GroupNorm(num_groups=math.gcd(GROUPS, x.shape[-1]), epsilon=1e-6)(x)
+  # At least 4 channels a group: a group of one channel would cancel the bias of the
+  # convolution before it exactly, leaving that bias a gradient of rounding noise.
+  return nn.GroupNorm(num_groups=math.gcd(GROUPS, max(1, x.shape[-1] // 4)), epsilon=1e-6)(x)
 
 
 def _conv(features, size, use_bias=True):
