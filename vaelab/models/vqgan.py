@@ -188,10 +188,11 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
   likelihood, gan = config.model.likelihood, config.loss.gan
   spec = QuantizerSpec.from_config(config.model)
   ema, residual = spec.ema, spec.quantizer == "residual"
+  no_codebook_term, entropy = not spec.codebook_loss, vqvae.entropy_of(config)
   perceptual = _perceptual_params(config)
 
-  # A constant of the step, not a population key: a decay moved by a population's step
-  # could leave [0, 1).
+  # A constant of the step, not a population key: a population's members could move it
+  # out of [0, 1).
   decay = float(config.loss.lecam_decay)
 
   def loss(model, params, model_state, batch, keys, hparams):
@@ -205,13 +206,17 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
     else:
       logits, levels, h = model.apply(variables, x, keys, method="forward")
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
-                                       ema)
+                                       no_codebook_term, entropy)
     x_hat = jax.nn.sigmoid(logits)
     metrics = {"recon": recon.mean(), "recon_sse": reconstruction.sse(x_hat, x).mean()}
     for level, q in zip(model.LEVELS, levels):
       metrics.update({k: v.mean()
                       for k, v in vq_metrics.commitment_metrics(q, level, residual).items()})
       metrics.update(vq_metrics.usage_metrics(q, level, residual))
+      if entropy is not None:
+        per_sample, codebook = vq_losses.level_entropies(q, entropy)
+        metrics[vq_metrics.metric_name("entropy_per_sample", level)] = per_sample
+        metrics[vq_metrics.metric_name("entropy_codebook", level)] = codebook
 
     def rec_loss(out):
       """L_rec of the decoder's logits: the likelihood term plus the perceptual one."""
@@ -227,7 +232,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
         rec = rec_loss(logits)
       else:
         rec = recon.mean()
-      return ({"model": rec + quant.mean(), DISCRIMINATOR: jnp.zeros((), jnp.float32)},
+      return ({"model": rec + jnp.mean(quant), DISCRIMINATOR: jnp.zeros((), jnp.float32)},
               (metrics, model_state))
 
     rec, rec_vjp = jax.vjp(rec_loss, lax.stop_gradient(logits))
@@ -253,7 +258,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
     adopt = gan_losses.adopt_weight(hparams["step"], hparams["disc_start"])
     model_loss = gan_losses.with_gradient(
         rec + adopt * weight * generator, logits,
-        rec_cotangent + adopt * weight * gan_cotangent) + quant.mean()
+        rec_cotangent + adopt * weight * gan_cotangent) + jnp.mean(quant)
 
     disc = gan_losses.discriminator_loss(gan, real, fake)
     means = spmd.global_mean(lax.stop_gradient(jnp.stack([jnp.mean(real), jnp.mean(fake)])))
@@ -339,7 +344,11 @@ def _make_model_checked(config, info):
 
 
 def final_analyses(config, model, variables, train_source, eval_source):
+  """VQ-VAE's code statistics of the evaluation split."""
   out = vq_metrics.final_analyses(config, model, variables, train_source, eval_source)
+  # TO ENABLE once vaelab/evaluate/image_quality.py exists (with its config_keys in
+  # config_keys and its validate in validate): PSNR, SSIM, probe FID and rFID.
+  # out.update(image_quality.final_analyses(config, model, variables, train_source, eval_source))
   return out
 
 
