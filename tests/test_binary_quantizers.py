@@ -2,6 +2,7 @@
 packing, gradients, the entropy penalty against brute force over all 2^d codes, the
 family's objective and metrics, validation, and a short training run."""
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -216,7 +217,7 @@ def test_objective_is_recon_commitment_and_entropy_and_usage_is_over_all_codes(n
   sample = binary_entropy.per_sample_entropy(logit)
   codebook = (binary_entropy.codebook_entropy if preset == "lfq"
               else binary_entropy.factorised_codebook_entropy)(logit)
-  penalty = 0.3 * 16 * (sample - codebook)  # 4x4 positions per image
+  penalty = 0.3 * math.prod(x.shape[1:]) * (sample - codebook)  # per image value
   np.testing.assert_allclose(loss, (recon + commit).mean() + penalty, rtol=1e-5)
   np.testing.assert_allclose(metrics["entropy_per_sample"], sample, rtol=1e-5)
   np.testing.assert_allclose(metrics["entropy_codebook"], codebook, rtol=1e-5)
@@ -235,20 +236,20 @@ def test_vqvae2_penalises_both_levels(npz_pair):
   loss, metrics, (logits, levels) = _loss_and_outputs(fam, config, model, variables, x)
   recon = reconstruction.nll("bernoulli", logits, x)
   total = recon.mean()
-  for level, q, positions in zip(("top", "bottom"), levels, (4, 16)):
+  for level, q in zip(("top", "bottom"), levels):
     logit = q["bit_logits"] / 0.8
     s, c = (binary_entropy.per_sample_entropy(logit), binary_entropy.codebook_entropy(logit))
     np.testing.assert_allclose(metrics[f"entropy_per_sample_{level}"], s, rtol=1e-5)
     np.testing.assert_allclose(metrics[f"entropy_codebook_{level}"], c, rtol=1e-5)
     total = total + (0.5 * vq_losses.commitment_loss(q["z_e"], q["z_q"])).mean()
-    total = total + 0.3 * positions * (s - c)
+    total = total + 0.3 * math.prod(x.shape[1:]) * (s - c)
   np.testing.assert_allclose(loss, total, rtol=1e-5)
 
 
 def test_the_old_quantizers_have_no_entropy_term(npz_pair):
   config = vq_config(*npz_pair)
   assert vqvae.entropy_of(config) is None
-  assert vq_losses.entropy_penalty([{"pairs": ()}], None) == 0.0
+  assert vq_losses.entropy_penalty([{"pairs": ()}], None, 784) == 0.0
 
 
 @pytest.mark.parametrize("preset", ["lfq", "bsq"])

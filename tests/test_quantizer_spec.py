@@ -47,7 +47,7 @@ def test_a_config_written_before_the_quantizer_keys_gets_their_defaults():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"model.quantizer": "lfq"}, r"model\.quantizer='lfq'"),
+    ({"model.quantizer": "pq"}, r"model\.quantizer='pq'"),
     ({"model.codebook_norm": "l1"}, r"model\.codebook_norm='l1'"),
     ({"model.gradient": "gumbel"}, r"model\.gradient='gumbel'"),
     ({"model.codebook_dim": -1}, r"model\.codebook_dim=-1"),
@@ -71,6 +71,6 @@ def test_both_families_declare_the_quantizer_options():
   from vaelab.models import get_family
   for name in ("vqvae", "vqvae2"):
     options = get_family(name).options
-    assert options["model.quantizer"] == ("vq", "fsq", "residual")
+    assert options["model.quantizer"] == ("vq", "fsq", "residual", "lfq", "bsq", "simvq")
     assert options["model.codebook_norm"] == ("none", "l2")
     assert options["model.gradient"] == ("straight_through", "rotation")

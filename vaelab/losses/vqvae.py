@@ -82,17 +82,22 @@ def level_entropies(q, entropy: Entropy):
   return binary_entropy.per_sample_entropy(logits), codebook(logits)
 
 
-def entropy_penalty(levels, entropy: Entropy | None):
-  """weight * sum over the levels with `bit_logits` of positions * (per-sample entropy -
-  codebook entropy): a scalar, 0.0 without a penalty (other quantizers, entropy None)."""
+def entropy_penalty(levels, entropy: Entropy | None, elements: int):
+  """weight * elements * (per-sample entropy - codebook entropy), summed over the levels with
+  `bit_logits`: a scalar, 0.0 without a penalty (other quantizers, entropy None).
+
+  `elements` is the number of values of one image (pixels times channels). MAGVIT-v2 weighs
+  the penalty, a mean over latent positions, against a reconstruction that is a mean over
+  pixels; here the reconstruction is a sum over them (the negative log-likelihood of an
+  image), so the penalty is scaled by the same count and `loss.entropy_weight` keeps the
+  paper's meaning (0.1 is MAGVIT-v2's)."""
   total = 0.0
   if entropy is None:
     return total
   for q in levels:
     if "bit_logits" in q:
       per_sample, codebook = level_entropies(q, entropy)
-      positions = math.prod(q["indices"].shape[1:])
-      total = total + entropy.weight * positions * (per_sample - codebook)
+      total = total + entropy.weight * elements * (per_sample - codebook)
   return total
 
 
@@ -104,4 +109,4 @@ def objective(likelihood: str, logits, x, levels, commitment, ema: bool,
   penalty (the same for every example). The loss is their sum."""
   recon = reconstruction.nll(likelihood, logits, x)
   quant = vq_loss([p for q in levels for p in q["pairs"]], commitment, ema)
-  return recon, quant + entropy_penalty(levels, entropy)
+  return recon, quant + entropy_penalty(levels, entropy, math.prod(x.shape[1:]))
