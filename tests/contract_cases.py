@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -58,6 +59,15 @@ SHRINK = {
     "model.res_channels": lambda v: 8, "model.num_res_blocks": lambda v: min(v, 1),
     "model.num_codes": lambda v: min(v, 16), "model.channels": lambda v: 8,
     "model.num_blocks": lambda v: 1, "model.res_per_block": lambda v: 1,
+    # VQGAN: MaskGIT's trunk and the patch discriminator (two stride-2 layers leave 2x2
+    # patches of a 16x16 image; three leave none).
+    "model.filters": lambda v: 8, "model.channel_multipliers": lambda v: tuple(v)[:2],
+    "model.disc_filters": lambda v: 8, "model.disc_layers": lambda v: min(v, 2),
+    "loss.disc_start": lambda v: min(v, STEPS // 2),  # adversarial terms in half the steps
+    # The adaptive weight divides by the norm of an untrained discriminator's input gradient
+    # (hundreds here), which scales batched kernels' rounding past the vmap population's
+    # 1e-5; a wrong reduction still moves the losses by percents at this weight.
+    "loss.disc_weight": lambda v: min(v, 0.01),
     "data.num_eval": lambda v: BATCH, "data.num_train": lambda v: 4 * BATCH,
     # The final evaluation's sample sizes (tests that evaluate a shrunk config).
     "eval.disentanglement_num_train": lambda v: min(v, 100),
@@ -65,6 +75,10 @@ SHRINK = {
     "eval.disentanglement_num_variance_estimate": lambda v: min(v, 200),
     "eval.disentanglement_batch_size": lambda v: min(v, 8),
     "eval.probe_train_size": lambda v: min(v, 64), "eval.num_pictures": lambda v: min(v, 4),
+    # probe-FID's classifier: a few steps, cached for the test run, not in the user's cache.
+    "eval.probe_fid_steps": lambda v: min(v, 20),
+    "eval.probe_fid_cache": lambda v: os.path.join(
+        os.environ.get("VAELAB_TEST_SHARED") or tempfile.gettempdir(), "probe_fid"),
 }
 # Data sets replaced by the tiny npz files (by the channels their images have).
 IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1}
@@ -82,7 +96,12 @@ GLOBAL_OPTIONS = {"data.binarize": ("none", "threshold", "dynamic"), "nonfinite"
 # and every FSQ case would be the same run); 16 levels per channel move them off it.
 COMPANIONS = {("model.quantizer", "fsq"): {"model.dead_code_steps": 0,
                                            "model.kmeans_init": False,
-                                           "model.fsq_levels": (16, 16)}}
+                                           "model.fsq_levels": (16, 16)},
+             **{("model.quantizer", q): {"model.dead_code_steps": 0, "model.kmeans_init": False}
+                for q in ("lfq", "bsq", "simvq")}}
+# Companions that are files `write_data` makes: {(option, value): {key: its name in data}}.
+# The LPIPS term reads a weights file; random weights exercise the same program.
+DATA_COMPANIONS = {("loss.perceptual", "lpips"): {"loss.lpips_weights": "lpips"}}
 
 
 # Options whose code is one module that every family declaring them builds the same way
@@ -112,7 +131,21 @@ def write_data(directory: str) -> dict:
         arrays["image"] = np.repeat(arrays["image"], 3, axis=-1)
         np.savez(path, **arrays)
       out[f"{split}{channels}"] = path
+  out["lpips"] = _write_lpips_weights(os.path.join(directory, "lpips.npz"))
   return out
+
+
+def _write_lpips_weights(path: str) -> str:
+  """Random LPIPS-VGG16 weights of the right shapes (the lin weights non-negative)."""
+  from vaelab.losses import lpips
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for name, shape in lpips.shapes().items():
+    scale = 1.0 / np.sqrt(np.prod(shape[:-1])) if name.endswith("kernel") else 0.01
+    a = rng.normal(0, scale, shape).astype(np.float32)
+    arrays[name] = np.abs(a) if name.startswith("lin") else a
+  np.savez(path, **arrays)
+  return path
 
 
 def _config_files() -> list[str]:
@@ -226,7 +259,9 @@ def config_of(case: str, data: dict, vq_workdirs: dict):
   path, key, value = option_cases()[case]
   config = _shrink(_load(path), data, vq_workdirs)
   value = vq_workdirs[value] if key == "vq_workdir" else value
-  config = config_base.set_overrides(config, {key: value, **COMPANIONS.get((key, value), {})})
+  files = {k: data[name] for k, name in DATA_COMPANIONS.get((key, value), {}).items()}
+  config = config_base.set_overrides(config, {key: value, **COMPANIONS.get((key, value), {}),
+                                              **files})
   validation.validate(config, num_devices=4)
   return config
 

@@ -9,7 +9,8 @@ parameter group's optimizer as SGD) is checked for
                uninterrupted steps (on 4 devices too, for one case per family);
 and one case per family for
   populations on 4 devices: each member of a population of both impls equals its run alone
-               (bitwise with "loop", within 1e-5 with "vmap");
+               (bitwise with "loop"; with "vmap" its losses as the device check reads them,
+               its weights within 1e-4);
   evaluation on 4 devices: the final evaluation, --mode=eval and --mode=sample at a size
                with real work per device (the modes' functions, in-process; the command line
                itself: tests/test_main.py);
@@ -163,6 +164,15 @@ def test_resumed_run_is_bitwise_the_uninterrupted_one(setup, case):
   cc.assert_params(resumed, params, exact=True)
 
 
+def assert_vmap_losses(got, want):
+  """A vmapped member's losses against its run alone, as the device check reads them: the
+  forward pass of step 0 to rounding (rtol 1e-5), the later steps, after optimizer updates
+  that scale rounding up (Adam's normalisation, VQGAN's adaptive weight: a ratio of two
+  gradient norms), to 5e-5."""
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, err_msg="step 0's loss")
+  np.testing.assert_allclose(got, want, rtol=5e-5, err_msg="per-step losses")
+
+
 @pytest.mark.parametrize("case", POPULATION_FILES)
 def test_population_members_equal_their_runs_alone(setup, case, tmp_path):
   """For each family's config files that bring a population key of their own
@@ -183,7 +193,7 @@ def test_population_members_equal_their_runs_alone(setup, case, tmp_path):
       else:  # batched kernels round differently, and Adam scales the rounding of a
         # gradient near 0 up to a step of about the learning rate: a few weights of
         # thousands move by up to ~8% of the most 4 steps can (atol 1e-4)
-        np.testing.assert_allclose(got, losses, rtol=1e-5)
+        assert_vmap_losses(got, losses)
         cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
 
 
@@ -211,7 +221,7 @@ def test_populations_on_four_devices_equal_their_runs_alone(setup, family):
     assert got == losses  # the one-run step on each member
     cc.assert_params(flat, params, exact=True)
     got, flat = _run_of(four, f"vmap{i}")
-    np.testing.assert_allclose(got, losses, rtol=1e-5)
+    assert_vmap_losses(got, losses)
     cc.assert_params(flat, params, exact=False, rtol=1e-4, atol=1e-4)
 
 

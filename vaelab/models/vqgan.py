@@ -42,6 +42,7 @@ from jax import lax
 
 from vaelab import checks, config_base, spmd
 from vaelab.errors import ConfigError
+from vaelab.evaluate import image_quality
 from vaelab.losses import reconstruction
 from vaelab.losses import vqgan as gan_losses
 from vaelab.losses import vqvae as vq_losses
@@ -78,6 +79,7 @@ def config_keys(c) -> None:
   c.loss.lpips_weights = ""  # the LPIPS-VGG16 .npz (experiments/convert_lpips_weights.py)
   c[f"{DISCRIMINATOR}_optimizer"] = config_base.optimizer_section(
       learning_rate=1e-4, b1=0.5, b2=0.9)
+  image_quality.config_keys(c)  # eval/psnr, eval/ssim, eval/probe_fid, eval/rfid
 
 
 # Config variants (`configs/vqgan_mnist.py:quantizer=fsq,adversarial=False`).
@@ -299,6 +301,7 @@ def validate(config):
   built (the LPIPS weights file is read here)."""
   m, loss = config.model, config.loss
   vqvae.validate(config)
+  image_quality.validate(config)
   if m.trunk not in TRUNKS:
     raise ConfigError(f"model.trunk={m.trunk!r}: expected one of {TRUNKS}")
   if m.trunk == "maskgit":
@@ -344,11 +347,10 @@ def _make_model_checked(config, info):
 
 
 def final_analyses(config, model, variables, train_source, eval_source):
-  """VQ-VAE's code statistics of the evaluation split."""
+  """VQ-VAE's code statistics of the evaluation split, and the quality of its
+  reconstructions (evaluate/image_quality.py: PSNR, SSIM, probe-FID, rFID)."""
   out = vq_metrics.final_analyses(config, model, variables, train_source, eval_source)
-  # TO ENABLE once vaelab/evaluate/image_quality.py exists (with its config_keys in
-  # config_keys and its validate in validate): PSNR, SSIM, probe FID and rFID.
-  # out.update(image_quality.final_analyses(config, model, variables, train_source, eval_source))
+  out.update(image_quality.final_analyses(config, model, variables, train_source, eval_source))
   return out
 
 
