@@ -239,3 +239,28 @@ def print_json(obj: dict) -> None:
   tables printed before it also go into that results page (write_page)."""
   write_page()
   print(json.dumps(rounded(obj)), flush=True)
+
+
+def torch_state_dict(path: str, script: str) -> dict:
+  """{name: numpy array} of a PyTorch state dict file (a checkpoint's "state_dict" if it is
+  one). torch is imported here only: the converters are the one place vaelab reads it."""
+  try:
+    import torch
+  except ImportError as e:
+    raise SystemExit(f"{script} reads PyTorch files and needs torch: pip install torch (CPU "
+                     f"wheels suffice), then run it again") from e
+  sd = torch.load(path, map_location="cpu", weights_only=True)
+  if isinstance(sd, dict) and "state_dict" in sd:
+    sd = sd["state_dict"]
+  return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+def write_weights(out: str, arrays: dict, check) -> None:
+  """Writes a converted weights .npz via a temporary file and a rename, checks it as a run's
+  validate will (`check(path)`), and prints what it holds and the JSON line."""
+  tmp = out + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, out)
+  check(out)
+  print(f"{out}: {len(arrays)} arrays, {sum(v.size for v in arrays.values()):,} numbers")
+  print(json.dumps({"out": out, "arrays": len(arrays)}))

@@ -11,24 +11,9 @@
 Only this script needs torch (to unpickle the two files); vaelab reads the .npz it writes.
 """
 import argparse
-import json
-import os
 
-import numpy as np
-
+import common
 from vaelab.losses import lpips
-
-
-def _state_dict(path: str) -> dict:
-  try:
-    import torch
-  except ImportError as e:
-    raise SystemExit("convert_lpips_weights.py reads PyTorch files and needs torch: "
-                     "pip install torch (CPU wheels suffice), then run it again") from e
-  sd = torch.load(path, map_location="cpu", weights_only=True)
-  if isinstance(sd, dict) and "state_dict" in sd:
-    sd = sd["state_dict"]
-  return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
 def main():
@@ -37,14 +22,10 @@ def main():
   p.add_argument("--lin", required=True, help="lpips' weights/v0.1/vgg.pth")
   p.add_argument("--out", required=True, help="the .npz to write")
   a = p.parse_args()
-  arrays = lpips.convert_state_dicts(_state_dict(a.vgg16), _state_dict(a.lin))
-  tmp = a.out + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, a.out)
-  lpips.check_weights(a.out)  # what a run's validate will check
-  print(f"{a.out}: {len(arrays)} arrays, "
-        f"{sum(v.size for v in arrays.values()):,} numbers")
-  print(json.dumps({"out": a.out, "arrays": len(arrays)}))
+  script = "convert_lpips_weights.py"
+  arrays = lpips.convert_state_dicts(common.torch_state_dict(a.vgg16, script),
+                                     common.torch_state_dict(a.lin, script))
+  common.write_weights(a.out, arrays, lpips.check_weights)
 
 
 if __name__ == "__main__":

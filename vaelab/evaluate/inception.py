@@ -16,12 +16,12 @@ align_corners=False) and scaled to [-1, 1], as pytorch-fid does.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaelab import files
 from vaelab.errors import ConfigError
 
 KEY = "eval.inception_weights"
@@ -137,25 +137,7 @@ def _error(path, what: str) -> ConfigError:
 
 
 def _read(path, keep: bool) -> dict[str, np.ndarray]:
-  if not path:
-    raise _error(path, "no file given")
-  if not os.path.isfile(path):
-    raise _error(path, "no such file")
-  try:
-    data = np.load(path, allow_pickle=False)
-  except Exception as e:  # a truncated or foreign file: numpy raises many kinds
-    raise _error(path, f"unreadable as .npz ({type(e).__name__}: {e})") from e
-  out = {}
-  with data:
-    for name, shape in shapes().items():
-      if name not in data.files:
-        raise _error(path, f"array {name!r} missing")
-      a = data[name]
-      if a.shape != shape:
-        raise _error(path, f"array {name!r} has shape {a.shape}, expected {shape}")
-      if keep:
-        out[name] = a.astype(np.float32)
-  return out
+  return files.read_weights(path, shapes(), _error, keep)
 
 
 def check_weights(path) -> None:

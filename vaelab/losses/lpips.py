@@ -14,12 +14,12 @@ is what the converter, the checks and the tests all address.
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaelab import files
 from vaelab.errors import ConfigError
 
 KEY = "loss.lpips_weights"
@@ -90,30 +90,16 @@ def _error(path, what: str) -> ConfigError:
                      f"lpips package's weights/v0.1/vgg.pth (that script needs torch)")
 
 
+def _refused(name: str, a: np.ndarray) -> str | None:
+  if not np.all(np.isfinite(a)):
+    return "is not finite"
+  if name.startswith("lin") and np.any(a < 0):
+    return "has negative weights (LPIPS's are >= 0)"
+  return None
+
+
 def _read(path, keep: bool) -> dict[str, np.ndarray]:
-  if not path:
-    raise _error(path, "no file given")
-  if not os.path.isfile(path):
-    raise _error(path, "no such file")
-  try:
-    data = np.load(path, allow_pickle=False)
-  except Exception as e:  # a truncated or foreign file: numpy raises many kinds
-    raise _error(path, f"unreadable as .npz ({type(e).__name__}: {e})") from e
-  out = {}
-  with data:
-    for name, shape in shapes().items():
-      if name not in data.files:
-        raise _error(path, f"array {name!r} missing")
-      a = data[name]
-      if a.shape != shape:
-        raise _error(path, f"array {name!r} has shape {a.shape}, expected {shape}")
-      if not np.all(np.isfinite(a)):
-        raise _error(path, f"array {name!r} is not finite")
-      if name.startswith("lin") and np.any(a < 0):
-        raise _error(path, f"array {name!r} has negative weights (LPIPS's are >= 0)")
-      if keep:
-        out[name] = a.astype(np.float32)
-  return out
+  return files.read_weights(path, shapes(), _error, keep, _refused)
 
 
 def check_weights(path) -> None:
