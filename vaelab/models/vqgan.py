@@ -210,15 +210,7 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
                                        no_codebook_term, entropy)
     x_hat = jax.nn.sigmoid(logits)
-    metrics = {"recon": recon.mean(), "recon_sse": reconstruction.sse(x_hat, x).mean()}
-    for level, q in zip(model.LEVELS, levels):
-      metrics.update({k: v.mean()
-                      for k, v in vq_metrics.commitment_metrics(q, level, residual).items()})
-      metrics.update(vq_metrics.usage_metrics(q, level, residual))
-      if entropy is not None:
-        per_sample, codebook = vq_losses.level_entropies(q, entropy)
-        metrics[vq_metrics.metric_name("entropy_per_sample", level)] = per_sample
-        metrics[vq_metrics.metric_name("entropy_codebook", level)] = codebook
+    metrics = vqvae.train_metrics(model, recon, x_hat, x, levels, residual, entropy)
 
     def rec_loss(out):
       """L_rec of the decoder's logits: the likelihood term plus the perceptual one."""

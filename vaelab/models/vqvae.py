@@ -211,20 +211,27 @@ def make_loss(config, info=None, axis_name: str | None = spmd.AXIS):
       logits, levels = model.apply(variables, x, keys)
     recon, quant = vq_losses.objective(likelihood, logits, x, levels, hparams["commitment"],
                                        no_codebook_term, entropy)
-    metrics = {"recon": recon.mean(),
-               "recon_sse": reconstruction.sse(jax.nn.sigmoid(logits), x).mean()}
-    for level, q in zip(model.LEVELS, levels):
-      metrics.update({k: v.mean()
-                      for k, v in vq_metrics.commitment_metrics(q, level, residual).items()})
-      # Of the global batch: counts are psummed over devices inside the quantizer.
-      metrics.update(vq_metrics.usage_metrics(q, level, residual))
-      if entropy is not None:
-        per_sample, codebook = vq_losses.level_entropies(q, entropy)
-        metrics[vq_metrics.metric_name("entropy_per_sample", level)] = per_sample
-        metrics[vq_metrics.metric_name("entropy_codebook", level)] = codebook
+    metrics = train_metrics(model, recon, jax.nn.sigmoid(logits), x, levels, residual,
+                            entropy)
     return (recon + quant).mean(), (metrics, model_state)
 
   return loss
+
+
+def train_metrics(model, recon, x_hat, x, levels, residual: bool, entropy) -> dict:
+  """The VQ families' per-step metrics (VQ-VAE, VQ-VAE-2, VQGAN): the reconstruction terms
+  and, per latent level, commitment, usage of the global batch (counts are psummed over
+  devices inside the quantizer) and, for lfq / bsq, the two entropies."""
+  metrics = {"recon": recon.mean(), "recon_sse": reconstruction.sse(x_hat, x).mean()}
+  for level, q in zip(model.LEVELS, levels):
+    metrics.update({k: v.mean()
+                    for k, v in vq_metrics.commitment_metrics(q, level, residual).items()})
+    metrics.update(vq_metrics.usage_metrics(q, level, residual))
+    if entropy is not None:
+      per_sample, codebook = vq_losses.level_entropies(q, entropy)
+      metrics[vq_metrics.metric_name("entropy_per_sample", level)] = per_sample
+      metrics[vq_metrics.metric_name("entropy_codebook", level)] = codebook
+  return metrics
 
 
 def make_eval_metrics(config):
