@@ -422,21 +422,34 @@ def population_cases() -> list[str]:
 
 
 def population_members(config) -> list:
-  """`config` and one member per key a population may vary for it (population_keys), each
-  changed by a small amount."""
+  """`config`, a member with another seed, and a member with every other key a population
+  may vary for it (population_keys) changed by a small amount (more than one where keys
+  changed together reach something static: TD-VAE's jumps). Each key is first checked alone
+  to keep its member in `config`'s population (or to be split by design); trained, a key
+  that the population path mishandled (a number left static, an array not batched) parts
+  the member from its run alone whichever other keys changed with it, so one member
+  carries them all."""
   from vaelab.training import population
-  members = [config]
+  changed = {}
   for key in population_keys(config):
     value = population._get(config, key)
     new = value + 1 if key == "seed" or isinstance(value, int) else value * 1.5 + 0.01
     other = population._with(config, {key: new})
     if population.groups([config, other]) == [[0, 1]]:
-      members.append(other)
+      changed[key] = new
     else:
       assert (config.model.name, key) in SPLIT_BY_DESIGN, (
           f"{key} is a population key of {config.model.name}, but a member with it changed "
           f"trains apart: it reaches something static (add it to SPLIT_BY_DESIGN if so)")
-  return members
+  members = [config, population._with(config, {"seed": changed.pop("seed")})]
+  combined: list[dict] = [{}]
+  for key, new in changed.items():  # keys that move something static together start anew
+    trial = {**combined[-1], key: new}
+    if population.groups([config, population._with(config, trial)]) == [[0, 1]]:
+      combined[-1] = trial
+    else:
+      combined.append({key: new})
+  return members + [population._with(config, c) for c in combined]
 
 
 def population_runs(members: list, root: str, impl: str) -> list:

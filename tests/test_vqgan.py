@@ -230,8 +230,10 @@ def test_validation_names_the_key(npz_pair, tmp_path):
   assert config_base.load_config("configs/vqgan_mnist.py:adversarial=False").loss.gan == "none"
 
 
-def test_a_run_through_the_step_starts_the_discriminator_at_disc_start(npz_pair):
-  config = tiny(npz_pair, **{"loss.lecam_weight": 0.1})
+def test_a_run_through_the_step_starts_the_discriminator_at_disc_start(npz_pair, tmp_path):
+  # probe-FID's classifier: a few steps, in this test's own cache.
+  config = tiny(npz_pair, **{"loss.lecam_weight": 0.1, "eval.probe_fid_steps": 10,
+                             "eval.probe_fid_cache": str(tmp_path / "probe_fid")})
   exp, state, results, history = loop.train(config, None, evaluate=True)
   logged = [h for h in history if "train/loss" in h]
   assert [h["step"] for h in logged] == [1, 2, 3, 4]
@@ -241,4 +243,6 @@ def test_a_run_through_the_step_starts_the_discriminator_at_disc_start(npz_pair)
                "discriminator_loss", "discriminator_learning_rate", "perplexity"):
     assert all(np.isfinite(h[f"train/{name}"]) for h in logged), name
   assert float(state.model_state[vqgan.LECAM]["real"]) != 0
-  assert {"eval/recon_sse", "eval/perplexity", "eval/codebook_usage"} <= set(results)
+  assert {"eval/recon_sse", "eval/perplexity", "eval/codebook_usage", "eval/psnr", "eval/ssim",
+          "eval/probe_fid"} <= set(results)
+  assert "eval/rfid" not in results  # no Inception weights given
