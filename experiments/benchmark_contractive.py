@@ -22,6 +22,7 @@ import time
 import jax
 import numpy as np
 
+import common
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
 from vaelab.models import ae
@@ -46,14 +47,7 @@ def build_step(name: str, batch_size: int, num_projections: int, src):
   return (lambda s: exp.train_step(s, batch, exp.hparams)[0]), state
 
 
-def run(fn, state, steps: int):
-  """Runs `steps` steps; returns (new state, seconds per step)."""
-  state = jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state = fn(state)
-  jax.block_until_ready(state)
-  return state, (time.perf_counter() - t) / steps
+run = common.timed_steps
 
 
 def main():

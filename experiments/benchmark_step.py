@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import common
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
 from vaelab.models import vae
@@ -87,14 +88,7 @@ def hand_step(image):
   return lambda s: step(*s, x), (params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
-def run(fn, state, steps: int):
-  """Runs `steps` steps; returns (new state, seconds per step)."""
-  state = jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state = fn(state)
-  jax.block_until_ready(state)
-  return state, (time.perf_counter() - t) / steps
+run = common.timed_steps
 
 
 def matmul_timer(n: int, repeats: int = 3):

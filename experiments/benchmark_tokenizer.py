@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from jax import lax
 
+import common
 from vaelab import config_base, spmd
 from vaelab.data.base import InMemorySource
 from vaelab.losses import vqgan as gl
@@ -145,13 +146,7 @@ def hand_step(config, exp, image, naive: bool):
   return lambda s: step(*s), state
 
 
-def run(fn, state, steps: int):
-  state = jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state = fn(state)
-  jax.block_until_ready(state)
-  return state, (time.perf_counter() - t) / steps
+run = common.timed_steps
 
 
 def main():

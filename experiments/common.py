@@ -264,3 +264,15 @@ def write_weights(out: str, arrays: dict, check) -> None:
   check(out)
   print(f"{out}: {len(arrays)} arrays, {sum(v.size for v in arrays.values()):,} numbers")
   print(json.dumps({"out": out, "arrays": len(arrays)}))
+
+
+def timed_steps(fn, state, steps: int):
+  """Runs `steps` calls state = fn(state), timed from a ready state to a ready state;
+  returns (the new state, seconds per step)."""
+  import jax
+  state = jax.block_until_ready(state)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state = fn(state)
+  jax.block_until_ready(state)
+  return state, (time.perf_counter() - t) / steps
