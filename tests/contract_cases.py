@@ -81,7 +81,7 @@ SHRINK = {
         os.environ.get("VAELAB_TEST_SHARED") or tempfile.gettempdir(), "probe_fid"),
 }
 # Data sets replaced by the tiny npz files (by the channels their images have).
-IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1}
+IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1, "imagenet2012": 3}
 # The step's own options, every family's: binarization, the non-finite policy (skip adds a
 # select to the step), where batches are made (bitwise the same batches), mixed precision.
 # They belong to no family, so they run on one named config (an image family with every

@@ -423,7 +423,7 @@ def real_data_dir(tmp_path_factory):
   rng = np.random.default_rng(1)
   mnist = _prepare_real(
       "mnist", data_dir, lambda n: rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-      num_examples=2 * tfds_source._CHUNK + 5)  # pylint: disable=protected-access
+      num_examples=2 * tfds_source.CHUNK + 5)
   dsprites = _prepare_real(
       "dsprites", data_dir, lambda n: rng.integers(0, 2, (n, 64, 64, 1), dtype=np.uint8),
       num_examples=30)

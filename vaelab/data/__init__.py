@@ -7,6 +7,9 @@ from vaelab.data.base import ArraySource, InMemorySource, SourceInfo, SubsetSour
 from vaelab.errors import ConfigError
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "dsprites", "shapes3d")
+# TFDS sets read batch by batch, resized and cropped to data.image_size
+# (`vaelab.data.tfds_stream`, whose keys the configs add).
+STREAMED_NAMES = ("imagenet2012",)
 PROCEDURAL_NAMES = ("procedural_dsprites",)
 # disentanglement_lib's dSprites variants, rendered like procedural dSprites
 # (`vaelab.data.dsprites_variants`), and its data sets' official files
@@ -16,7 +19,7 @@ FILE_NAMES = ("dsprites_file", "shapes3d_file", "mpi3d_file", "smallnorb_file", 
 # Sequences for TD-VAE (`vaelab.data.sequences`); their keys (data.seq_len, ...) are set by
 # the TD-VAE configs.
 SEQUENCE_NAMES = ("moving_digits", "oscillator")
-NAMES = (("npz",) + TFDS_NAMES + PROCEDURAL_NAMES + VARIANT_NAMES + FILE_NAMES
+NAMES = (("npz",) + TFDS_NAMES + STREAMED_NAMES + PROCEDURAL_NAMES + VARIANT_NAMES + FILE_NAMES
          + SEQUENCE_NAMES)
 
 
@@ -29,6 +32,9 @@ def check(data_cfg) -> None:
   elif data_cfg.name in FILE_NAMES:
     from vaelab.data import ground_truth_files
     ground_truth_files.check(data_cfg)
+  elif data_cfg.name in STREAMED_NAMES:
+    from vaelab.data import tfds_stream
+    tfds_stream.check(data_cfg)
 
 
 def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
@@ -45,6 +51,10 @@ def make_sources(data_cfg) -> tuple[ArraySource, ArraySource]:
     data_dir = data_cfg.data_dir or None
     return (tfds_source.load_tfds(name, data_cfg.train_split, data_dir),
             tfds_source.load_tfds(name, data_cfg.eval_split, data_dir))
+  if name in STREAMED_NAMES:
+    from vaelab.data import tfds_stream
+    return (tfds_stream.load(data_cfg, data_cfg.train_split, data_cfg.train_crop),
+            tfds_stream.load(data_cfg, data_cfg.eval_split, "center"))
   if name == "procedural_dsprites":
     from vaelab.data import dsprites
     return _held_out(dsprites.DSpritesSource(), data_cfg)

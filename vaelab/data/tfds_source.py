@@ -56,7 +56,7 @@ SUPPORTED: dict[str, _Spec] = {
 
 # Records read per `__getitems__` call: array_record reads a batch of keys in
 # parallel, which is faster than one `ds[i]` per record.
-_CHUNK = 1024
+CHUNK = 1024
 
 
 def _not_ready(name: str, split: str, data_dir: str | None, why: str) -> DataError:
@@ -65,15 +65,18 @@ def _not_ready(name: str, split: str, data_dir: str | None, why: str) -> DataErr
       f"TFDS data set {name!r} split {split!r} cannot be read from {where}: {why}. "
       f"Prepare it on a machine with TensorFlow and network access with "
       f"`tfds build {name} --file_format=array_record"
-      f"{' --data_dir=' + data_dir if data_dir else ''}` (this code never downloads), "
+      f"{' --data_dir=' + data_dir if data_dir else ''}` (a set downloaded by hand, as "
+      f"ImageNet is, also needs --manual_dir=DIR; this code never downloads), "
       f"or use an npz file instead: --config.data.name=npz "
-      f"--config.data.train_path=PATH.npz (see DESIGN.md, 'Contracts').")
+      f"--config.data.train_path=PATH.npz (docs/data.md).")
 
 
-def _open(tfds, name: str, split: str, data_dir: str | None):
+def open_split(tfds, name: str, split: str, data_dir: str | None, decoders=None):
+  """tfds.data_source of a prepared split (`decoders`: tfds's), or a DataError that says
+  what is missing and how to prepare it."""
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                            try_gcs=False)
+                            try_gcs=False, decoders=decoders)
   except ImportError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -97,9 +100,8 @@ def _open(tfds, name: str, split: str, data_dir: str | None):
                     f"{reason}") from e
 
 
-def _read_records(ds, start: int, stop: int, batched: list[bool]) -> list[dict]:
-  """Reads records [start, stop); batched[0] says whether __getitems__ works."""
-  keys = list(range(start, stop))
+def read_records(ds, keys: list[int], batched: list[bool]) -> list[dict]:
+  """Reads the records `keys`; batched[0] says whether __getitems__ works."""
   if batched[0]:
     try:
       return list(ds.__getitems__(keys))
@@ -140,7 +142,7 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> InMemorySou
                     f"--config.data.train_path=PATH.npz.")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  ds = _open(tfds, name, split, data_dir)
+  ds = open_split(tfds, name, split, data_dir)
   features = ds.dataset_info.features
   n = len(ds)
   if n == 0:
@@ -155,9 +157,9 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> InMemorySou
   first = 1 if spec.constant_factor else 0  # column of the first TFDS factor
   factors = np.zeros((n, first + len(spec.factor_keys)), np.int64) if spec.factor_keys else None
   batched = [True]
-  for start in range(0, n, _CHUNK):
-    stop = min(start + _CHUNK, n)
-    records = _read_records(ds, start, stop, batched)
+  for start in range(0, n, CHUNK):
+    stop = min(start + CHUNK, n)
+    records = read_records(ds, list(range(start, stop)), batched)
     image[start:stop] = np.stack([r["image"] for r in records])
     if label is not None:
       label[start:stop] = [r[spec.label_key] for r in records]
