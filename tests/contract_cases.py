@@ -81,7 +81,10 @@ SHRINK = {
         os.environ.get("VAELAB_TEST_SHARED") or tempfile.gettempdir(), "probe_fid"),
 }
 # Data sets replaced by the tiny npz files (by the channels their images have).
-IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1, "imagenet2012": 3}
+IMAGE_DATA = {"mnist": 1, "fashion_mnist": 1, "cifar10": 3, "npz": 1}
+# Streamed data sets, read as they are from a tiny preparation `write_data` makes: the
+# colour blobs as PNGs larger than SIDE, so that every batch is resized and randomly cropped.
+STREAMED_DATA = ("imagenet2012",)
 # The step's own options, every family's: binarization, the non-finite policy (skip adds a
 # select to the step), where batches are made (bitwise the same batches), mixed precision.
 # They belong to no family, so they run on one named config (an image family with every
@@ -132,7 +135,27 @@ def write_data(directory: str) -> dict:
         np.savez(path, **arrays)
       out[f"{split}{channels}"] = path
   out["lpips"] = _write_lpips_weights(os.path.join(directory, "lpips.npz"))
+  out["tfds"] = _write_streamed(os.path.join(directory, "tfds"), out["train3"], out["eval3"])
   return out
+
+
+def _write_streamed(data_dir: str, train: str, evalp: str) -> str:
+  """imagenet2012 prepared from the colour splits, each image enlarged to 1.5 x 2 SIDE."""
+  import io
+  from PIL import Image
+  from vaelab.data import tfds_stream
+  splits = {}
+  for split, path in (("train", train), ("validation", evalp)):
+    with np.load(path) as f:
+      image, label = f["image"], f["label"]
+    rows = []
+    for i, (x, y) in enumerate(zip(image, label)):
+      buf = io.BytesIO()
+      Image.fromarray(x).resize((2 * SIDE, 3 * SIDE // 2), Image.BICUBIC).save(buf, "PNG")
+      rows.append({"image": buf.getvalue(), "label": int(y), "file_name": f"{split}{i}.png"})
+    splits[split] = rows
+  tfds_stream.prepare(data_dir, "imagenet2012", splits)
+  return data_dir
 
 
 def _write_lpips_weights(path: str) -> str:
@@ -191,6 +214,9 @@ def _shrink(config, data: dict, vq_workdirs: dict):
     overrides["data.name"] = "npz"
     overrides["data.train_path"] = data[f"train{channels}"]
     overrides["data.eval_path"] = data[f"eval{channels}"]
+  if config.data.name in STREAMED_DATA:
+    overrides["data.data_dir"] = data["tfds"]
+    overrides["data.image_size"] = SIDE
   if "vq_workdir" in flat:
     overrides["vq_workdir"] = vq_workdirs["vqvae"]
   return config_base.set_overrides(config, overrides)
