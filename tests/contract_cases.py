@@ -578,10 +578,20 @@ def main(setup_path: str, out_dir: str):
                             **{f"param:{k}": v for k, v in params.items()}})
 
   import time
+  seconds = {}  # what each case cost here (experiments/suite_costs.py reads them)
+
+  def timed(name, start):
+    """Records a case's seconds, rewriting the file each time: the tests end this process
+    once they have read its last result."""
+    seconds[name] = time.perf_counter() - start
+    if os.environ.get("VAELAB_SUITE_COSTS"):
+      publish(os.environ["VAELAB_SUITE_COSTS"], "contract_four_devices", dict(seconds))
   began = time.perf_counter()
   for case in setup["cases"]:
+    start = time.perf_counter()
     config = config_of(case, data, vq)
     keep(case, run(config))
+    timed(case, start)
   print(f"cases: {time.perf_counter() - began:.0f} s", flush=True)
   if setup.get("negative"):  # a statistic of each device's shard where the batch's is meant
     from vaelab import spmd
@@ -608,6 +618,7 @@ def main(setup_path: str, out_dir: str):
     publish(out_dir, f"{case}:evaluation", evaluate_on_devices(case, data, vq, root))
     print(f"{case}: populations {populations - began:.0f} s, evaluation "
           f"{time.perf_counter() - populations:.0f} s", flush=True)
+    timed(f"{case}:family", began)
 
 
 def publish(out_dir: str, name: str, value):
