@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import common
-from vaelab.data import pipeline, tfds_stream
+from vaelab.data import pipeline, tfds_source, tfds_stream
 
 
 def _images(n: int, seed: int = 0) -> list[dict]:
@@ -53,7 +53,7 @@ def main():
   with tempfile.TemporaryDirectory() as data_dir:
     rows = _images(args.images)
     mean_kb = statistics.mean(len(r["image"]) for r in rows) / 1024
-    tfds_stream.prepare(data_dir, "imagenet2012", {"train": rows})
+    tfds_source.prepare(data_dir, "imagenet2012", {"train": rows})
     results, table = {}, []
     for threads in sorted({1, cpus}):
       src = tfds_stream.StreamingTfdsSource("imagenet2012", "train", args.size, "random",

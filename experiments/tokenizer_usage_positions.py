@@ -55,14 +55,19 @@ def main():
     counts = np.bincount(order, minlength=k)
     p = counts / counts.sum()
     perplexity = math.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))
-    figures = {"codes": k, "positions_per_image": per, "perplexity_all": perplexity,
-               "train_only_usage": len(np.unique(codes["train"])) / k}
     n_eval = len(codes["eval"])
+    # The training images' first positions, as many as the evaluation set's: whether images
+    # the model was trained on draw more codes than unseen ones.
+    figures = {"codes": k, "positions_per_image": per, "perplexity_all": perplexity,
+               "train_only_usage": len(np.unique(codes["train"])) / k,
+               "train_first_usage": len(np.unique(codes["train"][:n_eval])) / k}
     for n in (n_eval // 2, n_eval, 2 * n_eval, 4 * n_eval, len(order)):
       used = len(np.unique(order[:n])) / k
       bound = 1 - math.exp(-n / k)
       figures[f"usage_{n}"] = used
       rows.append([name, f"{n:,}", common.pct(used), common.pct(bound), f"{used / bound:.2f}"])
+    rows.append([name, f"{n_eval:,} (training images)", common.pct(figures["train_first_usage"]),
+                 common.pct(1 - math.exp(-n_eval / k)), ""])
     out[name] = figures
   common.print_table(["run", "positions", "usage", "uniform bound", "usage / bound"], rows,
                      "codebook usage against the positions read (evaluation images first)")

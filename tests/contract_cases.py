@@ -143,7 +143,7 @@ def _write_streamed(data_dir: str, train: str, evalp: str) -> str:
   """imagenet2012 prepared from the colour splits, each image enlarged to 1.5 x 2 SIDE."""
   import io
   from PIL import Image
-  from vaelab.data import tfds_stream
+  from vaelab.data import tfds_source
   splits = {}
   for split, path in (("train", train), ("validation", evalp)):
     with np.load(path) as f:
@@ -154,7 +154,7 @@ def _write_streamed(data_dir: str, train: str, evalp: str) -> str:
       Image.fromarray(x).resize((2 * SIDE, 3 * SIDE // 2), Image.BICUBIC).save(buf, "PNG")
       rows.append({"image": buf.getvalue(), "label": int(y), "file_name": f"{split}{i}.png"})
     splits[split] = rows
-  tfds_stream.prepare(data_dir, "imagenet2012", splits)
+  tfds_source.prepare(data_dir, "imagenet2012", splits)
   return data_dir
 
 

@@ -377,8 +377,7 @@ def test_tfds_not_prepared_fails_fast_without_downloading(tmp_path, monkeypatch)
 
 
 # A real prepared data set (ArrayRecord files on disk, no mock), written without
-# TensorFlow: the builders are subclassed to yield PNG bytes, which TFDS stores
-# as is, instead of numpy arrays, which it would need TensorFlow to encode.
+# TensorFlow from PNG bytes, which TFDS stores as they are (tfds_source.prepare).
 
 
 def _png(array):
@@ -389,31 +388,19 @@ def _png(array):
 
 
 def _prepare_real(name, data_dir, make_images, num_examples):
-  base = type(tfds.builder(name))
   features = tfds.builder(name).info.features
   images = make_images(num_examples)
   rng = np.random.default_rng(0)
   rows = []
   for i in range(num_examples):
-    row = {"image": io.BytesIO(_png(images[i]))}
+    row = {"image": _png(images[i])}
     for key, feature in features.items():
       if isinstance(feature, tfds.features.ClassLabel):
         row[key] = int(rng.integers(feature.num_classes))
       elif key != "image":
         row[key] = float(rng.random())
     rows.append(row)
-
-  class Fake(base, skip_registration=True):  # pylint: disable=too-few-public-methods
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {"train": self._generate_examples()}
-
-    def _generate_examples(self):  # pylint: disable=arguments-differ
-      for i, row in enumerate(rows):
-        yield i, dict(row, image=io.BytesIO(row["image"].getvalue()))
-
-  Fake.name = name
-  Fake(data_dir=data_dir, file_format="array_record").download_and_prepare()
+  tfds_source.prepare(data_dir, name, {"train": rows})
   return images, rows
 
 

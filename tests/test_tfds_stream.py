@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vaelab import config_base, validation
-from vaelab.data import pipeline, tfds_stream
+from vaelab.data import pipeline, tfds_source, tfds_stream
 from vaelab.errors import ConfigError, DataError
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -39,7 +39,7 @@ def prepared(tmp_path_factory):
     base = np.stack([yy * 255 // h, xx * 255 // w, np.full((h, w), 20 * i)], -1)
     rows.append({"image": _jpeg(base.astype(np.uint8)), "label": int(rng.integers(1000)),
                  "file_name": f"img{i:02d}.JPEG"})
-  tfds_stream.prepare(data_dir, "imagenet2012", {"train": rows, "validation": rows})
+  tfds_source.prepare(data_dir, "imagenet2012", {"train": rows, "validation": rows})
   return data_dir, {r["file_name"]: r for r in rows}
 
 

@@ -173,28 +173,3 @@ def check(data_cfg) -> None:
     raise ConfigError(f"data.decode_threads={threads!r}: expected an integer >= 0 "
                       f"(0: one per CPU)")
 
-
-def prepare(data_dir: str, name: str, splits: dict[str, list[dict]]) -> None:
-  """Writes a TFDS ArrayRecord preparation of `name` into `data_dir` from records you give
-  (per split, dicts of the set's features, "image" as encoded bytes, which TFDS stores as
-  they are): a set of your own images in ImageNet's shape, and the tests' and benchmarks'
-  small sets. Needs neither TensorFlow nor the network."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  base = type(tfds.builder(name))
-
-  class Given(base, skip_registration=True):  # pylint: disable=too-few-public-methods
-
-    def _split_generators(self, dl_manager):
-      del dl_manager
-      return {split: self._records(rows) for split, rows in splits.items()}
-
-    def _records(self, rows):
-      for i, row in enumerate(rows):
-        yield i, dict(row, image=io.BytesIO(row["image"]))
-
-  Given.name = name
-  # TFDS looks for a builder's checksums beside its code, and for a class in a package it
-  # asks importlib_resources, which vaelab does not install; a class it cannot place in a
-  # file has no checksums, which a preparation from given records needs none of.
-  Given.__module__ = "vaelab_given_records"
-  Given(data_dir=data_dir, file_format="array_record").download_and_prepare()
