@@ -2,10 +2,11 @@
 
 Runs the suite as `make test` does (two workers, a file each) with pytest's JUnit XML and
 the 4-device contract subprocess's own timings (VAELAB_SUITE_COSTS), then adds up:
-- per family: its test file(s) (tests/test_<family>.py), its contract cases on 1 device
-  (the tests of tests/test_contract.py whose case trains it) and on 4 devices (the
-  subprocess's seconds per case, and per family for its resume, populations and
-  evaluation);
+- per family: its test file (tests/test_<family>.py), and the tests whose parameter is one
+  of its contract cases or config files (tests/test_contract.py, tests/test_configs.py) or
+  the family itself; beside them, the 4-device subprocess's seconds per case (and per
+  family for its resume, populations and evaluation), which run while the contract's tests
+  wait for them (so they are inside those tests' seconds, not added to them);
 - the step's own options (the `step-...` contract cases) and the library's other tests.
 Seconds are each test's setup, call and teardown as pytest reports them; the suite's
 CPU-minutes and the reference loop's speed are pytest's last lines (tests/conftest.py).
@@ -63,29 +64,37 @@ def costs(junit: str, four: str | None) -> dict:
   def owner(case: str) -> str:
     return "the step's options" if case.startswith("step-") else cc.family_of(case)
 
-  rows = collections.defaultdict(lambda: {"tests": 0, "files_s": 0.0, "contract_1_s": 0.0,
-                                          "contract_4_s": 0.0})
+  def family_of_test(stem: str, name: str) -> tuple[str, str | None]:
+    """(who owns a test, its contract case if it checks one): a parameter naming a case
+    (a config file's name, with or without .py) or a family, else the test file's name."""
+    param = (_case_of(name) or "").split(":")[0]
+    param = param[:-3] if param.endswith(".py") else param
+    if param in cases:
+      return owner(param), param
+    if param in families:
+      return param, None
+    return (stem[5:] if stem[5:] in families else "library (other tests)"), None
+
+  rows = collections.defaultdict(lambda: {"tests": 0, "own_files_s": 0.0,
+                                          "contract_configs_s": 0.0, "four_devices_s": 0.0})
   per_case = collections.defaultdict(float)
+  library = collections.defaultdict(float)  # the other tests, by file
   for stem, name, seconds in _tests(junit):
-    case = (_case_of(name) or "").split(":")[0]
-    if stem == "test_contract" and case in cases:
-      key, column = owner(case), "contract_1_s"
-      per_case[case] += seconds
-    elif stem[5:] in families:
-      key, column = stem[5:], "files_s"
-    else:
-      key, column = "library (other tests)", "files_s"
+    key, case = family_of_test(stem, name)
+    if key == "library (other tests)":
+      library[stem] += seconds
+    column = "contract_configs_s" if stem in ("test_contract", "test_configs") else "own_files_s"
     rows[key][column] += seconds
     rows[key]["tests"] += 1
+    if case:
+      per_case[case] += seconds
   if four and os.path.exists(four):
     with open(four) as f:
       for name, seconds in json.load(f).items():
-        case = name.split(":")[0]
-        rows[owner(case)]["contract_4_s"] += seconds
-        per_case[case] += seconds
+        rows[owner(name.split(":")[0])]["four_devices_s"] += seconds
   for r in rows.values():
-    r["total_s"] = r["files_s"] + r["contract_1_s"] + r["contract_4_s"]
-  return {"families": dict(rows), "cases": dict(per_case)}
+    r["total_s"] = r["own_files_s"] + r["contract_configs_s"]
+  return {"families": dict(rows), "cases": dict(per_case), "library": dict(library)}
 
 
 def main():
@@ -99,14 +108,18 @@ def main():
     figures = costs(junit, four)
   fam = sorted(figures["families"].items(), key=lambda kv: -kv[1]["total_s"])
   common.print_table(
-      ["family", "tests", "test files s", "contract 1 device s", "contract 4 devices s",
-       "total s"],
-      [[name, r["tests"], f"{r['files_s']:.0f}", f"{r['contract_1_s']:.0f}",
-        f"{r['contract_4_s']:.0f}", f"{r['total_s']:.0f}"] for name, r in fam],
-      "the suite's seconds by family (each test's own; two workers share the wall time)")
+      ["family", "tests", "its test files s", "contract and config tests s", "total s",
+       "4-device subprocess s"],
+      [[name, r["tests"], f"{r['own_files_s']:.0f}", f"{r['contract_configs_s']:.0f}",
+        f"{r['total_s']:.0f}", f"{r['four_devices_s']:.0f}"] for name, r in fam],
+      "the suite's seconds by family (each test's own; the 4-device subprocess runs beside "
+      "the contract's tests, which wait for it)")
   top = sorted(figures["cases"].items(), key=lambda kv: -kv[1])[:args.top]
-  common.print_table(["contract case", "seconds (1 and 4 devices)"],
+  common.print_table(["contract case", "seconds in its tests"],
                      [[c, f"{s:.1f}"] for c, s in top], "the costliest contract cases")
+  files = sorted(figures["library"].items(), key=lambda kv: -kv[1])[:args.top]
+  common.print_table(["test file", "seconds"], [[f, f"{s:.1f}"] for f, s in files],
+                     "the costliest of the library's other test files")
   common.print_json(common.rounded(figures, 1))
 
 

@@ -87,8 +87,14 @@ def setup(tmp_path_factory):
   out_dir = root / "four_devices"
   out_dir.mkdir()
   setup_path = root / "setup.json"
+  # Only the whole contract reports its costs: a narrowed one (make contract, the optimized
+  # cases) would overwrite them with its own.
+  whole = cc.families_asked() is None and not any(
+      os.environ.get(k) for k in ("VAELAB_CONTRACT_FAST", "VAELAB_CONTRACT_CASES"))
   setup_path.write_text(json.dumps({"cases": CASES, "families": sorted(FAMILIES.values()),
                                     "negative": NEGATIVE,
+                                    "costs": os.environ.get("VAELAB_SUITE_COSTS") if whole
+                                    else None,
                                     "data": state["data"], "vq_workdirs": state["vq"]}))
   env = dict(os.environ, XLA_FLAGS=xla_flags(4),
              JAX_PLATFORMS="cpu")
