@@ -118,7 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"
 
   c.data = ml_collections.ConfigDict()
-  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d (TFDS) | procedural_dsprites |
+  # npz | mnist | fashion_mnist | cifar10 | dsprites | shapes3d (TFDS) | imagenet2012 (TFDS,
+  # streamed: its keys come with data/tfds_stream.config_keys) | procedural_dsprites |
   # color_dsprites | noisy_dsprites | scream_dsprites (rendered) | dsprites_file |
   # shapes3d_file | mpi3d_file | smallnorb_file | cars3d_file (official files at data.path)
   c.data.name = "mnist"
