@@ -152,6 +152,8 @@ def test_missing_keys_are_named():
     validation.validate(c)
 
 
+# Slow (a VQGAN compile): the contract's vqgan_imagenet case also trains on the streamed source.
+@pytest.mark.slow
 def test_the_imagenet_config_trains_and_evaluates_on_a_prepared_split(prepared, tmp_path):
   """The config's own source and step, shrunk: a few steps, then the final evaluation with
   its PSNR and SSIM over the centre crops, and the device path refused by name."""
