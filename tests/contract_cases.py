@@ -135,7 +135,6 @@ def write_data(directory: str) -> dict:
         np.savez(path, **arrays)
       out[f"{split}{channels}"] = path
   out["lpips"] = _write_lpips_weights(os.path.join(directory, "lpips.npz"))
-  out["tfds"] = _write_streamed(os.path.join(directory, "tfds"), out["train3"], out["eval3"])
   return out
 
 
@@ -318,6 +317,8 @@ def prepare(root: str) -> dict:
 def _prepare(root: str) -> dict:
   from vaelab.training import loop
   data = write_data(root)
+  # Only the contract's cases read a streamed set: the other callers of write_data skip it.
+  data["tfds"] = _write_streamed(os.path.join(root, "tfds"), data["train3"], data["eval3"])
   vq_workdirs = {}
   for name in ("vqvae", "vqvae2"):
     vq_workdirs[name] = os.path.join(root, name)

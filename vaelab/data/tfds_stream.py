@@ -113,9 +113,6 @@ class StreamingTfdsSource:
   def __len__(self) -> int:
     return self._n
 
-  def __getstate__(self):  # a thread pool does not pickle (a source copied to a subprocess)
-    return dict(self.__dict__, _pool=None)
-
   def get(self, indices: np.ndarray, keys=None) -> dict[str, np.ndarray]:
     indices = np.asarray(indices).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= self._n):
